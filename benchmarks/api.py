@@ -1,0 +1,113 @@
+"""API throughput and latency beside the model's own time, so the server's overhead is visible.
+
+Runs in one go, side by side:
+  (a) baseline: the synth model called directly in this process, one clip after another;
+  (b) Overture: the same clips as ``POST /v1/models/overture/synth/predictions`` with ``Prefer: wait``
+      from many concurrent clients against a real server subprocess on loopback.
+Prints predictions per second, p50/p95/p99 latency of the create call, and the ratio.
+
+    .venv/bin/python benchmarks/api.py [--requests 400] [--clients 32] [--duration 0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from overture.models.audio import encode, normalize
+from overture.models.synth import SAMPLE_RATE, parse_prompt, render
+
+TOKEN = "r8_benchmark_token"
+PROMPTS = ["techno 128 bpm in A minor", "lofi hip hop 85 bpm", "ambient pads in E major", "rock 140 bpm"]
+
+
+def baseline(n: int, duration: float) -> float:
+    """Seconds per clip for the model alone: render, normalize, encode to WAV."""
+    started = time.perf_counter()
+    for i in range(n):
+        arrangement = parse_prompt(PROMPTS[i % len(PROMPTS)])
+        audio = np.concatenate(list(render(arrangement, duration, seed=i)))
+        encode(normalize(audio, SAMPLE_RATE, "loudness"), SAMPLE_RATE, "wav")
+    return (time.perf_counter() - started) / n
+
+
+def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [sys.executable, "-m", "overture", "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    proc = subprocess.Popen([*args, "--token", TOKEN, "--no-cache"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            httpx.get(f"{base}/health", timeout=1)
+            return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+async def load(base: str, requests: int, clients: int, duration: float) -> tuple[float, list[float], int]:
+    latencies: list[float] = []
+    failures = 0
+    counter = iter(range(requests))
+    limits = httpx.Limits(max_connections=clients)
+    headers = {"Authorization": f"Bearer {TOKEN}", "Prefer": "wait"}
+
+    async def client_loop(http: httpx.AsyncClient) -> None:
+        nonlocal failures
+        for i in counter:
+            body = {"input": {"prompt": PROMPTS[i % len(PROMPTS)], "duration": duration, "seed": i}}
+            started = time.perf_counter()
+            response = await http.post("/v1/models/overture/synth/predictions", json=body, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            if response.status_code != 201 or response.json()["status"] != "succeeded":
+                failures += 1
+
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(http) for _ in range(clients)))
+        return time.perf_counter() - started, latencies, failures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=0.5, help="seconds of audio per prediction")
+    args = parser.parse_args()
+
+    per_clip = baseline(min(args.requests, 50), args.duration)
+    data_dir = Path(tempfile.mkdtemp(prefix="overture-bench-"))
+    proc, base = start_server(data_dir)
+    try:
+        elapsed, latencies, failures = asyncio.run(load(base, args.requests, args.clients, args.duration))
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    ms = np.percentile(np.array(latencies) * 1000, [50, 95, 99])
+    served = args.requests / elapsed
+    direct = 1 / per_clip
+    print(f"machine: {os.cpu_count()} cores; {args.requests} predictions of {args.duration} s, {args.clients} clients")
+    print(f"baseline (model alone, sequential): {per_clip * 1000:.1f} ms/clip = {direct:.1f} clips/s")
+    print(f"overture (HTTP, Prefer: wait):       {served:.1f} predictions/s, failures {failures}")
+    print(f"create latency p50 {ms[0]:.0f} ms, p95 {ms[1]:.0f} ms, p99 {ms[2]:.0f} ms")
+    print(f"ratio overture/baseline throughput: {served / direct:.2f}")
+    print(f"server overhead per prediction: {max(0.0, 1000 / served - per_clip * 1000):.1f} ms (at 1 core of model work)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""The FastAPI application: Replicate's HTTP API in front of the engine."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+
+from overture.api import catalog, errors, files, predictions
+from overture.api.auth import Owner, TokenAuth
+from overture.api.deps import Present, Services, Svc
+from overture.config import Settings
+from overture.engine.engine import Engine
+from overture.models.registry import default_registry
+from overture.store.secrets import Keys
+from overture.store.store import Store
+
+
+def build_services(settings: Settings) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.data_dir, settings.database_url)
+    engine = Engine(settings, store, default_registry(settings.model_modules))
+    keys = Keys(settings.data_dir)
+    if not settings.tokens:
+        settings.tokens = [keys.generated_token()]
+    return Services(settings, engine, keys)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    services = build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        services.engine.start()
+        try:
+            yield
+        finally:
+            services.engine.stop()
+            services.engine.store.close()
+
+    app = FastAPI(title="Overture", version="0.1.0", lifespan=lifespan, redirect_slashes=False)
+    app.state.services = services
+    app.state.auth = TokenAuth(settings.tokens)
+    errors.install(app)
+    app.include_router(predictions.router)
+    app.include_router(catalog.router)
+    app.include_router(files.router)
+
+    @app.get("/v1/webhooks/default/secret")
+    def webhook_secret(owner: Owner, svc: Svc) -> dict[str, str]:
+        return {"key": svc.keys.webhook_secret(owner)}
+
+    @app.get("/v1/account")
+    def account(_: Owner) -> dict[str, Any]:
+        return {"type": "user", "username": "overture", "name": "Overture", "github_url": None}
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/", response_class=HTMLResponse)
+    def landing(svc: Svc, present: Present) -> str:
+        rows = "".join(
+            f"<li><code>{html.escape(m.ref)}</code>: {html.escape(m.description)}</li>"
+            for m in svc.engine.registry.models.values()
+        )
+        base = html.escape(present.base)
+        return (
+            "<!doctype html><title>Overture</title><h1>Overture</h1>"
+            "<p>A Replicate-compatible music generation server. Point the official client at it:</p>"
+            f"<pre>export REPLICATE_BASE_URL={base}\nexport REPLICATE_API_TOKEN=&lt;your token&gt;</pre>"
+            f"<h2>Models</h2><ul>{rows}</ul>"
+        )
+
+    return app

@@ -1,0 +1,51 @@
+"""What a route needs from the running server, as FastAPI dependencies."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from overture.api.errors import ApiError
+from overture.api.present import Presenter
+from overture.config import Settings
+from overture.engine.engine import Engine
+from overture.store.secrets import Keys
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    keys: Keys
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def presenter(request: Request) -> Presenter:
+    svc: Services = request.app.state.services
+    base = Presenter.public_base(request, svc.settings.public_url)
+    return Presenter(base, svc.keys, svc.settings.signed_url_ttl_seconds, svc.settings.retention_hours)
+
+
+Svc = Annotated[Services, Depends(services)]
+Present = Annotated[Presenter, Depends(presenter)]
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    """The position a cursor points at (None: start from the newest)."""
+    if not cursor:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        return int(text.removeprefix("seq:"))
+    except ValueError:
+        raise ApiError(422, "- cursor: malformed pagination cursor\n") from None

@@ -1,0 +1,72 @@
+"""Every error is an RFC 7807 problem object: the client reads ``title`` and ``detail`` from it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from overture.models.schema import InvalidInput
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthenticated",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Payload too large",
+    422: "Invalid input",
+    500: "Internal server error",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: str, **extra: Any):
+        self.status = status
+        self.detail = detail
+        self.extra = extra
+
+
+def problem(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    body = {"title": _TITLES.get(status, "Error"), "detail": detail, "status": status, **extra}
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def invalid_input(exc: InvalidInput) -> JSONResponse:
+    fields = [{"field": name, "message": message} for name, message in exc.errors]
+    return problem(422, str(exc), invalid_fields=fields)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return problem(exc.status, exc.detail, **exc.extra)
+
+    @app.exception_handler(InvalidInput)
+    async def _invalid_input(_: Request, exc: InvalidInput) -> JSONResponse:
+        return invalid_input(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = "The requested resource does not exist"
+        return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for err in exc.errors():
+            loc = [str(part) for part in err.get("loc", ()) if part not in ("body", "query", "path", "header")]
+            if err.get("type") == "json_invalid":
+                errors.append(("body", "the request body is not valid JSON"))
+            else:
+                errors.append((".".join(loc) or "body", err.get("msg", "invalid")))
+        return invalid_input(InvalidInput(errors))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return problem(500, f"The server failed unexpectedly: {type(exc).__name__}")

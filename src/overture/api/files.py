@@ -1,0 +1,136 @@
+"""Uploaded files (the Files API) and prediction output files, with and without a bearer token."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import mimetypes
+import time
+from functools import partial
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse
+from starlette.datastructures import UploadFile
+
+from overture.api.auth import Owner
+from overture.api.deps import Present, Svc, decode_cursor, encode_cursor
+from overture.api.errors import ApiError
+from overture.ids import new_id
+from overture.store.db import FileRow
+from overture.store.store import TooLarge, utcnow
+
+router = APIRouter()
+
+
+@router.post("/v1/files", status_code=201)
+async def create_file(request: Request, owner: Owner, svc: Svc, present: Present) -> dict[str, Any]:
+    limit = svc.settings.max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + 64 * 1024:  # multipart framing on top of the file
+        raise ApiError(413, f"The upload is larger than the {limit} byte limit")
+    try:
+        form = await request.form(max_files=1, max_fields=16)
+    except Exception as exc:  # python-multipart raises several types for broken bodies
+        raise ApiError(422, f"- content: the body is not valid multipart/form-data ({exc})\n") from None
+    content = form.get("content")
+    if not isinstance(content, UploadFile):
+        raise ApiError(422, "- content: field required (a multipart part named 'content' with the file)\n")
+    metadata = _metadata(form.get("metadata"))
+    fid = new_id()
+    try:
+        stored = await anyio.to_thread.run_sync(partial(svc.engine.store.save_upload, fid, content.file, limit))
+    except TooLarge as exc:
+        raise ApiError(413, f"The upload is too large: {exc}") from None
+    name = content.filename or "file"
+    content_type = content.content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    row = svc.engine.store.add_file(
+        FileRow(
+            id=fid,
+            owner=owner,
+            name=name,
+            content_type=content_type,
+            size=stored.size,
+            md5=stored.md5,
+            sha256=stored.sha256,
+            file_metadata=metadata,
+            created_at=utcnow(),
+        )
+    )
+    return present.file(row)
+
+
+def _metadata(raw: Any) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw if isinstance(raw, str) else "")
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise ApiError(422, "- metadata: must be a JSON object\n")
+    return value
+
+
+def _file(svc: Svc, owner: str, file_id: str) -> FileRow:
+    row = svc.engine.store.file(file_id, owner)
+    if row is None:
+        raise ApiError(404, f"File {file_id} does not exist")
+    return row
+
+
+@router.get("/v1/files")
+def list_files(owner: Owner, svc: Svc, present: Present, cursor: str | None = Query(default=None)) -> dict[str, Any]:
+    size = svc.settings.page_size
+    rows = svc.engine.store.files_page(owner, decode_cursor(cursor), size + 1)
+    next_path = f"/v1/files?cursor={encode_cursor(rows[size - 1].seq)}" if len(rows) > size else None
+    return present.page([present.file(r) for r in rows[:size]], next_path)
+
+
+@router.get("/v1/files/{file_id}")
+def get_file(file_id: str, owner: Owner, svc: Svc, present: Present) -> dict[str, Any]:
+    return present.file(_file(svc, owner, file_id))
+
+
+@router.get("/v1/files/{file_id}/download")
+def download_file(file_id: str, owner: Owner, svc: Svc) -> FileResponse:
+    row = _file(svc, owner, file_id)
+    return FileResponse(svc.engine.store.upload_path(row.id), media_type=row.content_type, filename=row.name)
+
+
+@router.delete("/v1/files/{file_id}", status_code=204)
+def delete_file(file_id: str, owner: Owner, svc: Svc) -> Response:
+    svc.engine.store.delete_file(_file(svc, owner, file_id))
+    return Response(status_code=204)
+
+
+def _output_response(svc: Svc, prediction_id: str, name: str) -> FileResponse:
+    try:
+        path = svc.engine.store.output_path(f"{prediction_id}/{name}")
+    except FileNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        raise ApiError(404, f"Output {prediction_id}/{name} does not exist")
+    return FileResponse(path, media_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
+
+
+@router.get("/v1/outputs/{prediction_id}/{name}")
+def get_output(prediction_id: str, name: str, owner: Owner, svc: Svc) -> FileResponse:
+    if svc.engine.store.prediction(prediction_id, owner) is None:
+        raise ApiError(404, f"Output {prediction_id}/{name} does not exist")
+    return _output_response(svc, prediction_id, name)
+
+
+@router.get("/signed/outputs/{prediction_id}/{name}")
+def get_signed_output(
+    prediction_id: str, name: str, svc: Svc, expires: int = Query(default=0), signature: str = Query(default="")
+) -> FileResponse:
+    """An output without a header, for ``<audio src>``: the URL carries an expiring HMAC instead."""
+    rel = f"{prediction_id}/{name}"
+    expected = svc.keys.sign(f"{rel}:{expires}")
+    if not hmac.compare_digest(expected, signature):
+        raise ApiError(403, "The signature of this URL is not valid")
+    if expires < time.time():
+        raise ApiError(403, "This signed URL has expired; fetch the prediction again for a fresh one")
+    return _output_response(svc, prediction_id, name)

@@ -1,0 +1,123 @@
+"""Prediction routes: create (by version, model or deployment), get, list, cancel."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import anyio
+from fastapi import APIRouter, Header, Query, Response
+from pydantic import BaseModel, ConfigDict
+
+from overture.api.auth import Owner
+from overture.api.deps import Present, Svc, decode_cursor, encode_cursor
+from overture.api.errors import ApiError
+from overture.models.registry import UnknownModel
+from overture.store.store import TERMINAL
+
+router = APIRouter(prefix="/v1")
+
+WebhookEvent = Literal["start", "output", "logs", "completed"]
+_PREFER_WAIT = re.compile(r"^\s*wait(?:\s*=\s*(\d+))?\s*$")
+#: Answer this long before the client's own deadline (N + 0.5 s) so the reply always arrives.
+_WAIT_MARGIN = 0.3
+
+
+class ModelPredictionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    input: dict[str, Any] | None = None
+    webhook: str | None = None
+    webhook_completed: str | None = None
+    webhook_events_filter: list[WebhookEvent] | None = None
+    stream: bool | None = None
+
+
+class PredictionRequest(ModelPredictionRequest):
+    version: str
+
+
+def prefer_wait(prefer: str | None) -> float | None:
+    """Seconds to hold the request for ``Prefer: wait[=N]`` (N clamped to 1..60), else None."""
+    if not prefer:
+        return None
+    for preference in prefer.split(","):
+        match = _PREFER_WAIT.match(preference)
+        if match:
+            return float(min(max(int(match.group(1) or 60), 1), 60))
+    return None
+
+
+async def _create(
+    svc: Svc, present: Present, owner: str, ref: str, body: ModelPredictionRequest, prefer: str | None, response: Response
+) -> dict[str, Any]:
+    try:
+        model, version = svc.engine.registry.version(ref)
+    except UnknownModel as exc:
+        raise ApiError(404, str(exc)) from None
+    webhook = body.webhook or body.webhook_completed
+    events = body.webhook_events_filter
+    if body.webhook is None and body.webhook_completed is not None:
+        events = ["completed"]
+    row = await anyio.to_thread.run_sync(
+        lambda: svc.engine.create(owner, model, version, body.input, webhook=webhook, webhook_events_filter=events)
+    )
+    response.status_code = 201
+    response.headers["Location"] = f"{present.base}/v1/predictions/{row.id}"
+    wait = prefer_wait(prefer)
+    if wait is None:
+        return present.prediction(row)
+    response.headers["Preference-Applied"] = f"wait={int(wait)}"
+    final = await svc.engine.wait(row.id, wait - _WAIT_MARGIN) or row
+    # Anything short of terminal is reported as "starting": run() then polls instead of
+    # returning a missing output (gotcha 1).
+    return present.prediction(final, status=None if final.status in TERMINAL else "starting")
+
+
+@router.post("/predictions", status_code=201)
+async def create_prediction(
+    body: PredictionRequest, owner: Owner, svc: Svc, present: Present, response: Response,
+    prefer: str | None = Header(default=None),
+) -> dict[str, Any]:
+    return await _create(svc, present, owner, body.version, body, prefer, response)
+
+
+@router.post("/models/{model_owner}/{model_name}/predictions", status_code=201)
+async def create_model_prediction(
+    model_owner: str, model_name: str, body: ModelPredictionRequest, owner: Owner, svc: Svc, present: Present,
+    response: Response, prefer: str | None = Header(default=None),
+) -> dict[str, Any]:
+    return await _create(svc, present, owner, f"{model_owner}/{model_name}", body, prefer, response)
+
+
+@router.post("/deployments/{deployment_owner}/{deployment_name}/predictions", status_code=201)
+async def create_deployment_prediction(
+    deployment_owner: str, deployment_name: str, body: ModelPredictionRequest, owner: Owner, svc: Svc,
+    present: Present, response: Response, prefer: str | None = Header(default=None),
+) -> dict[str, Any]:
+    """A deployment is served by the model of the same name."""
+    return await _create(svc, present, owner, f"{deployment_owner}/{deployment_name}", body, prefer, response)
+
+
+@router.get("/predictions/{prediction_id}")
+def get_prediction(prediction_id: str, owner: Owner, svc: Svc, present: Present) -> dict[str, Any]:
+    row = svc.engine.store.prediction(prediction_id, owner)
+    if row is None:
+        raise ApiError(404, f"Prediction {prediction_id} does not exist")
+    return present.prediction(row)
+
+
+@router.post("/predictions/{prediction_id}/cancel")
+def cancel_prediction(prediction_id: str, owner: Owner, svc: Svc, present: Present) -> dict[str, Any]:
+    row = svc.engine.cancel(prediction_id, owner)
+    if row is None:
+        raise ApiError(404, f"Prediction {prediction_id} does not exist")
+    return present.prediction(row)
+
+
+@router.get("/predictions")
+def list_predictions(owner: Owner, svc: Svc, present: Present, cursor: str | None = Query(default=None)) -> dict[str, Any]:
+    size = svc.settings.page_size
+    rows = svc.engine.store.predictions_page(owner, decode_cursor(cursor), size + 1)
+    next_path = f"/v1/predictions?cursor={encode_cursor(rows[size - 1].seq)}" if len(rows) > size else None
+    return present.page([present.prediction(r) for r in rows[:size]], next_path)

@@ -1,0 +1,146 @@
+"""JSON shapes the real client validates (replicate-api.md section 3), with absolute public URLs."""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import Request
+
+from overture.models.base import Model, Version
+from overture.models.schema import COG_VERSION
+from overture.store.db import FileRow, PredictionRow
+from overture.store.secrets import Keys
+from overture.store.store import FILE_REF, TERMINAL
+
+
+def timestamp(value: datetime | None) -> str | None:
+    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _first(value: str | None) -> str | None:
+    return value.split(",")[0].strip() if value else None
+
+
+class Presenter:
+    """Builds response bodies for one request, so every URL uses the base that client can reach."""
+
+    def __init__(self, base: str, keys: Keys, signed_ttl: int, retention_hours: float | None = None):
+        self.base = base.rstrip("/")
+        self.keys = keys
+        self.signed_ttl = signed_ttl
+        self.retention_hours = retention_hours
+
+    @staticmethod
+    def public_base(request: Request, configured: str | None) -> str:
+        """The configured public URL, else what the proxy (``X-Forwarded-*``) or the client used."""
+        if configured:
+            return configured
+        headers = request.headers
+        proto = _first(headers.get("x-forwarded-proto")) or request.url.scheme
+        host = _first(headers.get("x-forwarded-host")) or headers.get("host") or request.url.netloc
+        prefix = (_first(headers.get("x-forwarded-prefix")) or "").rstrip("/")
+        return f"{proto}://{host}{prefix}"
+
+    # -- predictions ---------------------------------------------------------------------------
+
+    def prediction(self, row: PredictionRow, status: str | None = None) -> dict[str, Any]:
+        url = f"{self.base}/v1/predictions/{row.id}"
+        body: dict[str, Any] = {
+            "id": row.id,
+            "model": row.model,
+            "version": row.version,
+            "input": row.input,
+            "output": self._output(row.output, self.output_url),
+            "logs": row.logs,
+            "error": row.error,
+            "status": status or row.status,
+            "source": row.source,
+            "data_removed": row.data_removed,
+            "created_at": timestamp(row.created_at),
+            "started_at": timestamp(row.started_at),
+            "completed_at": timestamp(row.completed_at),
+            "urls": {"get": url, "cancel": f"{url}/cancel"},
+            "webhook": row.webhook,
+            "webhook_events_filter": row.webhook_events_filter,
+        }
+        if row.status in TERMINAL and row.completed_at is not None:
+            body["metrics"] = {
+                "predict_time": row.predict_time or 0.0,
+                "total_time": round((row.completed_at - row.created_at).total_seconds(), 6),
+            }
+        if row.output is not None:
+            # Overture extra: the same output as URLs that work without a header, e.g. in <audio src>.
+            body["signed_output"] = self._output(row.output, self.signed_output_url)
+        return body
+
+    def _output(self, value: Any, url_for: Any) -> Any:
+        if isinstance(value, dict):
+            if FILE_REF in value:
+                return url_for(value[FILE_REF])
+            return {k: self._output(v, url_for) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._output(v, url_for) for v in value]
+        return value
+
+    def output_url(self, rel: str) -> str:
+        return f"{self.base}/v1/outputs/{urllib.parse.quote(rel)}"
+
+    def signed_output_url(self, rel: str) -> str:
+        expires = int(time.time()) + self.signed_ttl
+        query = urllib.parse.urlencode({"expires": expires, "signature": self.keys.sign(f"{rel}:{expires}")})
+        return f"{self.base}/signed/outputs/{urllib.parse.quote(rel)}?{query}"
+
+    # -- models --------------------------------------------------------------------------------
+
+    def model(self, model: Model, run_count: int) -> dict[str, Any]:
+        return {
+            "url": f"{self.base}/{model.ref}",
+            "owner": model.owner,
+            "name": model.name,
+            "description": model.description,
+            "visibility": "public",
+            "github_url": model.github_url,
+            "paper_url": model.paper_url,
+            "license_url": model.license_url,
+            "cover_image_url": None,
+            "run_count": run_count,
+            "default_example": None,
+            "is_official": True,
+            "created_at": model.created_at,
+            "latest_version": self.version(model.latest_version),
+        }
+
+    @staticmethod
+    def version(version: Version) -> dict[str, Any]:
+        return {
+            "id": version.id,
+            "created_at": version.created_at,
+            "cog_version": COG_VERSION,
+            "openapi_schema": version.openapi_schema,
+        }
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def file(self, row: FileRow) -> dict[str, Any]:
+        url = f"{self.base}/v1/files/{row.id}"
+        expires = None
+        if self.retention_hours is not None:
+            expires = timestamp(row.created_at + timedelta(hours=self.retention_hours))
+        return {
+            "id": row.id,
+            "name": row.name,
+            "content_type": row.content_type,
+            "size": row.size,
+            "etag": row.md5,
+            "checksums": {"sha256": row.sha256, "md5": row.md5},
+            "metadata": row.file_metadata,
+            "created_at": timestamp(row.created_at),
+            "expires_at": expires,
+            "urls": {"get": url, "download": f"{url}/download"},
+        }
+
+    def page(self, results: list[dict[str, Any]], next_path: str | None) -> dict[str, Any]:
+        return {"previous": None, "next": f"{self.base}{next_path}" if next_path else None, "results": results}

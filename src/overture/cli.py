@@ -1,0 +1,284 @@
+"""The ``overture`` command: serve the API, run a model, inspect models and predictions."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from overture.config import Settings
+
+app = typer.Typer(help="Overture: Replicate's music models on your own machines.", no_args_is_help=True)
+predictions_app = typer.Typer(help="Inspect and cancel predictions on a running server.", no_args_is_help=True)
+app.add_typer(predictions_app, name="predictions")
+console = Console(stderr=True)
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """Accept repeated options, comma-separated lists and whitespace-separated env values alike."""
+    return [item.strip() for value in values or [] for item in value.replace(",", " ").split() if item.strip()]
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(envvar="OVERTURE_HOST", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="OVERTURE_PORT")] = 8000,
+    data_dir: Annotated[Path, typer.Option(envvar="OVERTURE_DATA_DIR")] = Path("./overture-data"),
+    public_url: Annotated[
+        str | None, typer.Option(envvar="OVERTURE_PUBLIC_URL", help="Base of every absolute URL the server emits.")
+    ] = None,
+    token: Annotated[
+        list[str] | None, typer.Option(envvar="OVERTURE_API_TOKEN", help="Accepted API token (repeatable).")
+    ] = None,
+    database_url: Annotated[str | None, typer.Option(envvar="OVERTURE_DATABASE_URL")] = None,
+    retention_hours: Annotated[float | None, typer.Option(envvar="OVERTURE_RETENTION_HOURS")] = None,
+    cache: Annotated[bool, typer.Option(envvar="OVERTURE_CACHE", help="Reuse results of seeded inputs.")] = True,
+    max_upload_bytes: Annotated[int, typer.Option(envvar="OVERTURE_MAX_UPLOAD_BYTES")] = 100 * 1024 * 1024,
+    page_size: Annotated[int, typer.Option(envvar="OVERTURE_PAGE_SIZE", min=1, max=1000)] = 100,
+    model_module: Annotated[
+        list[str] | None,
+        typer.Option(envvar="OVERTURE_MODEL_MODULES", help="Importable module whose MODELS list is also served."),
+    ] = None,
+) -> None:
+    """Start the HTTP server."""
+    import uvicorn
+
+    from overture.api.app import create_app
+
+    settings = Settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        public_url=public_url.rstrip("/") if public_url else None,
+        tokens=_split(token),
+        database_url=database_url,
+        retention_hours=retention_hours,
+        cache=cache,
+        max_upload_bytes=max_upload_bytes,
+        page_size=page_size,
+        model_modules=_split(model_module),
+    )
+    generated = not settings.tokens
+    application = create_app(settings)
+    base = settings.public_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    console.print(f"Overture is serving on [bold]{base}[/bold]")
+    console.print(f"  export REPLICATE_BASE_URL={base}")
+    if generated:
+        console.print(f"  export REPLICATE_API_TOKEN={settings.tokens[0]}")
+        console.print(f"  (token generated and kept in {settings.data_dir / 'api-token'})")
+    uvicorn.run(application, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+def _server() -> tuple[str, str] | None:
+    base = os.environ.get("OVERTURE_BASE_URL") or os.environ.get("REPLICATE_BASE_URL")
+    if not base:
+        return None
+    token = os.environ.get("OVERTURE_API_TOKEN") or os.environ.get("REPLICATE_API_TOKEN") or ""
+    if not token:
+        token_file = Path(os.environ.get("OVERTURE_DATA_DIR", "./overture-data")) / "api-token"
+        token = token_file.read_text().strip() if token_file.exists() else ""
+    return base.rstrip("/"), token
+
+
+def _client() -> httpx.Client:
+    server = _server()
+    if server is None:
+        console.print("Set REPLICATE_BASE_URL (or OVERTURE_BASE_URL) to the server's URL.", style="red")
+        raise typer.Exit(2)
+    base, token = server
+    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
+    """``-i key=value``: values are JSON when they parse as JSON (numbers, booleans), else strings."""
+    inputs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected key=value, got {pair!r}")
+        try:
+            inputs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            inputs[key] = value
+    return inputs
+
+
+def _check(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text
+        console.print(f"Error {response.status_code}: {detail}", style="red")
+        raise typer.Exit(1)
+    return response.json()
+
+
+def _first_url(output: Any) -> str | None:
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list) and output:
+        return _first_url(output[0])
+    if isinstance(output, dict):
+        return next((u for u in map(_first_url, output.values()) if u), None)
+    return None
+
+
+@app.command()
+def run(
+    ref: Annotated[str, typer.Argument(help="MODEL[:VERSION], e.g. overture/synth")],
+    inputs: Annotated[list[str] | None, typer.Option("--input", "-i", help="key=value (repeatable)")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the output file.")] = None,
+) -> None:
+    """Run a model: against the server in REPLICATE_BASE_URL, otherwise in this process."""
+    values = _parse_inputs(inputs or [])
+    if _server() is not None:
+        with _client() as client:
+            prediction = _run_remote(client, ref, values)
+            data = _download(client, prediction) if output else None
+    else:
+        prediction, data = _run_local(ref, values)
+    if prediction["status"] != "succeeded":
+        console.print(f"Prediction {prediction['status']}: {prediction.get('error') or ''}", style="red")
+        raise typer.Exit(1)
+    if output is not None and data is not None:
+        output.write_bytes(data)
+        console.print(f"Wrote {output} ({len(data)} bytes)")
+    else:
+        typer.echo(json.dumps(prediction["output"]))
+
+
+def _watch(fetch: Any) -> dict[str, Any]:
+    """Poll ``fetch()`` until the prediction ends, drawing its progress bar."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("starting", total=100)
+        while True:
+            prediction = fetch()
+            percent = _percent(prediction.get("logs") or "")
+            bar.update(task, description=prediction["status"], completed=percent)
+            if prediction["status"] in ("succeeded", "failed", "canceled"):
+                bar.update(task, completed=100 if prediction["status"] == "succeeded" else percent)
+                return prediction
+            time.sleep(0.2)
+
+
+def _percent(logs: str) -> float:
+    for line in reversed(logs.splitlines()):
+        head = line.split("%|", 1)
+        if len(head) == 2 and head[0].strip().isdigit():
+            return float(head[0].strip())
+    return 0.0
+
+
+def _run_remote(client: httpx.Client, ref: str, values: dict[str, Any]) -> dict[str, Any]:
+    model, _, version = ref.partition(":")
+    if version:
+        created = _check(client.post("/v1/predictions", json={"version": ref, "input": values}))
+    else:
+        created = _check(client.post(f"/v1/models/{model}/predictions", json={"input": values}))
+    return _watch(lambda: _check(client.get(f"/v1/predictions/{created['id']}")))
+
+
+def _download(client: httpx.Client, prediction: dict[str, Any]) -> bytes | None:
+    url = _first_url(prediction.get("output"))
+    return None if url is None else client.get(url).raise_for_status().content
+
+
+def _run_local(ref: str, values: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+    """Run through the same engine as the server, on a throwaway data directory."""
+    from overture.engine.engine import Engine
+    from overture.models.registry import UnknownModel, default_registry
+    from overture.models.schema import InvalidInput
+    from overture.store.store import Store
+
+    with tempfile.TemporaryDirectory(prefix="overture-run-") as tmp:
+        settings = Settings(data_dir=Path(tmp), cache=False)
+        store = Store(settings.data_dir)
+        engine = Engine(settings, store, default_registry(_split([os.environ.get("OVERTURE_MODEL_MODULES", "")])))
+        engine.start()
+        try:
+            model, version = engine.registry.version(ref)
+            row = engine.create("local", model, version, values)
+        except (UnknownModel, InvalidInput) as exc:
+            console.print(str(exc), style="red")
+            raise typer.Exit(2) from None
+        try:
+            final = _watch(lambda: _local_view(store.prediction(row.id)))
+            ref_value = _file_ref(store.prediction(row.id).output)
+            data = store.output_path(ref_value).read_bytes() if ref_value else None
+        finally:
+            engine.stop()
+            store.close()
+    return final, data
+
+
+def _local_view(row: Any) -> dict[str, Any]:
+    return {"status": row.status, "logs": row.logs, "error": row.error, "output": row.output}
+
+
+def _file_ref(output: Any) -> str | None:
+    from overture.store.store import FILE_REF
+
+    if isinstance(output, dict):
+        if FILE_REF in output:
+            return output[FILE_REF]
+        return next((r for r in map(_file_ref, output.values()) if r), None)
+    if isinstance(output, list):
+        return next((r for r in map(_file_ref, output) if r), None)
+    return None
+
+
+@app.command()
+def models() -> None:
+    """List the models: the server's when REPLICATE_BASE_URL is set, else the built-in ones."""
+    table = Table("model", "latest version", "description")
+    if _server() is not None:
+        with _client() as client:
+            for m in _check(client.get("/v1/models"))["results"]:
+                table.add_row(f"{m['owner']}/{m['name']}", m["latest_version"]["id"], m["description"] or "")
+    else:
+        from overture.models.registry import default_registry
+
+        for m in default_registry().models.values():
+            table.add_row(m.ref, m.latest_version.id, m.description)
+    Console().print(table)
+
+
+@predictions_app.command("list")
+def predictions_list(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20) -> None:
+    table = Table("id", "model", "status", "created")
+    with _client() as client:
+        page: dict[str, Any] = _check(client.get("/v1/predictions"))
+        shown = 0
+        while True:
+            for p in page["results"]:
+                if shown >= limit:
+                    break
+                table.add_row(p["id"], p["model"], p["status"], p["created_at"])
+                shown += 1
+            if shown >= limit or not page.get("next"):
+                break
+            page = _check(client.get(page["next"]))
+    Console().print(table)
+
+
+@predictions_app.command("get")
+def predictions_get(prediction_id: str) -> None:
+    with _client() as client:
+        typer.echo(json.dumps(_check(client.get(f"/v1/predictions/{prediction_id}")), indent=2))
+
+
+@predictions_app.command("cancel")
+def predictions_cancel(prediction_id: str) -> None:
+    with _client() as client:
+        prediction = _check(client.post(f"/v1/predictions/{prediction_id}/cancel"))
+        typer.echo(f"{prediction['id']}: {prediction['status']}")

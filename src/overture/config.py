@@ -1,0 +1,29 @@
+"""Server settings; each has a command-line option and an ``OVERTURE_*`` environment variable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("./overture-data")
+    #: Base of every absolute URL the server emits; derived from the request when unset.
+    public_url: str | None = None
+    #: Accepted API tokens; when empty, one is generated and kept in the data directory.
+    tokens: list[str] = field(default_factory=list)
+    database_url: str | None = None
+    #: Remove inputs, outputs and logs of predictions this many hours after they finish.
+    retention_hours: float | None = None
+    cache: bool = True
+    max_upload_bytes: int = 100 * 1024 * 1024
+    #: Largest file input fetched from a URL or decoded from a data: URI.
+    max_input_file_bytes: int = 100 * 1024 * 1024
+    signed_url_ttl_seconds: int = 3600
+    #: Results per page of every list route (Replicate uses 100).
+    page_size: int = 100
+    #: Importable modules whose ``MODELS`` list is served beside the built-in models.
+    model_modules: list[str] = field(default_factory=list)

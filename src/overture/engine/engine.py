@@ -1,0 +1,305 @@
+"""The engine: accepts predictions, queues them per model version, runs them on workers, records
+every state change, and brings unfinished work back after a restart."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+
+from overture.config import Settings
+from overture.engine.inputs import InputResolver, content_digest, file_values, missing_own_files
+from overture.engine.notify import Notifier
+from overture.engine.queue import Job, JobQueue
+from overture.engine.worker import JobContext, Worker
+from overture.ids import new_id
+from overture.models.base import Canceled, Model, Predictor, Version
+from overture.models.registry import Registry, UnknownModel
+from overture.models.schema import InvalidInput
+from overture.store.db import PredictionRow
+from overture.store.store import ACTIVE, FILE_REF, TERMINAL, Store, utcnow
+
+
+class SetupFailed(RuntimeError):
+    pass
+
+
+class Engine:
+    #: How often the housekeeping thread flushes logs and applies retention.
+    TICK_SECONDS = 0.25
+
+    def __init__(self, settings: Settings, store: Store, registry: Registry):
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.notifier = Notifier()
+        self.resolver = InputResolver(store, settings.max_input_file_bytes)
+        self.contexts: dict[str, JobContext] = {}
+        self._queues: dict[str, JobQueue] = {}
+        self._workers: list[Worker] = []
+        self._predictors: dict[str, Predictor] = {}
+        self._setup_locks: dict[str, threading.Lock] = {}
+        self._cache_keys: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.recover()
+        self._housekeeper.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for queue in self._queues.values():
+            queue.close()
+        for ctx in list(self.contexts.values()):
+            ctx.canceled.set()
+        for worker in self._workers:
+            worker.join(timeout=5)
+
+    def recover(self) -> None:
+        """Queue again what a previous process left unfinished; fail what can no longer run."""
+        for row in self.store.active_predictions():
+            try:
+                _, version = self.registry.version(row.version)
+                values = version.inputs.validate(row.input)
+            except (UnknownModel, InvalidInput) as exc:
+                self._fail(row.id, ACTIVE, f"Could not resume this prediction after a server restart: {exc}", row.logs)
+                continue
+            if row.status == "processing":
+                notice = "Server restarted while this prediction ran; running it again.\n"
+                self.store.transition(row.id, ["processing"], status="starting", started_at=None, logs=row.logs + notice)
+            self._enqueue(Job(row.id, row.owner, version.id, values))
+
+    # -- API-facing operations -----------------------------------------------------------------
+
+    def create(
+        self,
+        owner: str,
+        model: Model,
+        version: Version,
+        raw_input: dict[str, Any] | None,
+        webhook: str | None = None,
+        webhook_events_filter: list[str] | None = None,
+    ) -> PredictionRow:
+        """Validate and queue a prediction; raises ``InvalidInput`` naming every bad field."""
+        values = version.inputs.validate(raw_input)
+        missing = missing_own_files(version.inputs, values, self.store, owner)
+        if missing:
+            raise InvalidInput(missing)
+        row = self.store.add_prediction(
+            PredictionRow(
+                id=new_id(),
+                owner=owner,
+                model=model.ref,
+                version=version.id,
+                status="starting",
+                input=raw_input or {},
+                logs="",
+                webhook=webhook,
+                webhook_events_filter=webhook_events_filter,
+                created_at=utcnow(),
+            )
+        )
+        self._enqueue(Job(row.id, owner, version.id, values))
+        return row
+
+    def cancel(self, pid: str, owner: str) -> PredictionRow | None:
+        """Cancel now: a queued job leaves its queue, a running one stops at its next step."""
+        row = self.store.prediction(pid, owner)
+        if row is None or row.status in TERMINAL:
+            return row
+        queue = self._queues.get(row.version)
+        if queue is not None:
+            queue.remove(pid)
+        ctx = self.contexts.get(pid)
+        logs = ctx.text if ctx is not None else row.logs
+        if self._complete(pid, ACTIVE, status="canceled", logs=logs) and ctx is not None:
+            ctx.canceled.set()
+        return self.store.prediction(pid)
+
+    async def wait(self, pid: str, timeout: float) -> PredictionRow | None:
+        """The prediction once it is terminal, or as it stands when ``timeout`` runs out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            changed = self.notifier.subscribe(pid)
+            try:
+                row = await anyio.to_thread.run_sync(self.store.prediction, pid)
+                remaining = deadline - time.monotonic()
+                if row is None or row.status in TERMINAL or remaining <= 0:
+                    return row
+                with anyio.move_on_after(remaining):
+                    await changed
+            finally:
+                self.notifier.unsubscribe(pid, changed)
+
+    # -- queues and workers --------------------------------------------------------------------
+
+    def _enqueue(self, job: Job) -> None:
+        with self._lock:
+            queue = self._queues.get(job.version_id)
+            if queue is None:
+                _, version = self.registry.version(job.version_id)
+                queue = self._queues[job.version_id] = JobQueue()
+                for _ in range(version.predictor.concurrency):
+                    worker = Worker(version, queue, lambda v=version: self._predictor(v), self, self.contexts)
+                    self._workers.append(worker)
+                    worker.start()
+        queue.put(job)
+
+    def _predictor(self, version: Version) -> Predictor:
+        """The version's predictor, set up once on first use (a failed setup is tried again next time)."""
+        with self._lock:
+            lock = self._setup_locks.setdefault(version.id, threading.Lock())
+        with lock:
+            predictor = self._predictors.get(version.id)
+            if predictor is None:
+                predictor = version.predictor()
+                try:
+                    predictor.setup()
+                except Exception as exc:
+                    raise SetupFailed(f"Model setup failed: {type(exc).__name__}: {exc}") from exc
+                self._predictors[version.id] = predictor
+            return predictor
+
+    # -- Reporter: what workers tell the engine ------------------------------------------------
+
+    def started(self, job: Job) -> bool:
+        ok = self.store.transition(job.prediction_id, ["starting"], status="processing", started_at=utcnow())
+        if ok:
+            self.notifier.notify(job.prediction_id)
+        return ok
+
+    def logs(self, job: Job, text: str) -> None:
+        if self.store.transition(job.prediction_id, ["processing"], logs=text):
+            self.notifier.notify(job.prediction_id)
+
+    def scratch(self, job: Job) -> Path:
+        return self.store.scratch(job.prediction_id)
+
+    def prepare(self, job: Job, version: Version, ctx: JobContext) -> dict[str, Any] | None:
+        inputs = self.resolver.resolve(version.inputs, job.inputs, job.owner, self.scratch(job))
+        if not (self.settings.cache and version.predictor.is_deterministic(inputs)):
+            return inputs
+        key = _cache_key(version, inputs, {name for name, _ in file_values(version.inputs, job.inputs)})
+        hit = self.store.cached_result(key)
+        if hit is None:
+            self._cache_keys[job.prediction_id] = key
+            return inputs
+        ctx.log(f"Served from the result cache: same version, input and seed as prediction {hit.id}.")
+        output = _map_files(hit.output, lambda ref: self.store.share_output(ref, job.prediction_id))
+        self._succeed(job, ctx, output, key)
+        return None
+
+    def finished(self, job: Job, ctx: JobContext, result: Any) -> None:
+        pid = job.prediction_id
+        key = self._cache_keys.pop(pid, None)
+        try:
+            if isinstance(result, Canceled):
+                self._cancel_from_model(pid, ctx)
+            elif isinstance(result, BaseException):
+                self._fail(pid, ["processing"], _error_message(result), ctx.text)
+            else:
+                try:
+                    output = self._publish(pid, result)
+                except (TypeError, OSError) as exc:
+                    self._fail(pid, ["processing"], f"Could not store the output: {exc}", ctx.text)
+                else:
+                    if not self._succeed(job, ctx, output, key):
+                        shutil.rmtree(self.store.outputs_dir / pid, ignore_errors=True)
+        finally:
+            self.store.clear_scratch(pid)
+
+    # -- recording results ---------------------------------------------------------------------
+
+    def _succeed(self, job: Job, ctx: JobContext, output: Any, cache_key: str | None) -> bool:
+        return self._complete(
+            job.prediction_id, ["processing"], status="succeeded", output=output, logs=ctx.text, cache_key=cache_key
+        )
+
+    def _fail(self, pid: str, from_status: Any, error: str, logs: str) -> None:
+        self._complete(pid, from_status, status="failed", error=error, logs=logs)
+
+    def _cancel_from_model(self, pid: str, ctx: JobContext) -> None:
+        self._complete(pid, ["processing"], status="canceled", logs=ctx.text)
+
+    def _complete(self, pid: str, from_status: Any, **values: Any) -> bool:
+        """Move to a terminal status with ``completed_at`` and ``predict_time``, unless already terminal."""
+        now = utcnow()
+        row = self.store.prediction(pid)
+        ok = self.store.transition(
+            pid, from_status, completed_at=now, predict_time=_seconds(row.started_at if row else None, now), **values
+        )
+        self.notifier.notify(pid)
+        return ok
+
+    def _publish(self, pid: str, value: Any) -> Any:
+        """Output as stored JSON: files moved into the prediction's outputs, numpy made plain."""
+        if isinstance(value, Path):
+            return self.store.publish_output(pid, value)
+        if isinstance(value, dict):
+            return {str(k): self._publish(pid, v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._publish(pid, v) for v in value]
+        if isinstance(value, np.generic | np.ndarray):
+            return value.tolist()
+        if value is None or isinstance(value, str | int | float | bool):
+            return value
+        raise TypeError(f"the model returned a value that is not JSON: {type(value).__name__}")
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        next_sweep = 0.0
+        while not self._stopping.wait(self.TICK_SECONDS):
+            for ctx in list(self.contexts.values()):
+                ctx.flush(force=False)
+            hours = self.settings.retention_hours
+            if hours is not None and time.monotonic() >= next_sweep:
+                self.apply_retention()
+                # Sweep often enough that data never outlives its retention by much.
+                next_sweep = time.monotonic() + min(60.0, hours * 3600 / 2)
+
+    def apply_retention(self) -> None:
+        cutoff = utcnow() - timedelta(hours=self.settings.retention_hours or 0)
+        self.store.remove_data_before(cutoff)
+        self.store.delete_files_before(cutoff)
+
+
+def _seconds(start: datetime | None, end: datetime) -> float | None:
+    return None if start is None else round((end - start).total_seconds(), 6)
+
+
+def _error_message(exc: BaseException) -> str:
+    if isinstance(exc, ValueError | SetupFailed):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "The model ran out of memory."
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _cache_key(version: Version, inputs: dict[str, Any], file_fields: set[str]) -> str:
+    """Same version and same input, with files compared by content, give the same key."""
+    canonical = {k: (f"sha256:{content_digest(v)}" if k in file_fields else v) for k, v in inputs.items()}
+    payload = json.dumps({"version": version.id, "input": canonical}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _map_files(value: Any, fn: Any) -> Any:
+    if isinstance(value, dict):
+        if FILE_REF in value:
+            return fn(value)
+        return {k: _map_files(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_files(v, fn) for v in value]
+    return value

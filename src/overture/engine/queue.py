@@ -1,0 +1,71 @@
+"""A FIFO of jobs for one model version, from which a worker takes a compatible batch."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Job:
+    """What a worker needs to run one prediction; nothing tied to HTTP."""
+
+    prediction_id: str
+    owner: str
+    version_id: str
+    #: Validated input; file fields still hold the URLs the client sent.
+    inputs: dict[str, Any]
+
+
+class JobQueue:
+    def __init__(self) -> None:
+        self._jobs: deque[Job] = deque()
+        self._ready = threading.Condition()
+        self._closed = False
+
+    def put(self, job: Job) -> None:
+        with self._ready:
+            self._jobs.append(job)
+            self._ready.notify()
+
+    def remove(self, prediction_id: str) -> bool:
+        with self._ready:
+            for job in self._jobs:
+                if job.prediction_id == prediction_id:
+                    self._jobs.remove(job)
+                    return True
+        return False
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def take(self, limit: int, key: Callable[[Job], Hashable]) -> list[Job]:
+        """Block for the oldest job, then add queued jobs with the same batch key, up to ``limit``.
+
+        The oldest job always leads, so no job waits behind an endless stream of later ones.
+        Returns an empty list once the queue is closed.
+        """
+        with self._ready:
+            while not self._jobs and not self._closed:
+                self._ready.wait()
+            if self._closed:
+                return []
+            first = self._jobs.popleft()
+            batch = [first]
+            if limit > 1:
+                wanted = key(first)
+                for job in list(self._jobs):
+                    if len(batch) >= limit:
+                        break
+                    if key(job) == wanted:
+                        self._jobs.remove(job)
+                        batch.append(job)
+            return batch
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()

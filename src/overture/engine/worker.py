@@ -1,0 +1,182 @@
+"""Runs jobs of one model version: marks them processing, prepares inputs, calls the predictor in
+batches and publishes results. Everything it reports goes through ``Reporter`` so that the same
+loop can later live in another process."""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from overture.engine.queue import Job, JobQueue
+from overture.models.base import Canceled, Predictor, Version
+
+_PROGRESS_BAR_WIDTH = 10
+
+
+class Reporter(Protocol):
+    """What a worker tells the engine; the engine owns records and files."""
+
+    def started(self, job: Job) -> bool:
+        """Mark the job processing; False when it was canceled before it started."""
+
+    def logs(self, job: Job, text: str) -> None: ...
+
+    def prepare(self, job: Job, version: Version, ctx: JobContext) -> dict[str, Any] | None:
+        """Resolve inputs; return None when the job is already finished (failed input, cache hit)."""
+
+    def finished(self, job: Job, ctx: JobContext, result: Any) -> None:
+        """Record ``result``: output, or the exception that failed the job."""
+
+    def scratch(self, job: Job) -> Path: ...
+
+
+class JobContext:
+    """The ``Context`` a predictor sees for one job: logs, progress, cancel and scratch files."""
+
+    #: Unflushed log lines wait at most this long before they reach the record.
+    FLUSH_INTERVAL = 0.25
+
+    def __init__(self, job: Job, reporter: Reporter):
+        self.job = job
+        self.prediction_id = job.prediction_id
+        self.canceled = threading.Event()
+        self.started_monotonic = time.monotonic()
+        self._reporter = reporter
+        self._lines: list[str] = []
+        self._progress_line = False
+        self._flushed_at = 0.0
+        self._dirty = False
+        self._lock = threading.Lock()
+
+    # -- Context -------------------------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        with self._lock:
+            self._lines.extend(message.rstrip("\n").split("\n"))
+            self._progress_line = False
+            self._dirty = True
+        self.flush(force=False)
+
+    def progress(self, done: int, total: int) -> None:
+        line = _progress_line(done, total, time.monotonic() - self.started_monotonic)
+        with self._lock:
+            # Rewrite the previous bar instead of piling up lines, as a terminal would.
+            if self._progress_line:
+                self._lines[-1] = line
+            else:
+                self._lines.append(line)
+            self._progress_line = True
+            self._dirty = True
+        self.flush(force=False)
+
+    def check_canceled(self) -> None:
+        if self.canceled.is_set():
+            raise Canceled()
+
+    def scratch_path(self, filename: str) -> Path:
+        return self._reporter.scratch(self.job) / filename
+
+    # -- engine side ---------------------------------------------------------------------------
+
+    @property
+    def text(self) -> str:
+        with self._lock:
+            return "".join(line + "\n" for line in self._lines)
+
+    def flush(self, force: bool) -> None:
+        now = time.monotonic()
+        if not self._dirty or (not force and now - self._flushed_at < self.FLUSH_INTERVAL):
+            return
+        self._dirty = False
+        self._flushed_at = now
+        self._reporter.logs(self.job, self.text)
+
+
+def _progress_line(done: int, total: int, elapsed: float) -> str:
+    total = max(total, 1)
+    done = min(done, total)
+    filled = round(_PROGRESS_BAR_WIDTH * done / total)
+    bar = "█" * filled + " " * (_PROGRESS_BAR_WIDTH - filled)
+    rate = done / elapsed if elapsed > 0 else 0.0
+    return f"{round(100 * done / total):3d}%|{bar}| {done}/{total} [{_clock(elapsed)}, {rate:.2f}it/s]"
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes:02d}:{secs:02d}"
+
+
+class Worker(threading.Thread):
+    """One thread serving one version's queue; several may share a predictor instance."""
+
+    def __init__(
+        self,
+        version: Version,
+        queue: JobQueue,
+        predictor: Callable[[], Predictor],
+        reporter: Reporter,
+        contexts: dict[str, JobContext],
+    ):
+        super().__init__(name=f"worker-{version.id[:12]}", daemon=True)
+        self.version = version
+        self.queue = queue
+        self.predictor = predictor
+        self.reporter = reporter
+        #: Running jobs by prediction id, shared with the engine for cancel and log flushing.
+        self.contexts = contexts
+
+    def run(self) -> None:
+        limit = self.version.predictor.max_batch_size
+        while True:
+            jobs = self.queue.take(limit, key=self._batch_key)
+            if not jobs:
+                return
+            self.run_batch(jobs)
+
+    def _batch_key(self, job: Job) -> Any:
+        return self.version.predictor.batch_key(job.inputs)
+
+    def run_batch(self, jobs: list[Job]) -> None:
+        ready: list[tuple[JobContext, dict[str, Any]]] = []
+        for job in jobs:
+            if not self.reporter.started(job):
+                continue
+            ctx = JobContext(job, self.reporter)
+            self.contexts[job.prediction_id] = ctx
+            try:
+                inputs = self.reporter.prepare(job, self.version, ctx)
+            except Exception as exc:  # a bad input fails its own job only
+                self._finish(ctx, exc)
+                continue
+            if inputs is None:
+                self.contexts.pop(job.prediction_id, None)
+            else:
+                ready.append((ctx, inputs))
+        if not ready:
+            return
+        try:
+            predictor = self.predictor()
+            results = predictor.predict_batch(ready) if len(ready) > 1 else [self._predict_one(predictor, *ready[0])]
+        except Exception as exc:  # setup or the batch as a whole failed
+            results = [exc] * len(ready)
+        for (ctx, _), result in zip(ready, results, strict=True):
+            self._finish(ctx, result)
+
+    @staticmethod
+    def _predict_one(predictor: Predictor, ctx: JobContext, inputs: dict[str, Any]) -> Any:
+        try:
+            return predictor.predict(ctx, **inputs)
+        except Canceled as exc:
+            return exc
+
+    def _finish(self, ctx: JobContext, result: Any) -> None:
+        if isinstance(result, BaseException) and not isinstance(result, Canceled | ValueError):
+            ctx.log("".join(traceback.format_exception(result)).rstrip())
+        try:
+            self.reporter.finished(ctx.job, ctx, result)
+        finally:
+            self.contexts.pop(ctx.job.prediction_id, None)

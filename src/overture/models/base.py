@@ -1,0 +1,116 @@
+"""How a model declares itself and what a predictor sees of the engine.
+
+The worker interface is deliberately narrow: a predictor gets validated inputs (files already
+local) and a ``Context`` for logs, progress, cancel checks and scratch space; it returns JSON-able
+output in which ``pathlib.Path`` values are output files. Nothing here knows about HTTP or the
+database, so a later worker can run in another process or on another machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from overture.models.schema import InputSchema, openapi_document
+
+
+class Canceled(BaseException):
+    """Raised by ``Context.check_canceled``; a BaseException so ``except Exception`` can't swallow it."""
+
+
+class Context(Protocol):
+    prediction_id: str
+
+    def log(self, message: str) -> None:
+        """Append a line to the prediction's logs while it runs."""
+
+    def progress(self, done: int, total: int) -> None:
+        """Report progress as a tqdm-style line, which the client parses into ``prediction.progress``."""
+
+    def check_canceled(self) -> None:
+        """Raise ``Canceled`` when the prediction was canceled; call it between steps."""
+
+    def scratch_path(self, filename: str) -> Path:
+        """A writable path for an output file; return it (as a Path) in the output to publish it."""
+
+
+class Predictor:
+    """Base class for a model version's code; ``predict`` declares the inputs Cog-style.
+
+    Subclasses define ``predict(self, ctx, <name>: <type> = Input(...), ...)``. A predictor that can
+    share a forward pass across predictions sets ``max_batch_size`` above 1 and overrides
+    ``predict_batch``; the engine then hands it every compatible queued job at once.
+    """
+
+    output_schema: ClassVar[dict[str, Any]] = {"type": "string", "format": "uri", "title": "Output"}
+    max_batch_size: ClassVar[int] = 1
+    #: Worker threads sharing one instance; >1 only for thread-safe predictors.
+    concurrency: ClassVar[int] = 1
+
+    def setup(self) -> None:
+        """Load weights once, before the first prediction."""
+
+    def predict(self, ctx: Context, **inputs: Any) -> Any:
+        raise NotImplementedError
+
+    def predict_batch(self, jobs: Sequence[tuple[Context, dict[str, Any]]]) -> list[Any]:
+        """Run several predictions; an item may be an exception, which fails only that prediction."""
+        results: list[Any] = []
+        for ctx, inputs in jobs:
+            try:
+                results.append(self.predict(ctx, **inputs))
+            except (Exception, Canceled) as exc:  # one prediction's end must not end the others
+                results.append(exc)
+        return results
+
+    @classmethod
+    def batch_key(cls, inputs: dict[str, Any]) -> Hashable:
+        """Jobs with equal keys may share a batch."""
+        return None
+
+    @classmethod
+    def is_deterministic(cls, inputs: dict[str, Any]) -> bool:
+        """True when these inputs fix the output, so a stored result may be reused."""
+        seed = inputs.get("seed")
+        return seed is not None and seed >= 0
+
+
+@dataclass(frozen=True)
+class Version:
+    id: str
+    predictor: type[Predictor]
+    created_at: str = "2025-01-01T00:00:00.000000Z"
+    #: Other ids this version answers to, e.g. ``melody`` beside a 64-hex id.
+    aliases: tuple[str, ...] = ()
+
+    @cached_property
+    def inputs(self) -> InputSchema:
+        return InputSchema.from_function(self.predictor.predict)
+
+    @cached_property
+    def openapi_schema(self) -> dict[str, Any]:
+        return openapi_document(self.inputs, self.predictor.output_schema)
+
+
+@dataclass(frozen=True)
+class Model:
+    owner: str
+    name: str
+    description: str
+    #: Oldest first; the last one is ``latest_version``.
+    versions: tuple[Version, ...]
+    github_url: str | None = None
+    paper_url: str | None = None
+    license_url: str | None = None
+    created_at: str = "2025-01-01T00:00:00.000000Z"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+    @property
+    def latest_version(self) -> Version:
+        return self.versions[-1]

@@ -1,0 +1,61 @@
+"""``overture/synth``: the built-in composer, served like any other model. Needs no weights."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import numpy as np
+
+from overture.models.audio import encode, normalize
+from overture.models.base import Context, Model, Predictor, Version
+from overture.models.schema import Input
+from overture.models.synth import SAMPLE_RATE, chunk_count, parse_prompt, render
+
+
+class SynthPredictor(Predictor):
+    # Pure numpy and stateless: two threads keep both cores of a small machine busy.
+    concurrency = 2
+
+    def predict(
+        self,
+        ctx: Context,
+        prompt: str = Input(
+            description="What to play: genre, mood, instruments, tempo ('120 bpm') and key ('in D minor').",
+            default=None,
+        ),
+        duration: float = Input(description="Duration of the generated audio in seconds.", default=8, ge=0.5, le=600),
+        seed: int = Input(
+            description="Seed for random number generator. If None or -1, a random seed will be used.", default=None
+        ),
+        output_format: str = Input(description="Output format for generated audio.", default="wav", choices=["wav", "mp3"]),
+        normalization_strategy: str = Input(
+            description="Strategy for normalizing audio.", default="loudness", choices=["loudness", "clip", "peak", "rms"]
+        ),
+    ) -> Path:
+        if seed is None or seed < 0:
+            seed = secrets.randbelow(2**31)
+        ctx.log(f"Using seed: {seed}")
+        arrangement = parse_prompt(prompt)
+        ctx.log(f"Arrangement: {arrangement.describe()}")
+        total = chunk_count(arrangement, duration)
+        chunks = []
+        for done, chunk in enumerate(render(arrangement, duration, seed), start=1):
+            ctx.check_canceled()
+            chunks.append(chunk)
+            ctx.progress(done, total)
+        audio = normalize(np.concatenate(chunks), SAMPLE_RATE, normalization_strategy)
+        path = ctx.scratch_path(f"output.{output_format}")
+        path.write_bytes(encode(audio, SAMPLE_RATE, output_format))
+        return path
+
+
+SYNTH_VERSION = "5a7e0c3f1b9d48e2a6c4f0b8d2e6a1c3f5b7d9e0a2c4e6f8b1d3f5a7c9e1b3d5"
+
+SYNTH = Model(
+    owner="overture",
+    name="synth",
+    description="Built-in algorithmic composer: drums, bass, chords and a lead line from a text prompt. "
+    "Needs no weights; the default for demos, tests and load tests.",
+    versions=(Version(id=SYNTH_VERSION, predictor=SynthPredictor, created_at="2026-11-23T00:00:00.000000Z"),),
+)

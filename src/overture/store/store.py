@@ -1,0 +1,233 @@
+"""Records and files under one data directory.
+
+Every state change of a prediction is a conditional UPDATE (``WHERE status IN ...``), so a cancel
+racing a completion has exactly one winner and the database stays the single source of truth.
+Files are written to a temporary name and renamed, so a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from overture.store.db import FileRow, PredictionRow, connect
+
+ACTIVE = ("starting", "processing")
+TERMINAL = ("succeeded", "failed", "canceled")
+#: How a stored output file appears in a prediction's stored ``output`` JSON, until the API
+#: turns it into an absolute URL for whoever asks.
+FILE_REF = "$overture_file"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class TooLarge(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: Path
+    size: int
+    md5: str
+    sha256: str
+
+
+class Store:
+    def __init__(self, data_dir: Path, database_url: str | None = None):
+        self.data_dir = data_dir
+        self.uploads_dir = data_dir / "files"
+        self.outputs_dir = data_dir / "outputs"
+        self.scratch_dir = data_dir / "scratch"
+        for d in (self.uploads_dir, self.outputs_dir, self.scratch_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.engine = connect(database_url or f"sqlite:///{data_dir / 'overture.db'}")
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._session.begin() as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- predictions ---------------------------------------------------------------------------
+
+    def add_prediction(self, row: PredictionRow) -> PredictionRow:
+        with self.session() as s:
+            s.add(row)
+        return row
+
+    def prediction(self, pid: str, owner: str | None = None) -> PredictionRow | None:
+        query = select(PredictionRow).where(PredictionRow.id == pid)
+        if owner is not None:
+            query = query.where(PredictionRow.owner == owner)
+        with self.session() as s:
+            return s.scalars(query).first()
+
+    def predictions_page(self, owner: str, before_seq: int | None, limit: int) -> list[PredictionRow]:
+        """Newest first; ``before_seq`` continues after the last row of the previous page."""
+        query = select(PredictionRow).where(PredictionRow.owner == owner)
+        if before_seq is not None:
+            query = query.where(PredictionRow.seq < before_seq)
+        with self.session() as s:
+            return list(s.scalars(query.order_by(PredictionRow.seq.desc()).limit(limit)))
+
+    def active_predictions(self) -> list[PredictionRow]:
+        """Predictions a previous server process left unfinished, oldest first."""
+        query = select(PredictionRow).where(PredictionRow.status.in_(ACTIVE)).order_by(PredictionRow.seq)
+        with self.session() as s:
+            return list(s.scalars(query))
+
+    def transition(self, pid: str, from_status: Iterable[str], **values: Any) -> bool:
+        """Set ``values`` only if the prediction is still in one of ``from_status``."""
+        with self.session() as s:
+            result = s.execute(
+                update(PredictionRow)
+                .where(PredictionRow.id == pid, PredictionRow.status.in_(tuple(from_status)))
+                .values(**values)
+            )
+            return result.rowcount == 1
+
+    def run_count(self, model: str) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).where(PredictionRow.model == model)) or 0
+
+    def cached_result(self, cache_key: str) -> PredictionRow | None:
+        query = (
+            select(PredictionRow)
+            .where(
+                PredictionRow.cache_key == cache_key,
+                PredictionRow.status == "succeeded",
+                PredictionRow.data_removed.is_(False),
+            )
+            .order_by(PredictionRow.seq.desc())
+        )
+        with self.session() as s:
+            return s.scalars(query).first()
+
+    def remove_data_before(self, cutoff: datetime) -> int:
+        """Retention: drop input, output, logs and output files of predictions finished before ``cutoff``."""
+        query = select(PredictionRow.id).where(
+            PredictionRow.completed_at < cutoff, PredictionRow.data_removed.is_(False)
+        )
+        with self.session() as s:
+            ids = list(s.scalars(query))
+        for pid in ids:
+            shutil.rmtree(self.outputs_dir / pid, ignore_errors=True)
+            self.transition(pid, TERMINAL, input=None, output=None, logs="", data_removed=True, cache_key=None)
+        return len(ids)
+
+    # -- output files --------------------------------------------------------------------------
+
+    def scratch(self, pid: str) -> Path:
+        path = self.scratch_dir / pid
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def clear_scratch(self, pid: str) -> None:
+        shutil.rmtree(self.scratch_dir / pid, ignore_errors=True)
+
+    def publish_output(self, pid: str, source: Path) -> dict[str, str]:
+        """Move a finished file into the prediction's outputs, atomically; return its reference."""
+        target_dir = self.outputs_dir / pid
+        target_dir.mkdir(parents=True, exist_ok=True)
+        name = _safe_name(source.name)
+        os.replace(source, target_dir / name)
+        return {FILE_REF: f"{pid}/{name}"}
+
+    def share_output(self, ref: dict[str, str], pid: str) -> dict[str, str]:
+        """Give prediction ``pid`` its own copy of another prediction's output (a hard link when possible)."""
+        source = self.output_path(ref[FILE_REF])
+        target_dir = self.outputs_dir / pid
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = target_dir / source.name
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+        return {FILE_REF: f"{pid}/{source.name}"}
+
+    def output_path(self, rel: str) -> Path:
+        """The file behind ``<prediction id>/<name>``; rejects anything that would leave the outputs dir."""
+        pid, _, name = rel.partition("/")
+        if not pid or not name or name != _safe_name(name) or pid != _safe_name(pid):
+            raise FileNotFoundError(rel)
+        return self.outputs_dir / pid / name
+
+    # -- uploaded files ------------------------------------------------------------------------
+
+    def save_upload(self, fid: str, stream: BinaryIO, limit: int) -> StoredFile:
+        """Copy an upload to disk while hashing it; past ``limit`` bytes stop and raise ``TooLarge``."""
+        final = self.uploads_dir / fid
+        tmp = self.uploads_dir / f".{fid}.part"
+        md5, sha = hashlib.md5(), hashlib.sha256()
+        size = 0
+        try:
+            with open(tmp, "wb") as out:
+                while chunk := stream.read(1 << 20):
+                    size += len(chunk)
+                    if size > limit:
+                        raise TooLarge(f"file is larger than the {limit} byte limit")
+                    md5.update(chunk)
+                    sha.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return StoredFile(final, size, md5.hexdigest(), sha.hexdigest())
+
+    def add_file(self, row: FileRow) -> FileRow:
+        with self.session() as s:
+            s.add(row)
+        return row
+
+    def file(self, fid: str, owner: str | None = None) -> FileRow | None:
+        query = select(FileRow).where(FileRow.id == fid)
+        if owner is not None:
+            query = query.where(FileRow.owner == owner)
+        with self.session() as s:
+            return s.scalars(query).first()
+
+    def files_page(self, owner: str, before_seq: int | None, limit: int) -> list[FileRow]:
+        query = select(FileRow).where(FileRow.owner == owner)
+        if before_seq is not None:
+            query = query.where(FileRow.seq < before_seq)
+        with self.session() as s:
+            return list(s.scalars(query.order_by(FileRow.seq.desc()).limit(limit)))
+
+    def upload_path(self, fid: str) -> Path:
+        return self.uploads_dir / _safe_name(fid)
+
+    def delete_file(self, row: FileRow) -> None:
+        with self.session() as s:
+            s.delete(s.merge(row))
+        self.upload_path(row.id).unlink(missing_ok=True)
+
+    def delete_files_before(self, cutoff: datetime) -> int:
+        with self.session() as s:
+            rows = list(s.scalars(select(FileRow).where(FileRow.created_at < cutoff)))
+        for row in rows:
+            self.delete_file(row)
+        return len(rows)
+
+
+def _safe_name(name: str) -> str:
+    """A single path component: no separators, no dot-only names."""
+    cleaned = name.replace("/", "_").replace("\\", "_").replace("\x00", "_")
+    return cleaned if cleaned.strip(".") else "_"
