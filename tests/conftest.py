@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -27,12 +28,20 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path, *extra: str, tokens: tuple[str, ...] = (TOKEN, OTHER_TOKEN)):
+    def __init__(
+        self,
+        data_dir: Path,
+        *extra: str,
+        tokens: tuple[str, ...] = (TOKEN, OTHER_TOKEN),
+        scheme: str = "http",
+        verify: ssl.SSLContext | bool = True,
+    ):
         self.data_dir = data_dir
         self.extra = list(extra)
         self.tokens = tokens
         self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{scheme}://127.0.0.1:{self.port}"
+        self.verify = verify
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"server-{self.port}.log"
 
@@ -51,7 +60,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()}")
             try:
-                if httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.base_url}/health", timeout=1, verify=self.verify).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.1)
@@ -78,7 +87,7 @@ class Server:
 
     def http(self, token: str | None = TOKEN) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30, verify=self.verify)
 
 
 @pytest.fixture(scope="module")

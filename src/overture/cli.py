@@ -44,6 +44,10 @@ def serve(
     cache: Annotated[bool, typer.Option(envvar="OVERTURE_CACHE", help="Reuse results of seeded inputs.")] = True,
     max_upload_bytes: Annotated[int, typer.Option(envvar="OVERTURE_MAX_UPLOAD_BYTES")] = 100 * 1024 * 1024,
     page_size: Annotated[int, typer.Option(envvar="OVERTURE_PAGE_SIZE", min=1, max=1000)] = 100,
+    ssl_certfile: Annotated[
+        Path | None, typer.Option(envvar="OVERTURE_SSL_CERTFILE", help="Serve HTTPS with this certificate (PEM).")
+    ] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(envvar="OVERTURE_SSL_KEYFILE", help="Its private key (PEM).")] = None,
     model_module: Annotated[
         list[str] | None,
         typer.Option(envvar="OVERTURE_MODEL_MODULES", help="Importable module whose MODELS list is also served."),
@@ -69,13 +73,23 @@ def serve(
     )
     generated = not settings.tokens
     application = create_app(settings)
-    base = settings.public_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    # The client wraps only https: output URLs in FileOutput (.read()), so TLS matters to users.
+    scheme = "https" if ssl_certfile else "http"
+    base = settings.public_url or f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     console.print(f"Overture is serving on [bold]{base}[/bold]")
     console.print(f"  export REPLICATE_BASE_URL={base}")
     if generated:
         console.print(f"  export REPLICATE_API_TOKEN={settings.tokens[0]}")
         console.print(f"  (token generated and kept in {settings.data_dir / 'api-token'})")
-    uvicorn.run(application, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
 
 
 def _server() -> tuple[str, str] | None:

@@ -174,11 +174,12 @@ class Engine:
 
     # -- Reporter: what workers tell the engine ------------------------------------------------
 
-    def started(self, job: Job) -> bool:
-        ok = self.store.transition(job.prediction_id, ["starting"], status="processing", started_at=utcnow())
-        if ok:
-            self.notifier.notify(job.prediction_id)
-        return ok
+    def started(self, job: Job) -> str | None:
+        if not self.store.transition(job.prediction_id, ["starting"], status="processing", started_at=utcnow()):
+            return None
+        self.notifier.notify(job.prediction_id)
+        row = self.store.prediction(job.prediction_id)
+        return row.logs if row is not None else ""
 
     def logs(self, job: Job, text: str) -> None:
         if self.store.transition(job.prediction_id, ["processing"], logs=text):

@@ -20,8 +20,8 @@ _PROGRESS_BAR_WIDTH = 10
 class Reporter(Protocol):
     """What a worker tells the engine; the engine owns records and files."""
 
-    def started(self, job: Job) -> bool:
-        """Mark the job processing; False when it was canceled before it started."""
+    def started(self, job: Job) -> str | None:
+        """Mark the job processing and return its logs so far; None when it was canceled first."""
 
     def logs(self, job: Job, text: str) -> None: ...
 
@@ -40,13 +40,14 @@ class JobContext:
     #: Unflushed log lines wait at most this long before they reach the record.
     FLUSH_INTERVAL = 0.25
 
-    def __init__(self, job: Job, reporter: Reporter):
+    def __init__(self, job: Job, reporter: Reporter, logs: str = ""):
         self.job = job
         self.prediction_id = job.prediction_id
         self.canceled = threading.Event()
         self.started_monotonic = time.monotonic()
         self._reporter = reporter
-        self._lines: list[str] = []
+        # A run after a restart keeps what the earlier attempt logged.
+        self._lines: list[str] = logs.splitlines()
         self._progress_line = False
         self._flushed_at = 0.0
         self._dirty = False
@@ -143,9 +144,10 @@ class Worker(threading.Thread):
     def run_batch(self, jobs: list[Job]) -> None:
         ready: list[tuple[JobContext, dict[str, Any]]] = []
         for job in jobs:
-            if not self.reporter.started(job):
+            logs = self.reporter.started(job)
+            if logs is None:
                 continue
-            ctx = JobContext(job, self.reporter)
+            ctx = JobContext(job, self.reporter, logs)
             self.contexts[job.prediction_id] = ctx
             try:
                 inputs = self.reporter.prepare(job, self.version, ctx)
