@@ -107,7 +107,7 @@ _PROGRESSIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 # Melody rhythm cells: 'x' starts a note, '-' holds it, '.' rests; one sixteenth per character.
 _CELLS = {
-    "sparse": ("x-------", "x---x---", "x-----x-", "x---", "....x---", "x-------........"),
+    "sparse": ("x-------", "x---x---", "x-----------x---", "x---", "....x---", "x-------........"),
     "medium": ("x-x-", "x---", "x--x", "x-xx", "..x-", "x-", ".x-x", "x---x-x-"),
     "busy": ("xxx-", "x-xx", "xx-x", "x-x-", "x.x.", ".xx-", "x---", "xxxx"),
 }
@@ -158,7 +158,7 @@ _STYLES: dict[str, _Style] = {
     ),
     "ambient": _Style(
         70, "E", "major", "pad", "bells", "sub",
-        (("kick", "x...x...x...x..."), ("shaker", "o...o...o...o...")),
+        (("kick", "X...X...X...X..."), ("shaker", "o...o...o...o...")),
         "r---------------", "x---------------", "ambient", "sparse", drum_gain=0.55,
     ),
     "lofi": _Style(
@@ -198,12 +198,12 @@ _STYLES: dict[str, _Style] = {
     ),
     "reggae": _Style(
         80, "G", "major", "organ", "flute", "sub",
-        (("kick", "X...x...X...x..."), ("snare", "........X......."), ("hat", _EIGHTHS)),
+        (("kick", "X...x...X...x..."), ("snare", "........X......."), ("hat", "x...x...x...x...")),
         "r---..f-r-....a-", "..x...x...x...x.", "pop", "medium",
     ),
     "dnb": _Style(
         174, "F", "minor", "pad", "lead", "synth",
-        (("kick", "X.........X....."), ("snare", _BACKBEAT), ("hat", "x.o.x.o.x.o.x.o.")),
+        (("kick", "X.........X....."), ("snare", _BACKBEAT), ("hat", "X.o.X.o.X.o.X.o.")),
         "r---------r-----", "x---------------", "modal", "busy",
     ),
 }
