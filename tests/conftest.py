@@ -8,8 +8,10 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -92,7 +94,9 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("data") / "overture-data", "--page-size", "5").start()
+    srv = Server(
+        tmp_path_factory.mktemp("data") / "overture-data", "--page-size", "5", "--webhook-backoff-seconds", "0.1"
+    ).start()
     yield srv
     srv.stop()
 
@@ -114,3 +118,73 @@ def client(server: Server) -> replicate.Client:
 def http(server: Server) -> Iterator[httpx.Client]:
     with server.http() as c:
         yield c
+
+
+class Receiver:
+    """A real webhook receiver on loopback that records every request.
+
+    ``fail_first`` answers that many attempts of each event with ``fail_status``; ``/hang`` paths
+    never answer in time.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, object]] = []
+        self.fail_first = 0
+        self.fail_status = 503
+        self.retry_after: str | None = None
+        self._attempts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if self.path.startswith("/hang"):
+                    time.sleep(30)
+                    return
+                with receiver._lock:
+                    msg = self.headers.get("webhook-id", "")
+                    receiver._attempts[msg] = receiver._attempts.get(msg, 0) + 1
+                    failing = receiver._attempts[msg] <= receiver.fail_first
+                    receiver.requests.append(
+                        {
+                            "path": self.path,
+                            "headers": {k.lower(): v for k, v in self.headers.items()},
+                            "body": body.decode(),
+                            "status": receiver.fail_status if failing else 200,
+                            "at": time.monotonic(),
+                        }
+                    )
+                self.send_response(receiver.fail_status if failing else 200)
+                if failing and receiver.retry_after:
+                    self.send_header("Retry-After", receiver.retry_after)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def delivered(self, path: str = "/hook") -> list[dict[str, object]]:
+        with self._lock:
+            return [r for r in self.requests if r["path"] == path and r["status"] == 200]
+
+    def wait_for(self, predicate, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; received {self.requests}")
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.httpd.shutdown()

@@ -44,6 +44,16 @@ def serve(
     cache: Annotated[bool, typer.Option(envvar="OVERTURE_CACHE", help="Reuse results of seeded inputs.")] = True,
     max_upload_bytes: Annotated[int, typer.Option(envvar="OVERTURE_MAX_UPLOAD_BYTES")] = 100 * 1024 * 1024,
     page_size: Annotated[int, typer.Option(envvar="OVERTURE_PAGE_SIZE", min=1, max=1000)] = 100,
+    webhook_allow_private: Annotated[
+        bool,
+        typer.Option(envvar="OVERTURE_WEBHOOK_ALLOW_PRIVATE", help="Allow webhooks to private/loopback addresses."),
+    ] = True,
+    webhook_retry_hours: Annotated[
+        float, typer.Option(envvar="OVERTURE_WEBHOOK_RETRY_HOURS", help="Retry failed webhooks this long.")
+    ] = 1.0,
+    webhook_backoff_seconds: Annotated[
+        float, typer.Option(envvar="OVERTURE_WEBHOOK_BACKOFF_SECONDS", help="First retry delay; doubles each time.")
+    ] = 1.0,
     ssl_certfile: Annotated[
         Path | None, typer.Option(envvar="OVERTURE_SSL_CERTFILE", help="Serve HTTPS with this certificate (PEM).")
     ] = None,
@@ -69,6 +79,9 @@ def serve(
         cache=cache,
         max_upload_bytes=max_upload_bytes,
         page_size=page_size,
+        webhook_allow_private=webhook_allow_private,
+        webhook_retry_hours=webhook_retry_hours,
+        webhook_backoff_seconds=webhook_backoff_seconds,
         model_modules=_split(model_module),
     )
     generated = not settings.tokens

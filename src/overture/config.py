@@ -25,5 +25,10 @@ class Settings:
     signed_url_ttl_seconds: int = 3600
     #: Results per page of every list route (Replicate uses 100).
     page_size: int = 100
+    #: Webhooks may target private and loopback addresses (fine for a self-hosted server).
+    webhook_allow_private: bool = True
+    webhook_retry_hours: float = 1.0
+    #: First webhook retry delay in seconds; doubles with each attempt.
+    webhook_backoff_seconds: float = 1.0
     #: Importable modules whose ``MODELS`` list is served beside the built-in models.
     model_modules: list[str] = field(default_factory=list)

@@ -10,11 +10,13 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
-from overture.api import catalog, errors, files, predictions
+from overture.api import catalog, errors, files, predictions, stream
 from overture.api.auth import Owner, TokenAuth
 from overture.api.deps import Present, Services, Svc
+from overture.api.present import Presenter
 from overture.config import Settings
 from overture.engine.engine import Engine
+from overture.engine.webhooks import WebhookDispatcher, WebhookPolicy
 from overture.models.registry import default_registry
 from overture.store.secrets import Keys
 from overture.store.store import Store
@@ -25,6 +27,25 @@ def build_services(settings: Settings) -> Services:
     store = Store(settings.data_dir, settings.database_url)
     engine = Engine(settings, store, default_registry(settings.model_modules))
     keys = Keys(settings.data_dir)
+    # Webhook bodies are built outside any request, so they use the configured public URL.
+    presenter = Presenter(
+        settings.public_url or f"http://{settings.host}:{settings.port}",
+        keys,
+        settings.signed_url_ttl_seconds,
+        settings.retention_hours,
+    )
+
+    def render(pid: str) -> dict[str, Any]:
+        row = store.prediction(pid)
+        assert row is not None
+        return presenter.prediction(row)
+
+    policy = WebhookPolicy(
+        retry_seconds=settings.webhook_retry_hours * 3600,
+        backoff_seconds=settings.webhook_backoff_seconds,
+        allow_private=settings.webhook_allow_private,
+    )
+    engine.webhooks = WebhookDispatcher(store, keys, render, policy)
     if not settings.tokens:
         settings.tokens = [keys.generated_token()]
     return Services(settings, engine, keys)
@@ -49,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(predictions.router)
     app.include_router(catalog.router)
     app.include_router(files.router)
+    app.include_router(stream.router)
 
     @app.get("/v1/webhooks/default/secret")
     def webhook_secret(owner: Owner, svc: Svc) -> dict[str, str]:

@@ -10,9 +10,12 @@ from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, ConfigDict
 
 from overture.api.auth import Owner
-from overture.api.deps import Present, Svc, decode_cursor, encode_cursor
+from overture.api.deps import Present, Services, Svc, decode_cursor, encode_cursor
+from overture.api.present import Presenter
 from overture.api.errors import ApiError
+from overture.engine.webhooks import delivery_summary
 from overture.models.registry import UnknownModel
+from overture.store.db import PredictionRow
 from overture.store.store import TERMINAL
 
 router = APIRouter(prefix="/v1")
@@ -35,6 +38,12 @@ class ModelPredictionRequest(BaseModel):
 
 class PredictionRequest(ModelPredictionRequest):
     version: str
+
+
+def show(svc: Services, present: Presenter, row: PredictionRow, status: str | None = None) -> dict[str, Any]:
+    """The prediction as the API shows it, with its webhook's delivery state when it has one."""
+    webhook = delivery_summary(svc.engine.store.deliveries(row.id)) if row.webhook else None
+    return present.prediction(row, status=status, webhook=webhook)
 
 
 def prefer_wait(prefer: str | None) -> float | None:
@@ -60,18 +69,20 @@ async def _create(
     if body.webhook is None and body.webhook_completed is not None:
         events = ["completed"]
     row = await anyio.to_thread.run_sync(
-        lambda: svc.engine.create(owner, model, version, body.input, webhook=webhook, webhook_events_filter=events)
+        lambda: svc.engine.create(
+            owner, model, version, body.input, webhook=webhook, webhook_events_filter=events, stream=bool(body.stream)
+        )
     )
     response.status_code = 201
     response.headers["Location"] = f"{present.base}/v1/predictions/{row.id}"
     wait = prefer_wait(prefer)
     if wait is None:
-        return present.prediction(row)
+        return show(svc, present, row)
     response.headers["Preference-Applied"] = f"wait={int(wait)}"
     final = await svc.engine.wait(row.id, wait - _WAIT_MARGIN) or row
     # Anything short of terminal is reported as "starting": run() then polls instead of
     # returning a missing output (gotcha 1).
-    return present.prediction(final, status=None if final.status in TERMINAL else "starting")
+    return show(svc, present, final, status=None if final.status in TERMINAL else "starting")
 
 
 @router.post("/predictions", status_code=201)
@@ -104,7 +115,7 @@ def get_prediction(prediction_id: str, owner: Owner, svc: Svc, present: Present)
     row = svc.engine.store.prediction(prediction_id, owner)
     if row is None:
         raise ApiError(404, f"Prediction {prediction_id} does not exist")
-    return present.prediction(row)
+    return show(svc, present, row)
 
 
 @router.post("/predictions/{prediction_id}/cancel")
@@ -112,7 +123,7 @@ def cancel_prediction(prediction_id: str, owner: Owner, svc: Svc, present: Prese
     row = svc.engine.cancel(prediction_id, owner)
     if row is None:
         raise ApiError(404, f"Prediction {prediction_id} does not exist")
-    return present.prediction(row)
+    return show(svc, present, row)
 
 
 @router.get("/predictions")
@@ -120,4 +131,4 @@ def list_predictions(owner: Owner, svc: Svc, present: Present, cursor: str | Non
     size = svc.settings.page_size
     rows = svc.engine.store.predictions_page(owner, decode_cursor(cursor), size + 1)
     next_path = f"/v1/predictions?cursor={encode_cursor(rows[size - 1].seq)}" if len(rows) > size else None
-    return present.page([present.prediction(r) for r in rows[:size]], next_path)
+    return present.page([show(svc, present, r) for r in rows[:size]], next_path)

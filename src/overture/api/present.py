@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.parse
 from datetime import datetime, timedelta
@@ -46,7 +47,10 @@ class Presenter:
 
     # -- predictions ---------------------------------------------------------------------------
 
-    def prediction(self, row: PredictionRow, status: str | None = None) -> dict[str, Any]:
+    def prediction(
+        self, row: PredictionRow, status: str | None = None, webhook: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The prediction; ``status`` overrides the stored one, ``webhook`` is its delivery summary."""
         url = f"{self.base}/v1/predictions/{row.id}"
         body: dict[str, Any] = {
             "id": row.id,
@@ -62,7 +66,7 @@ class Presenter:
             "created_at": timestamp(row.created_at),
             "started_at": timestamp(row.started_at),
             "completed_at": timestamp(row.completed_at),
-            "urls": {"get": url, "cancel": f"{url}/cancel"},
+            "urls": {"get": url, "cancel": f"{url}/cancel", "stream": f"{url}/stream"},
             "webhook": row.webhook,
             "webhook_events_filter": row.webhook_events_filter,
         }
@@ -71,10 +75,17 @@ class Presenter:
                 "predict_time": row.predict_time or 0.0,
                 "total_time": round((row.completed_at - row.created_at).total_seconds(), 6),
             }
+        if webhook is not None:
+            body["webhook_delivery"] = webhook
         if row.output is not None:
             # Overture extra: the same output as URLs that work without a header, e.g. in <audio src>.
             body["signed_output"] = self._output(row.output, self.signed_output_url)
         return body
+
+    def stream_data(self, value: Any) -> str:
+        """An event's ``data``: file URLs and text as they are, anything else as JSON."""
+        value = self._output(value, self.output_url)
+        return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
     def _output(self, value: Any, url_for: Any) -> Any:
         if isinstance(value, dict):

@@ -19,6 +19,7 @@ from overture.config import Settings
 from overture.engine.inputs import InputResolver, content_digest, file_values, missing_own_files
 from overture.engine.notify import Notifier
 from overture.engine.queue import Job, JobQueue
+from overture.engine.webhooks import EVENTS, WebhookDispatcher, WebhookRefused, check_url
 from overture.engine.worker import JobContext, Worker
 from overture.ids import new_id
 from overture.models.base import Canceled, Model, Predictor, Version
@@ -48,6 +49,10 @@ class Engine:
         self._predictors: dict[str, Predictor] = {}
         self._setup_locks: dict[str, threading.Lock] = {}
         self._cache_keys: dict[str, str] = {}
+        #: Where unfinished predictions want their webhook events: (owner, url, events).
+        self._hooks: dict[str, tuple[str, str, frozenset[str]]] = {}
+        #: Set by the server, which knows how a prediction's body looks; None sends no webhooks.
+        self.webhooks: WebhookDispatcher | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
@@ -55,6 +60,8 @@ class Engine:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.webhooks is not None:
+            self.webhooks.start()
         self.recover()
         self._housekeeper.start()
 
@@ -66,10 +73,13 @@ class Engine:
             ctx.canceled.set()
         for worker in self._workers:
             worker.join(timeout=5)
+        if self.webhooks is not None:
+            self.webhooks.stop()
 
     def recover(self) -> None:
         """Queue again what a previous process left unfinished; fail what can no longer run."""
         for row in self.store.active_predictions():
+            self._watch(row)
             try:
                 _, version = self.registry.version(row.version)
                 values = version.inputs.validate(row.input)
@@ -79,7 +89,7 @@ class Engine:
             if row.status == "processing":
                 notice = "Server restarted while this prediction ran; running it again.\n"
                 self.store.transition(row.id, ["processing"], status="starting", started_at=None, logs=row.logs + notice)
-            self._enqueue(Job(row.id, row.owner, version.id, values))
+            self._enqueue(self._job(row, values))
 
     # -- API-facing operations -----------------------------------------------------------------
 
@@ -91,12 +101,18 @@ class Engine:
         raw_input: dict[str, Any] | None,
         webhook: str | None = None,
         webhook_events_filter: list[str] | None = None,
+        stream: bool = False,
     ) -> PredictionRow:
         """Validate and queue a prediction; raises ``InvalidInput`` naming every bad field."""
         values = version.inputs.validate(raw_input)
-        missing = missing_own_files(version.inputs, values, self.store, owner)
-        if missing:
-            raise InvalidInput(missing)
+        errors = missing_own_files(version.inputs, values, self.store, owner)
+        if webhook is not None:
+            try:
+                check_url(webhook, self.settings.webhook_allow_private)
+            except WebhookRefused as exc:
+                errors.append(("webhook", str(exc)))
+        if errors:
+            raise InvalidInput(errors)
         row = self.store.add_prediction(
             PredictionRow(
                 id=new_id(),
@@ -108,10 +124,12 @@ class Engine:
                 logs="",
                 webhook=webhook,
                 webhook_events_filter=webhook_events_filter,
+                stream=stream,
                 created_at=utcnow(),
             )
         )
-        self._enqueue(Job(row.id, owner, version.id, values))
+        self._watch(row)
+        self._enqueue(self._job(row, values))
         return row
 
     def cancel(self, pid: str, owner: str) -> PredictionRow | None:
@@ -145,6 +163,11 @@ class Engine:
 
     # -- queues and workers --------------------------------------------------------------------
 
+    def _job(self, row: PredictionRow, values: dict[str, Any]) -> Job:
+        hook = self._hooks.get(row.id)
+        wants_output = hook is not None and "output" in hook[2]
+        return Job(row.id, row.owner, row.version, values, stream=bool(row.stream) or wants_output)
+
     def _enqueue(self, job: Job) -> None:
         with self._lock:
             queue = self._queues.get(job.version_id)
@@ -177,13 +200,18 @@ class Engine:
     def started(self, job: Job) -> str | None:
         if not self.store.transition(job.prediction_id, ["starting"], status="processing", started_at=utcnow()):
             return None
-        self.notifier.notify(job.prediction_id)
+        self._changed(job.prediction_id, "start")
         row = self.store.prediction(job.prediction_id)
         return row.logs if row is not None else ""
 
-    def logs(self, job: Job, text: str) -> None:
-        if self.store.transition(job.prediction_id, ["processing"], logs=text):
-            self.notifier.notify(job.prediction_id)
+    def logs(self, job: Job, text: str, new: str) -> None:
+        if self.store.transition(job.prediction_id, ["processing"], events=[("logs", new)], logs=text):
+            self._changed(job.prediction_id, "logs")
+
+    def partial(self, job: Job, value: Any) -> None:
+        output = self._publish(job.prediction_id, value)
+        if self.store.transition(job.prediction_id, ["processing"], events=[("output", output)]):
+            self._changed(job.prediction_id, "output")
 
     def scratch(self, job: Job) -> Path:
         return self.store.scratch(job.prediction_id)
@@ -205,6 +233,7 @@ class Engine:
     def finished(self, job: Job, ctx: JobContext, result: Any) -> None:
         pid = job.prediction_id
         key = self._cache_keys.pop(pid, None)
+        ctx.flush(force=True)
         try:
             if isinstance(result, Canceled):
                 self._cancel_from_model(pid, ctx)
@@ -235,14 +264,39 @@ class Engine:
         self._complete(pid, ["processing"], status="canceled", logs=ctx.text)
 
     def _complete(self, pid: str, from_status: Any, **values: Any) -> bool:
-        """Move to a terminal status with ``completed_at`` and ``predict_time``, unless already terminal."""
+        """Move to a terminal status with ``completed_at`` and ``predict_time``, unless already terminal;
+        end the stream (``error`` then ``done``) and send the ``completed`` webhook."""
         now = utcnow()
         row = self.store.prediction(pid)
+        status = values["status"]
+        events: list[tuple[str, Any]] = [("error", values["error"])] if status == "failed" else []
+        events.append(("done", {} if status == "succeeded" else {"reason": "error" if status == "failed" else status}))
         ok = self.store.transition(
-            pid, from_status, completed_at=now, predict_time=_seconds(row.started_at if row else None, now), **values
+            pid,
+            from_status,
+            events=events,
+            completed_at=now,
+            predict_time=_seconds(row.started_at if row else None, now),
+            **values,
         )
-        self.notifier.notify(pid)
+        if ok:
+            self._changed(pid, "completed")
+            self._hooks.pop(pid, None)
         return ok
+
+    # -- events --------------------------------------------------------------------------------
+
+    def _watch(self, row: PredictionRow) -> None:
+        if row.webhook and self.webhooks is not None:
+            wanted = frozenset(row.webhook_events_filter or EVENTS)
+            self._hooks[row.id] = (row.owner, row.webhook, wanted)
+
+    def _changed(self, pid: str, event: str) -> None:
+        """Wake waiters and streams; queue the webhook event if the prediction asked for it."""
+        self.notifier.notify(pid)
+        hook = self._hooks.get(pid)
+        if hook is not None and event in hook[2] and self.webhooks is not None:
+            self.webhooks.enqueue(pid, hook[0], hook[1], event)
 
     def _publish(self, pid: str, value: Any) -> Any:
         """Output as stored JSON: files moved into the prediction's outputs, numpy made plain."""

@@ -18,6 +18,8 @@ class Job:
     version_id: str
     #: Validated input; file fields still hold the URLs the client sent.
     inputs: dict[str, Any]
+    #: Someone wants partial outputs (a stream was requested or an ``output`` webhook).
+    stream: bool = False
 
 
 class JobQueue:

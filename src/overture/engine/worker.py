@@ -23,7 +23,11 @@ class Reporter(Protocol):
     def started(self, job: Job) -> str | None:
         """Mark the job processing and return its logs so far; None when it was canceled first."""
 
-    def logs(self, job: Job, text: str) -> None: ...
+    def logs(self, job: Job, text: str, new: str) -> None:
+        """The whole log so far, and the part added since the last call (for the stream)."""
+
+    def partial(self, job: Job, value: Any) -> None:
+        """Publish output that is ready before the prediction ends."""
 
     def prepare(self, job: Job, version: Version, ctx: JobContext) -> dict[str, Any] | None:
         """Resolve inputs; return None when the job is already finished (failed input, cache hit)."""
@@ -43,6 +47,7 @@ class JobContext:
     def __init__(self, job: Job, reporter: Reporter, logs: str = ""):
         self.job = job
         self.prediction_id = job.prediction_id
+        self.streaming = job.stream
         self.canceled = threading.Event()
         self.started_monotonic = time.monotonic()
         self._reporter = reporter
@@ -50,16 +55,20 @@ class JobContext:
         self._lines: list[str] = logs.splitlines()
         self._progress_line = False
         self._flushed_at = 0.0
-        self._dirty = False
+        #: Lines logged since the last flush; a rewritten progress bar replaces its own entry.
+        self._new: list[str] = []
         self._lock = threading.Lock()
+        # Serializes flushes so log events reach the stream in the order they were written.
+        self._flush_lock = threading.Lock()
 
     # -- Context -------------------------------------------------------------------------------
 
     def log(self, message: str) -> None:
+        lines = message.rstrip("\n").split("\n")
         with self._lock:
-            self._lines.extend(message.rstrip("\n").split("\n"))
+            self._lines.extend(lines)
+            self._new.extend(lines)
             self._progress_line = False
-            self._dirty = True
         self.flush(force=False)
 
     def progress(self, done: int, total: int) -> None:
@@ -68,10 +77,14 @@ class JobContext:
             # Rewrite the previous bar instead of piling up lines, as a terminal would.
             if self._progress_line:
                 self._lines[-1] = line
+                if self._new:
+                    self._new[-1] = line
+                else:
+                    self._new.append(line)
             else:
                 self._lines.append(line)
+                self._new.append(line)
             self._progress_line = True
-            self._dirty = True
         self.flush(force=False)
 
     def check_canceled(self) -> None:
@@ -81,6 +94,10 @@ class JobContext:
     def scratch_path(self, filename: str) -> Path:
         return self._reporter.scratch(self.job) / filename
 
+    def partial(self, value: Any) -> None:
+        self.flush(force=True)
+        self._reporter.partial(self.job, value)
+
     # -- engine side ---------------------------------------------------------------------------
 
     @property
@@ -89,12 +106,15 @@ class JobContext:
             return "".join(line + "\n" for line in self._lines)
 
     def flush(self, force: bool) -> None:
-        now = time.monotonic()
-        if not self._dirty or (not force and now - self._flushed_at < self.FLUSH_INTERVAL):
-            return
-        self._dirty = False
-        self._flushed_at = now
-        self._reporter.logs(self.job, self.text)
+        with self._flush_lock:
+            now = time.monotonic()
+            with self._lock:
+                if not self._new or (not force and now - self._flushed_at < self.FLUSH_INTERVAL):
+                    return
+                new = "".join(line + "\n" for line in self._new)
+                self._new = []
+                self._flushed_at = now
+            self._reporter.logs(self.job, self.text, new)
 
 
 def _progress_line(done: int, total: int, elapsed: float) -> str:

@@ -23,6 +23,8 @@ class Canceled(BaseException):
 
 class Context(Protocol):
     prediction_id: str
+    #: Whether partial outputs are wanted; models skip the work of making them otherwise.
+    streaming: bool
 
     def log(self, message: str) -> None:
         """Append a line to the prediction's logs while it runs."""
@@ -35,6 +37,10 @@ class Context(Protocol):
 
     def scratch_path(self, filename: str) -> Path:
         """A writable path for an output file; return it (as a Path) in the output to publish it."""
+
+    def partial(self, value: Any) -> None:
+        """Publish output ready before the end (e.g. a finished section's audio file, as a Path);
+        it reaches stream subscribers and ``output`` webhooks at once."""
 
 
 class Predictor:

@@ -96,13 +96,15 @@ def _semitone_clashes(notes: set[int]) -> int:
 # Styles
 # ---------------------------------------------------------------------------------------------
 
+# Every progression starts on the tonic, and none dwells on the relative key: a listener (and a
+# key finder) should hear the asked-for key.
 _MAJOR_POP = ("I V vi IV", "I vi IV V", "I IV V IV", "I IV vi V", "I V IV V")
-_MINOR_POP = ("i VI III VII", "i VII VI VII", "i iv VI V", "i VI iv V", "i iv VII III")
+_MINOR_POP = ("i iv VI V", "i VI iv V", "i VI VII i", "i iv V i", "i VII VI V")
 _PROGRESSIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "pop": (_MAJOR_POP, _MINOR_POP),
-    "modal": (("I IV I V", "I bVII IV I", "I V IV IV", "I ii IV I"), ("i VII VI VII", "i i VI VII", "i iv i VII", "i v iv i")),
-    "jazz": (("I vi ii V", "I IV ii V", "I iii ii V", "I VI ii V"), ("i iv ii° V", "i VI ii° V", "i iv VII III")),
-    "ambient": (("I IV vi IV", "I iii IV I", "I V vi IV", "I IV I V"), ("i VI i VII", "i iv VI i", "i VI III VII")),
+    "modal": (("I IV I V", "I bVII IV I", "I V IV IV", "I ii IV I"), ("i i VI VII", "i VI i VII", "i iv i VII", "i iv v i", "i VI VII i")),
+    "jazz": (("I vi ii V", "I IV ii V", "I I ii V"), ("i iv ii° V", "i VI ii° V", "i iv V i")),
+    "ambient": (("I iii IV I", "I V vi IV", "I IV I V"), ("i VI i VII", "i iv VI i", "i VI iv i")),
 }
 
 # Melody rhythm cells: 'x' starts a note, '-' holds it, '.' rests; one sixteenth per character.
@@ -189,7 +191,7 @@ _STYLES: dict[str, _Style] = {
     "orchestral": _Style(
         100, "D", "minor", "strings", "brass", "sub",
         (("kick", "X...x...X...x..."), ("snare", "....o.......o...")),
-        "r-------f-------", "x---------------", "pop", "sparse", drum_gain=0.8,
+        "r-------r-----f-", "x---------------", "pop", "sparse", drum_gain=0.8,
     ),
     "funk": _Style(
         105, "E", "minor", "guitar", "brass", "electric",
@@ -649,19 +651,21 @@ def _peak_normalized(x: np.ndarray) -> np.ndarray:
     return (x / peak).astype(np.float32) if peak > 0 else x.astype(np.float32)
 
 
-def _drum_kit(sample_rate: int) -> dict[str, np.ndarray]:
-    """One-shot samples, each peak-normalized."""
+def _drum_kit(sample_rate: int, tonic: int) -> dict[str, np.ndarray]:
+    """One-shot samples, each peak-normalized. Kick and snare are tuned to the tonic, as
+    producers do, so their pitch supports the key instead of blurring it."""
     def t(seconds: float) -> np.ndarray:
         return np.arange(int(seconds * sample_rate)) / sample_rate
 
     tk = t(0.5)
-    sweep = 48 + 110 * np.exp(-tk / 0.035)  # the pitch drop is what makes a kick punch
+    kick_hz = _midi_hz(28 + (tonic - 4) % 12)  # E1..D#2
+    sweep = kick_hz + 110 * np.exp(-tk / 0.025)  # the pitch drop is what makes a kick punch
     kick = np.sin(2 * np.pi * np.cumsum(sweep) / sample_rate) * np.exp(-tk / 0.25)
     kick += 0.25 * np.sin(2 * np.pi * 1500 * tk) * np.exp(-tk / 0.003)
-    kick = np.tanh(1.5 * kick)
 
     ts = t(0.3)
-    snare = 0.6 * (np.sin(2 * np.pi * 185 * ts) + 0.5 * np.sin(2 * np.pi * 330 * ts)) * np.exp(-ts / 0.05)
+    snare_hz = _midi_hz(50 + (tonic - 2) % 12)  # D3..C#4
+    snare = 0.6 * (np.sin(2 * np.pi * snare_hz * ts) + 0.5 * np.sin(2 * np.pi * 1.5 * snare_hz * ts)) * np.exp(-ts / 0.05)
     snare += _filtered(_noise(len(ts), 1), sample_rate, 1500, 9000) * np.exp(-ts / 0.11) * 2.5
 
     tc = t(0.35)
@@ -823,12 +827,15 @@ def _brass(freq: float, gate: int, sr: int) -> np.ndarray:
 
 
 def _bells(freq: float, gate: int, sr: int) -> np.ndarray:
-    env = _envelope(gate, sr, 0.002, 1.2, 0.0, 0.5)
+    env = _envelope(gate, sr, 0.002, 1.5, 0.0, 0.5)
     t = np.arange(len(env)) / sr
-    # FM with an inharmonic 3.5 ratio gives the metallic partials of a bell.
-    index = 2.5 * np.exp(-t / 0.4)
-    tone = np.sin(2 * np.pi * freq * t + index * np.sin(2 * np.pi * 3.5 * freq * t))
-    return (tone + 0.3 * np.sin(2 * np.pi * 2 * freq * t) * np.exp(-t / 0.4)) * env / 1.3
+    # A struck bar's inharmonic modes (1 : 2.76 : 5.40 : 8.93); higher modes die away sooner.
+    tone = sum(
+        level * np.sin(2 * np.pi * ratio * freq * t) * np.exp(-t * ratio**0.7 / 0.8)
+        for ratio, level in ((1.0, 1.0), (2.76, 0.35), (5.40, 0.15), (8.93, 0.06))
+        if ratio * freq < 0.45 * sr
+    )
+    return tone * env / 1.2
 
 
 def _flute(freq: float, gate: int, sr: int) -> np.ndarray:
@@ -842,15 +849,15 @@ def _flute(freq: float, gate: int, sr: int) -> np.ndarray:
 
 def _bass_sub(freq: float, gate: int, sr: int) -> np.ndarray:
     env = _envelope(gate, sr, 0.005, 0.3, 0.8, 0.06)
-    return np.tanh(1.3 * _play(_table(np.array([1.0, 0.25, 0.08])), _phase(freq, len(env), sr))) * env
+    return _play(_table(np.array([1.0, 0.3, 0.1])), _phase(freq, len(env), sr)) * env
 
 
 def _bass_synth(freq: float, gate: int, sr: int) -> np.ndarray:
     env = _envelope(gate, sr, 0.003, 0.25, 0.6, 0.05)
     t = np.arange(len(env)) / sr
     phase = _phase(freq, len(env), sr)
-    bright = _play(_table(_harmonics(freq, sr, 1.0, 1800)), phase)
-    dark = _play(_table(_harmonics(freq, sr, 1.0, 300)), phase)
+    bright = _play(_table(_harmonics(freq, sr, 1.5, 1200)), phase)
+    dark = _play(_table(_harmonics(freq, sr, 1.5, 250)), phase)
     return _crossfade(dark, bright, t, 0.08) * env
 
 
@@ -858,8 +865,8 @@ def _bass_electric(freq: float, gate: int, sr: int) -> np.ndarray:
     env = _envelope(gate, sr, 0.004, 0.6, 0.4, 0.06)
     t = np.arange(len(env)) / sr
     phase = _phase(freq, len(env), sr)
-    bright = _play(_table(_harmonics(freq, sr, 1.5, 1200)), phase)
-    dark = _play(_table(_harmonics(freq, sr, 1.5, 500)), phase)
+    bright = _play(_table(_harmonics(freq, sr, 1.8, 1000)), phase)
+    dark = _play(_table(_harmonics(freq, sr, 1.8, 400)), phase)
     return _crossfade(dark, bright, t, 0.1) * env
 
 
@@ -867,10 +874,16 @@ def _bass_upright(freq: float, gate: int, sr: int) -> np.ndarray:
     env = _envelope(gate, sr, 0.004, 0.5, 0.2, 0.08)
     t = np.arange(len(env)) / sr
     phase = _phase(freq, len(env), sr)
-    bright = _play(_table(_harmonics(freq, sr, 1.5, 900)), phase)
-    dark = _play(_table(_harmonics(freq, sr, 1.5, 350)), phase)
+    bright = _play(_table(_harmonics(freq, sr, 1.8, 900)), phase)
+    dark = _play(_table(_harmonics(freq, sr, 1.8, 350)), phase)
     return _crossfade(dark, bright, t, 0.06) * env
 
+
+# Evens out how loud the timbres sound: a decaying pluck needs more level than a sustained pad.
+_TIMBRE_LEVELS = {
+    "pad": 1.4, "strings": 1.4, "organ": 1.2, "piano": 1.5, "guitar": 1.8,
+    "pluck": 2.4, "lead": 1.3, "brass": 1.1, "bells": 2.0, "flute": 1.9,
+}
 
 _TIMBRES: dict[str, Callable[[float, int, int], np.ndarray]] = {
     "pad": _pad, "strings": _strings, "organ": _organ, "piano": _piano, "guitar": _guitar,
@@ -1018,13 +1031,14 @@ class _Renderer:
             key = (note.sound, note.length)
             if key not in cache:
                 gate = round(note.length * self.step_samples)
-                cache[key] = synth(_midi_hz(int(note.sound)), gate, self.sample_rate).astype(np.float32)
+                wave = synth(_midi_hz(int(note.sound)), gate, self.sample_rate) * _TIMBRE_LEVELS.get(timbre, 1.0)
+                cache[key] = wave.astype(np.float32)
             return cache[key]
 
         return sound
 
     def _tracks(self, arrangement: Arrangement, score: _Score) -> list[_Track]:
-        kit = _drum_kit(self.sample_rate)
+        kit = _drum_kit(self.sample_rate, _pitch_class(arrangement.key))
         melodic = [name for name in arrangement.instruments if name in MELODIC_INSTRUMENTS]
         tracks: list[_Track] = []
         if "drums" in arrangement.instruments:

@@ -43,6 +43,11 @@ class SynthPredictor(Predictor):
         for done, chunk in enumerate(render(arrangement, duration, seed), start=1):
             ctx.check_canceled()
             chunks.append(chunk)
+            if ctx.streaming:
+                # Each finished section streams as its own file, before the whole is normalized.
+                section = ctx.scratch_path(f"section-{done:03d}.{output_format}")
+                section.write_bytes(encode(np.clip(chunk, -1, 1), SAMPLE_RATE, output_format))
+                ctx.partial(section)
             ctx.progress(done, total)
         audio = normalize(np.concatenate(chunks), SAMPLE_RATE, normalization_strategy)
         path = ctx.scratch_path(f"output.{output_format}")

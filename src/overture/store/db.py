@@ -31,6 +31,7 @@ class PredictionRow(Base):
     source: Mapped[str] = mapped_column(String(16), default="api")
     webhook: Mapped[str | None] = mapped_column(Text, nullable=True)
     webhook_events_filter: Mapped[Any] = mapped_column(JSON, nullable=True)
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
     data_removed: Mapped[bool] = mapped_column(Boolean, default=False)
     cache_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
@@ -53,6 +54,40 @@ class FileRow(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     file_metadata: Mapped[Any] = mapped_column("metadata", JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class EventRow(Base):
+    """What a prediction streamed (``output``, ``logs``, ``error``, ``done``), kept for late
+    subscribers and ``Last-Event-ID`` resumes; ``seq`` is the SSE event id."""
+
+    __tablename__ = "events"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    prediction_id: Mapped[str] = mapped_column(String(32), index=True)
+    event: Mapped[str] = mapped_column(String(16))
+    #: JSON: a string, or output that may hold file references.
+    data: Mapped[Any] = mapped_column(JSON)
+
+
+class DeliveryRow(Base):
+    """One webhook message; retried until delivered or out of time, and never sent after success."""
+
+    __tablename__ = "webhook_deliveries"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    prediction_id: Mapped[str] = mapped_column(String(32), index=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    event: Mapped[str] = mapped_column(String(16))
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # pending, delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 def connect(url: str) -> Engine:

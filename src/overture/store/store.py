@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from overture.store.db import FileRow, PredictionRow, connect
+from overture.store.db import DeliveryRow, EventRow, FileRow, PredictionRow, connect
 
 ACTIVE = ("starting", "processing")
 TERMINAL = ("succeeded", "failed", "canceled")
@@ -101,15 +101,21 @@ class Store:
         with self.session() as s:
             return list(s.scalars(query))
 
-    def transition(self, pid: str, from_status: Iterable[str], **values: Any) -> bool:
-        """Set ``values`` only if the prediction is still in one of ``from_status``."""
+    def transition(
+        self, pid: str, from_status: Iterable[str], events: Iterable[tuple[str, Any]] = (), **values: Any
+    ) -> bool:
+        """Set ``values`` only if the prediction is still in one of ``from_status``; record the
+        stream ``events`` in the same transaction, so a reader never sees one without the other."""
         with self.writing() as s:
             result = s.execute(
                 update(PredictionRow)
                 .where(PredictionRow.id == pid, PredictionRow.status.in_(tuple(from_status)))
                 .values(**values)
             )
-            return result.rowcount == 1
+            if result.rowcount != 1:
+                return False
+            s.add_all(EventRow(prediction_id=pid, event=event, data=data) for event, data in events)
+            return True
 
     def run_count(self, model: str) -> int:
         with self.session() as s:
@@ -138,7 +144,61 @@ class Store:
         for pid in ids:
             shutil.rmtree(self.outputs_dir / pid, ignore_errors=True)
             self.transition(pid, TERMINAL, input=None, output=None, logs="", data_removed=True, cache_key=None)
+            with self.writing() as s:
+                s.execute(delete(EventRow).where(EventRow.prediction_id == pid))
         return len(ids)
+
+    # -- stream events -------------------------------------------------------------------------
+
+    def add_event(self, pid: str, event: str, data: Any) -> None:
+        with self.writing() as s:
+            s.add(EventRow(prediction_id=pid, event=event, data=data))
+
+    def events_after(self, pid: str, after_seq: int | None) -> list[EventRow]:
+        query = select(EventRow).where(EventRow.prediction_id == pid)
+        if after_seq is not None:
+            query = query.where(EventRow.seq > after_seq)
+        with self.session() as s:
+            return list(s.scalars(query.order_by(EventRow.seq)))
+
+    # -- webhook deliveries --------------------------------------------------------------------
+
+    def add_delivery(self, row: DeliveryRow) -> None:
+        with self.writing() as s:
+            s.add(row)
+
+    def refresh_unsent(self, pid: str, events: tuple[str, ...], event: str, body: str) -> bool:
+        """Give a not-yet-attempted delivery of one of ``events`` the latest state instead of queueing another."""
+        with self.writing() as s:
+            result = s.execute(
+                update(DeliveryRow)
+                .where(
+                    DeliveryRow.prediction_id == pid,
+                    DeliveryRow.state == "pending",
+                    DeliveryRow.attempts == 0,
+                    DeliveryRow.event.in_(events),
+                )
+                .values(event=event, body=body)
+            )
+            return result.rowcount > 0
+
+    def pending_deliveries(self, limit: int) -> list[DeliveryRow]:
+        query = select(DeliveryRow).where(DeliveryRow.state == "pending").order_by(DeliveryRow.seq).limit(limit)
+        with self.session() as s:
+            return list(s.scalars(query))
+
+    def delivery(self, did: str) -> DeliveryRow | None:
+        with self.session() as s:
+            return s.scalars(select(DeliveryRow).where(DeliveryRow.id == did)).first()
+
+    def update_delivery(self, did: str, **values: Any) -> None:
+        with self.writing() as s:
+            s.execute(update(DeliveryRow).where(DeliveryRow.id == did).values(**values))
+
+    def deliveries(self, pid: str) -> list[DeliveryRow]:
+        query = select(DeliveryRow).where(DeliveryRow.prediction_id == pid).order_by(DeliveryRow.seq)
+        with self.session() as s:
+            return list(s.scalars(query))
 
     # -- output files --------------------------------------------------------------------------
 

@@ -1,0 +1,250 @@
+"""Webhook delivery: signed (Standard Webhooks), throttled, retried with backoff, kept in the database.
+
+Each event becomes a row before anything is sent, so a restart continues where the last process
+stopped. A prediction's deliveries go out in order, one at a time; different predictions proceed
+in parallel with bounded concurrency and a timeout per attempt, so one slow receiver delays only
+its own prediction's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import ipaddress
+import json
+import random
+import secrets
+import socket
+import threading
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from standardwebhooks.webhooks import Webhook
+
+from overture.store.db import DeliveryRow
+from overture.store.secrets import Keys
+from overture.store.store import Store, utcnow
+
+EVENTS = ("start", "output", "logs", "completed")
+_INTERMEDIATE = ("output", "logs")
+
+
+class WebhookRefused(ValueError):
+    pass
+
+
+@dataclass
+class WebhookPolicy:
+    #: Keep retrying a failing delivery this long after the event.
+    retry_seconds: float = 3600.0
+    #: First retry delay; doubled each attempt (with jitter) up to ``max_backoff_seconds``.
+    backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 300.0
+    timeout_seconds: float = 10.0
+    concurrency: int = 16
+    #: ``output``/``logs`` at most this often per prediction.
+    throttle_seconds: float = 0.5
+    allow_private: bool = True
+
+
+def check_url(url: str, allow_private: bool) -> None:
+    """Refuse what a webhook must not be: a non-http(s) URL, or a private address when forbidden."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebhookRefused("must be an http(s) URL")
+    if allow_private:
+        return
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        raise WebhookRefused(f"cannot resolve {parts.hostname}: {exc}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            raise WebhookRefused(f"{parts.hostname} resolves to a private address ({address}), which this server refuses")
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: an integer or an HTTP date."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class WebhookDispatcher:
+    def __init__(self, store: Store, keys: Keys, render: Callable[[str], dict[str, Any]], policy: WebhookPolicy):
+        self.store = store
+        self.keys = keys
+        #: The prediction as ``GET`` shows it, for a delivery's body.
+        self.render = render
+        self.policy = policy
+        self._last_intermediate: dict[str, datetime] = {}
+        self._in_flight: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="webhooks", daemon=True)
+
+    # -- producing -----------------------------------------------------------------------------
+
+    def enqueue(self, pid: str, owner: str, url: str, event: str) -> None:
+        body = json.dumps(self.render(pid), separators=(",", ":"))
+        now = utcnow()
+        due = now
+        if event in _INTERMEDIATE:
+            # The latest state wins: an unsent output/logs delivery just gets the newer body.
+            if self.store.refresh_unsent(pid, _INTERMEDIATE, event, body):
+                return
+            last = self._last_intermediate.get(pid)
+            if last is not None:
+                due = max(now, last + timedelta(seconds=self.policy.throttle_seconds))
+            self._last_intermediate[pid] = due
+        elif event == "completed":
+            self._last_intermediate.pop(pid, None)
+        self.store.add_delivery(
+            DeliveryRow(
+                id="msg_" + secrets.token_urlsafe(18),
+                prediction_id=pid,
+                owner=owner,
+                url=url,
+                event=event,
+                body=body,
+                state="pending",
+                attempts=0,
+                next_attempt_at=due,
+                created_at=now,
+            )
+        )
+        self.wake()
+
+    def wake(self) -> None:
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    # -- delivering ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.wake()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        limit = asyncio.Semaphore(self.policy.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        async with httpx.AsyncClient(timeout=self.policy.timeout_seconds, follow_redirects=False) as http:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                next_due = self._dispatch_due(http, limit, tasks)
+                delay = 1.0 if next_due is None else min(1.0, max(0.0, (next_due - utcnow()).total_seconds()))
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+            for task in tasks:
+                task.cancel()
+
+    def _dispatch_due(self, http: httpx.AsyncClient, limit: asyncio.Semaphore, tasks: set[asyncio.Task[None]]) -> datetime | None:
+        """Start every delivery that is due and first in its prediction's line; return the next due time."""
+        now = utcnow()
+        next_due = None
+        first_per_prediction: dict[str, DeliveryRow] = {}
+        for row in self.store.pending_deliveries(limit=1000):
+            first_per_prediction.setdefault(row.prediction_id, row)
+        for pid, row in first_per_prediction.items():
+            if pid in self._in_flight:
+                continue
+            if row.next_attempt_at > now:
+                next_due = row.next_attempt_at if next_due is None else min(next_due, row.next_attempt_at)
+                continue
+            self._in_flight.add(pid)
+            task = asyncio.create_task(self._attempt(http, limit, row))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        return next_due
+
+    async def _attempt(self, http: httpx.AsyncClient, limit: asyncio.Semaphore, row: DeliveryRow) -> None:
+        try:
+            async with limit:
+                await self._send(http, row)
+        finally:
+            self._in_flight.discard(row.prediction_id)
+            self.wake()
+
+    async def _send(self, http: httpx.AsyncClient, row: DeliveryRow) -> None:
+        attempts = row.attempts + 1
+        self.store.update_delivery(row.id, attempts=attempts)
+        try:
+            await asyncio.to_thread(check_url, row.url, self.policy.allow_private)
+        except WebhookRefused as exc:
+            self.store.update_delivery(row.id, state="failed", last_error=str(exc))
+            return
+        now = datetime.now(UTC)
+        signature = Webhook(self.keys.webhook_secret(row.owner)).sign(row.id, now, row.body)
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "overture-webhooks/0.1",
+            "webhook-id": row.id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signature,
+        }
+        wait: float | None = None
+        try:
+            response = await http.post(row.url, content=row.body.encode(), headers=headers)
+        except httpx.HTTPError as exc:
+            status, error = None, f"{type(exc).__name__}: {exc}"
+        else:
+            status, error = response.status_code, None
+            if 200 <= status < 300:
+                self.store.update_delivery(row.id, state="delivered", last_status=status, last_error=None, delivered_at=utcnow())
+                return
+            wait = retry_after(response.headers.get("retry-after"))
+            if not (status == 429 or status >= 500):
+                # The receiver rejected it for good (other 4xx, or a redirect we don't follow).
+                self.store.update_delivery(row.id, state="failed", last_status=status, last_error=f"HTTP {status}")
+                return
+            error = f"HTTP {status}"
+        self._schedule_retry(row, attempts, status, error, wait)
+
+    def _schedule_retry(self, row: DeliveryRow, attempts: int, status: int | None, error: str, wait: float | None) -> None:
+        backoff = min(self.policy.backoff_seconds * 2 ** (attempts - 1), self.policy.max_backoff_seconds)
+        delay = backoff * random.uniform(0.5, 1.0)
+        if wait is not None:
+            delay = max(delay, min(wait, self.policy.retry_seconds))
+        next_at = utcnow() + timedelta(seconds=delay)
+        if next_at > row.created_at + timedelta(seconds=self.policy.retry_seconds):
+            self.store.update_delivery(row.id, state="failed", last_status=status, last_error=f"{error}; gave up retrying")
+        else:
+            self.store.update_delivery(row.id, next_attempt_at=next_at, last_status=status, last_error=error)
+
+
+def delivery_summary(rows: list[DeliveryRow]) -> dict[str, Any]:
+    """The webhook's state for the prediction record (an Overture key the client ignores)."""
+    last = max((r for r in rows if r.attempts), key=lambda r: r.seq, default=None)
+    return {
+        "delivered": sum(r.state == "delivered" for r in rows),
+        "pending": sum(r.state == "pending" for r in rows),
+        "failed": sum(r.state == "failed" for r in rows),
+        "attempts": sum(r.attempts for r in rows),
+        "last_status": last.last_status if last else None,
+        "last_error": last.last_error if last else None,
+    }
