@@ -110,7 +110,8 @@ class Store:
             result = s.execute(
                 update(PredictionRow)
                 .where(PredictionRow.id == pid, PredictionRow.status.in_(tuple(from_status)))
-                .values(**values)
+                # With nothing to change, a self-assignment still tells whether the status matches.
+                .values(**(values or {"status": PredictionRow.status}))
             )
             if result.rowcount != 1:
                 return False
