@@ -86,3 +86,15 @@ def test_a_canceled_prediction_ends_its_stream(client: replicate.Client, server:
 def test_unknown_prediction_stream_is_404(server: Server) -> None:
     with server.http() as http:
         assert http.get("/v1/predictions/nope/stream").status_code == 404
+
+
+def test_a_quiet_stream_gets_keepalive_comments(client: replicate.Client, server: Server) -> None:
+    prediction = client.predictions.create(model="tests/steps", input={"steps": 1, "step_seconds": 11})
+    comments = []
+    with server.http() as http, http.stream("GET", prediction.urls["stream"]) as response:
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                comments.append(line)
+            if line == "event: done":
+                break
+    assert comments  # sent every 10 s, well inside the client's 30 s read timeout

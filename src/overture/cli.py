@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import tomllib
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from overture.config import Settings
+from overture.models.checkpoints import CheckpointSettings
 
 app = typer.Typer(help="Overture: Replicate's music models on your own machines.", no_args_is_help=True)
 predictions_app = typer.Typer(help="Inspect and cancel predictions on a running server.", no_args_is_help=True)
@@ -54,6 +56,26 @@ def serve(
     webhook_backoff_seconds: Annotated[
         float, typer.Option(envvar="OVERTURE_WEBHOOK_BACKOFF_SECONDS", help="First retry delay; doubles each time.")
     ] = 1.0,
+    checkpoint: Annotated[
+        list[str] | None,
+        typer.Option(envvar="OVERTURE_CHECKPOINTS", help="HUB_ID=DIR: load this checkpoint from a local directory."),
+    ] = None,
+    substitute: Annotated[
+        list[str] | None,
+        typer.Option(envvar="OVERTURE_SUBSTITUTES", help="FROM=TO: serve checkpoint TO when FROM is asked for."),
+    ] = None,
+    allow_checkpoint: Annotated[
+        list[str] | None,
+        typer.Option(envvar="OVERTURE_ALLOWED_CHECKPOINTS", help="Serve only these checkpoints (repeatable)."),
+    ] = None,
+    model_memory_gb: Annotated[
+        float | None, typer.Option(envvar="OVERTURE_MODEL_MEMORY_GB", help="Budget for loaded models (LRU).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(envvar="OVERTURE_DEVICE", help="cuda, cpu, ... (default: auto).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(envvar="OVERTURE_CONFIG", help="TOML file: checkpoints, substitutes (tables), allowed_checkpoints, model_memory_gb, device."),
+    ] = None,
     ssl_certfile: Annotated[
         Path | None, typer.Option(envvar="OVERTURE_SSL_CERTFILE", help="Serve HTTPS with this certificate (PEM).")
     ] = None,
@@ -83,6 +105,7 @@ def serve(
         webhook_retry_hours=webhook_retry_hours,
         webhook_backoff_seconds=webhook_backoff_seconds,
         model_modules=_split(model_module),
+        checkpoints=_checkpoint_settings(checkpoint, substitute, allow_checkpoint, model_memory_gb, device, config),
     )
     generated = not settings.tokens
     application = create_app(settings)
@@ -102,6 +125,38 @@ def serve(
         timeout_graceful_shutdown=5,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
+    )
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    pairs = {}
+    for item in _split(values):
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise typer.BadParameter(f"expected FROM=TO, got {item!r}", param_hint=option)
+        pairs[key] = value
+    return pairs
+
+
+def _checkpoint_settings(
+    checkpoint: list[str] | None,
+    substitute: list[str] | None,
+    allow: list[str] | None,
+    memory_gb: float | None,
+    device: str | None,
+    config: Path | None,
+) -> CheckpointSettings:
+    """Options first, then the config file for whatever they leave out."""
+    table: dict[str, Any] = tomllib.loads(config.read_text()) if config else {}
+    dirs = {**table.get("checkpoints", {}), **_pairs(checkpoint, "--checkpoint")}
+    allowed = _split(allow) or table.get("allowed_checkpoints")
+    memory = memory_gb if memory_gb is not None else table.get("model_memory_gb")
+    return CheckpointSettings(
+        local_dirs={k: Path(v).expanduser() for k, v in dirs.items()},
+        substitutes={**table.get("substitutes", {}), **_pairs(substitute, "--substitute")},
+        allowed=frozenset(allowed) if allowed else None,
+        memory_budget_bytes=int(memory * 2**30) if memory is not None else None,
+        device=device or table.get("device"),
     )
 
 

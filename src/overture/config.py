@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from overture.models.checkpoints import CheckpointSettings
+
 
 @dataclass
 class Settings:
@@ -30,5 +32,6 @@ class Settings:
     webhook_retry_hours: float = 1.0
     #: First webhook retry delay in seconds; doubles with each attempt.
     webhook_backoff_seconds: float = 1.0
+    checkpoints: CheckpointSettings = field(default_factory=CheckpointSettings)
     #: Importable modules whose ``MODELS`` list is served beside the built-in models.
     model_modules: list[str] = field(default_factory=list)

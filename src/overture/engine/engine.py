@@ -23,6 +23,7 @@ from overture.engine.webhooks import EVENTS, WebhookDispatcher, WebhookRefused, 
 from overture.engine.worker import JobContext, Worker
 from overture.ids import new_id
 from overture.models.base import Canceled, Model, Predictor, Version
+from overture.models.checkpoints import Checkpoints
 from overture.models.registry import Registry, UnknownModel
 from overture.models.schema import InvalidInput
 from overture.store.db import PredictionRow
@@ -43,6 +44,7 @@ class Engine:
         self.registry = registry
         self.notifier = Notifier()
         self.resolver = InputResolver(store, settings.max_input_file_bytes)
+        self.checkpoints = Checkpoints(settings.checkpoints)
         self.contexts: dict[str, JobContext] = {}
         self._queues: dict[str, JobQueue] = {}
         self._workers: list[Worker] = []
@@ -187,7 +189,7 @@ class Engine:
         with lock:
             predictor = self._predictors.get(version.id)
             if predictor is None:
-                predictor = version.predictor()
+                predictor = version.predictor(self.checkpoints)
                 try:
                     predictor.setup()
                 except Exception as exc:

@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from overture.models.checkpoints import Checkpoints
 from overture.models.schema import InputSchema, openapi_document
 
 
@@ -55,6 +56,10 @@ class Predictor:
     max_batch_size: ClassVar[int] = 1
     #: Worker threads sharing one instance; >1 only for thread-safe predictors.
     concurrency: ClassVar[int] = 1
+
+    def __init__(self, checkpoints: Checkpoints | None = None):
+        #: Where weights come from and which loaded models stay in memory.
+        self.checkpoints = checkpoints or Checkpoints()
 
     def setup(self) -> None:
         """Load weights once, before the first prediction."""

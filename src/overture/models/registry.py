@@ -56,13 +56,14 @@ class Registry:
         return found[1]
 
 
+#: Modules whose ``MODELS`` lists make up the built-in catalogue.
+BUILTIN_MODULES = ("overture.models.synth_model",)
+
+
 def default_registry(extra_modules: Iterable[str] = ()) -> Registry:
     """The built-in models plus those declared in ``MODELS`` of each extra importable module."""
-    from overture.models.synth_model import SYNTH
-
-    registry = Registry([SYNTH])
-    for name in extra_modules:
-        module = importlib.import_module(name)
-        for model in getattr(module, "MODELS"):
+    registry = Registry([])
+    for name in (*BUILTIN_MODULES, *extra_modules):
+        for model in importlib.import_module(name).MODELS:
             registry.add(model)
     return registry

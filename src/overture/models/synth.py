@@ -98,7 +98,7 @@ def _semitone_clashes(notes: set[int]) -> int:
 
 # Every progression starts on the tonic, and none dwells on the relative key: a listener (and a
 # key finder) should hear the asked-for key.
-_MAJOR_POP = ("I V vi IV", "I vi IV V", "I IV V IV", "I IV vi V", "I V IV V")
+_MAJOR_POP = ("I V vi IV", "I vi IV V", "I IV V IV", "I IV vi V", "I IV I V")
 _MINOR_POP = ("i iv VI V", "i VI iv V", "i VI VII i", "i iv V i", "i VII VI V")
 _PROGRESSIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "pop": (_MAJOR_POP, _MINOR_POP),
@@ -151,7 +151,7 @@ _STYLES: dict[str, _Style] = {
     "house": _Style(
         124, "F", "minor", "piano", "pluck", "synth",
         (("kick", _FOUR), ("clap", "....x.......x..."), ("hat", "oooooooooooooooo"), ("open", "..x...x...x...x.")),
-        "..r-..r...r-..o-", "x--x--x---x--x--", "pop", "medium", sevenths=True, sidechain=True,
+        "..r-..r...r-..o-", "..x-..x-..x-..x-", "pop", "medium", sevenths=True, sidechain=True,
     ),
     "edm": _Style(
         128, "F", "minor", "pad", "lead", "synth",
@@ -961,11 +961,14 @@ class _Reverb:
 
 
 class _Echo:
-    """Stereo feedback delay: dotted eighths on the left, quarters on the right."""
+    """Stereo feedback delay: quarters on the left, half notes on the right.
+
+    On-beat delay times; dotted ones would add a 3-against-4 pulse that blurs the tempo.
+    """
 
     def __init__(self, step_samples: float) -> None:
-        self.left = _Comb(round(3 * step_samples), 0.35, 1)
-        self.right = _Comb(round(4 * step_samples), 0.3, 1)
+        self.left = _Comb(round(_STEPS_PER_BEAT * step_samples), 0.3, 1)
+        self.right = _Comb(round(2 * _STEPS_PER_BEAT * step_samples), 0.3, 1)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         dry = x[:, np.newaxis]

@@ -64,3 +64,5 @@ SYNTH = Model(
     "Needs no weights; the default for demos, tests and load tests.",
     versions=(Version(id=SYNTH_VERSION, predictor=SynthPredictor, created_at="2026-11-23T00:00:00.000000Z"),),
 )
+
+MODELS = [SYNTH]

@@ -1,0 +1,144 @@
+"""Finding and keeping model weights: hub ids through the Hugging Face cache, local directories
+mapped by the operator, and an LRU of loaded models bounded by a memory budget.
+
+torch and huggingface_hub are imported only when a checkpoint is actually needed, so a server
+that runs only the built-in synth model starts without them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class CheckpointMissing(RuntimeError):
+    """Weights that cannot be found; the message says how to provide them."""
+
+
+@dataclass
+class CheckpointSettings:
+    #: Hub id → local directory holding that checkpoint (``--checkpoint ID=DIR``).
+    local_dirs: dict[str, Path] = field(default_factory=dict)
+    #: Hub id → hub id served in its place, e.g. large → medium on a small GPU.
+    substitutes: dict[str, str] = field(default_factory=dict)
+    #: When set, only these hub ids (after substitution) are served.
+    allowed: frozenset[str] | None = None
+    #: Loaded models are evicted, least recently used first, beyond this many bytes.
+    memory_budget_bytes: int | None = None
+    #: "cuda", "cpu", ... ; None picks CUDA when present.
+    device: str | None = None
+
+
+@dataclass
+class _Loaded:
+    value: Any
+    nbytes: int
+
+
+class Checkpoints:
+    def __init__(self, settings: CheckpointSettings | None = None):
+        self.settings = settings or CheckpointSettings()
+        self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
+        self._lock = threading.RLock()
+
+    # -- where weights are ---------------------------------------------------------------------
+
+    def served(self, requested: str) -> str:
+        """The hub id that will actually run for ``requested``; refuses ids the operator excluded."""
+        served = self.settings.substitutes.get(requested, requested)
+        allowed = self.settings.allowed
+        if allowed is not None and served not in allowed:
+            raise CheckpointMissing(
+                f"Checkpoint {served} is not served by this server (allowed: {', '.join(sorted(allowed)) or 'none'})."
+            )
+        return served
+
+    def path(self, hub_id: str, gated: bool = False) -> Path:
+        """A local directory with ``hub_id``'s files: the operator's mapping, else the HF cache
+        (downloading when the hub is reachable and ``HF_HUB_OFFLINE`` is not set)."""
+        mapped = self.settings.local_dirs.get(hub_id)
+        if mapped is not None:
+            if not mapped.is_dir():
+                raise CheckpointMissing(f"Checkpoint {hub_id} is mapped to {mapped}, which is not a directory.")
+            return mapped
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        try:
+            return Path(snapshot_download(hub_id, local_files_only=offline))
+        except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
+            raise CheckpointMissing(_missing_message(hub_id, gated, exc)) from None
+
+    # -- loaded models -------------------------------------------------------------------------
+
+    def load(self, key: str, loader: Callable[[], T], nbytes: Callable[[T], int]) -> T:
+        """``loader()``'s result, kept for reuse until the memory budget needs its room."""
+        with self._lock:
+            entry = self._loaded.get(key)
+            if entry is not None:
+                self._loaded.move_to_end(key)
+                return entry.value
+            value = loader()
+            size = nbytes(value)
+            self._loaded[key] = _Loaded(value, size)
+            self._evict(keep=key)
+            return value
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return list(self._loaded)
+
+    def _evict(self, keep: str) -> None:
+        budget = self.settings.memory_budget_bytes
+        if budget is None:
+            return
+        while sum(e.nbytes for e in self._loaded.values()) > budget and len(self._loaded) > 1:
+            oldest = next(iter(self._loaded))
+            if oldest == keep:
+                break
+            del self._loaded[oldest]
+
+    # -- where to run --------------------------------------------------------------------------
+
+    def device(self) -> str:
+        if self.settings.device:
+            return self.settings.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def dtype(self) -> Any:
+        """Half precision on GPUs (bfloat16 where supported), full precision on CPUs."""
+        import torch
+
+        if self.device().startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+
+
+def _missing_message(hub_id: str, gated: bool, exc: Exception) -> str:
+    cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
+    token_hint = (
+        " It is gated on the hub: accept its licence there and set HF_TOKEN (or run `huggingface-cli login`)."
+        if gated
+        else ""
+    )
+    return (
+        f"Checkpoint {hub_id} is not available: it is not in the Hugging Face cache ({cache}) and could not be "
+        f"downloaded ({type(exc).__name__}).{token_hint} Download it with `huggingface-cli download {hub_id}`, "
+        f"or point the server at a local copy: `overture serve --checkpoint {hub_id}=/path/to/dir`."
+    )
+
+
+def module_nbytes(module: Any) -> int:
+    """Bytes held by a torch module's parameters and buffers."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
