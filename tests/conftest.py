@@ -19,6 +19,8 @@ import pytest
 import replicate
 
 TESTS_DIR = Path(__file__).parent
+# Nothing may be fetched from the Hugging Face hub here: checkpoints are tiny ones the tests build.
+os.environ["HF_HUB_OFFLINE"] = "1"
 TOKEN = "r8_test_token_0123456789"
 OTHER_TOKEN = "r8_other_token_9876543210"
 
