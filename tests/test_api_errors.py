@@ -148,3 +148,28 @@ def test_health_and_landing_need_no_token(server: Server) -> None:
 
 def test_no_trailing_slash_redirects(http: httpx.Client) -> None:
     assert http.get("/v1/predictions/").status_code == 404
+
+
+def test_huge_json_body_is_413(http: httpx.Client) -> None:
+    body = b'{"input": {"prompt": "' + b"x" * (33 * 1024 * 1024) + b'"}}'
+    response = http.post("/v1/models/overture/synth/predictions", content=body, headers={"content-type": "application/json"})
+    assert "limit" in _problem(response, 413)
+
+
+def test_huge_chunked_body_is_413(http: httpx.Client) -> None:
+    def chunks():
+        yield b'{"input": {"prompt": "'
+        for _ in range(40):
+            yield b"x" * (1024 * 1024)
+        yield b'"}}'
+
+    response = http.post(
+        "/v1/models/overture/synth/predictions", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert "limit" in _problem(response, 413)
+
+
+@pytest.mark.parametrize("value", ["soon", "2s", "inf"])
+def test_bad_cancel_after_header(http: httpx.Client, value: str) -> None:
+    response = http.post("/v1/models/tests/steps/predictions", json={"input": {}}, headers={"Cancel-After": value})
+    assert "Cancel-After" in _problem(response, 422)

@@ -98,3 +98,19 @@ def test_unseeded_inputs_are_never_served_from_the_cache(client: replicate.Clien
         p.wait()
     assert all("result cache" not in p.logs for p in runs)
     assert runs[0].logs.split("\n")[0] != runs[1].logs.split("\n")[0]  # each drew its own seed
+
+
+def test_cancel_after_fails_a_prediction_that_runs_too_long(client: replicate.Client, server: Server) -> None:
+    with server.http() as http:
+        created = http.post(
+            "/v1/models/tests/steps/predictions",
+            json={"input": {"steps": 400, "step_seconds": 0.05}},
+            headers={"Cancel-After": "5s"},
+        ).json()
+    assert created["deadline"] is not None
+    prediction = client.predictions.get(created["id"])
+    prediction.wait()
+    assert prediction.status == "failed" and "deadline of 5 s" in prediction.error
+    assert 4.5 < prediction.metrics["total_time"] < 8
+    # The server goes on serving.
+    assert client.run("tests/steps", input={"steps": 1}) == "done:None"

@@ -46,6 +46,13 @@ def serve(
     cache: Annotated[bool, typer.Option(envvar="OVERTURE_CACHE", help="Reuse results of seeded inputs.")] = True,
     max_upload_bytes: Annotated[int, typer.Option(envvar="OVERTURE_MAX_UPLOAD_BYTES")] = 100 * 1024 * 1024,
     page_size: Annotated[int, typer.Option(envvar="OVERTURE_PAGE_SIZE", min=1, max=1000)] = 100,
+    max_request_bytes: Annotated[
+        int, typer.Option(envvar="OVERTURE_MAX_REQUEST_BYTES", help="Largest JSON request body.")
+    ] = 32 * 1024 * 1024,
+    prediction_timeout: Annotated[
+        float | None,
+        typer.Option(envvar="OVERTURE_PREDICTION_TIMEOUT", help="Fail predictions unfinished after this many seconds."),
+    ] = None,
     webhook_allow_private: Annotated[
         bool,
         typer.Option(envvar="OVERTURE_WEBHOOK_ALLOW_PRIVATE", help="Allow webhooks to private/loopback addresses."),
@@ -101,6 +108,8 @@ def serve(
         cache=cache,
         max_upload_bytes=max_upload_bytes,
         page_size=page_size,
+        max_request_bytes=max_request_bytes,
+        prediction_timeout_seconds=prediction_timeout,
         webhook_allow_private=webhook_allow_private,
         webhook_retry_hours=webhook_retry_hours,
         webhook_backoff_seconds=webhook_backoff_seconds,

@@ -33,5 +33,9 @@ class Settings:
     #: First webhook retry delay in seconds; doubles with each attempt.
     webhook_backoff_seconds: float = 1.0
     checkpoints: CheckpointSettings = field(default_factory=CheckpointSettings)
+    #: Fail predictions still unfinished this long after creation (a ``Cancel-After`` header overrides).
+    prediction_timeout_seconds: float | None = None
+    #: Largest request body outside file uploads (JSON, with any data: URIs in it).
+    max_request_bytes: int = 32 * 1024 * 1024
     #: Importable modules whose ``MODELS`` list is served beside the built-in models.
     model_modules: list[str] = field(default_factory=list)

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 
 from overture.api import catalog, errors, files, predictions, stream
 from overture.api.auth import Owner, TokenAuth
+from overture.api.limits import BodyLimit
 from overture.api.deps import Present, Services, Svc
 from overture.api.present import Presenter
 from overture.config import Settings
@@ -67,6 +68,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.services = services
     app.state.auth = TokenAuth(settings.tokens)
     errors.install(app)
+    # Multipart framing adds a little to an upload of the largest allowed size.
+    upload_limit = settings.max_upload_bytes + 1024 * 1024
+    app.add_middleware(
+        BodyLimit,
+        limit_for=lambda path: upload_limit if path == "/v1/files" else settings.max_request_bytes,
+    )
     app.include_router(predictions.router)
     app.include_router(catalog.router)
     app.include_router(files.router)

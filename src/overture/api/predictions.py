@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from pydantic import BaseModel, ConfigDict
 
 from overture.api.auth import Owner
@@ -40,10 +42,50 @@ class PredictionRequest(ModelPredictionRequest):
     version: str
 
 
+@dataclass
+class PredictionHeaders:
+    prefer: str | None
+    cancel_after: str | None
+
+
+def _headers(
+    prefer: str | None = Header(default=None), cancel_after: str | None = Header(default=None)
+) -> PredictionHeaders:
+    return PredictionHeaders(prefer, cancel_after)
+
+
+Headers = Annotated[PredictionHeaders, Depends(_headers)]
+
+
 def show(svc: Services, present: Presenter, row: PredictionRow, status: str | None = None) -> dict[str, Any]:
     """The prediction as the API shows it, with its webhook's delivery state when it has one."""
     webhook = delivery_summary(svc.engine.store.deliveries(row.id)) if row.webhook else None
     return present.prediction(row, status=status, webhook=webhook)
+
+
+_DURATION = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$")
+#: Replicate's floor for ``Cancel-After``.
+_MIN_CANCEL_AFTER = 5.0
+
+
+def cancel_after(value: str | None) -> float | None:
+    """Seconds from a ``Cancel-After`` header: ``30s``, ``5m``, ``1h30m`` or a bare number of seconds."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    match = _DURATION.match(text)
+    if text and match is not None:
+        seconds = sum(float(match.group(unit) or 0) * factor for unit, factor in (("h", 3600), ("m", 60), ("s", 1)))
+    else:
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = math.nan
+    if not math.isfinite(seconds):
+        raise ApiError(422, f"- Cancel-After: {value!r} is not a duration such as 30s, 5m or 1h30m\n")
+    if seconds < _MIN_CANCEL_AFTER:
+        raise ApiError(422, f"- Cancel-After: must be at least {_MIN_CANCEL_AFTER:g} seconds\n")
+    return seconds
 
 
 def prefer_wait(prefer: str | None) -> float | None:
@@ -58,7 +100,13 @@ def prefer_wait(prefer: str | None) -> float | None:
 
 
 async def _create(
-    svc: Svc, present: Present, owner: str, ref: str, body: ModelPredictionRequest, prefer: str | None, response: Response
+    svc: Svc,
+    present: Present,
+    owner: str,
+    ref: str,
+    body: ModelPredictionRequest,
+    headers: PredictionHeaders,
+    response: Response,
 ) -> dict[str, Any]:
     try:
         model, version = svc.engine.registry.version(ref)
@@ -68,14 +116,22 @@ async def _create(
     events = body.webhook_events_filter
     if body.webhook is None and body.webhook_completed is not None:
         events = ["completed"]
+    deadline = cancel_after(headers.cancel_after)
     row = await anyio.to_thread.run_sync(
         lambda: svc.engine.create(
-            owner, model, version, body.input, webhook=webhook, webhook_events_filter=events, stream=bool(body.stream)
+            owner,
+            model,
+            version,
+            body.input,
+            webhook=webhook,
+            webhook_events_filter=events,
+            stream=bool(body.stream),
+            cancel_after=deadline,
         )
     )
     response.status_code = 201
     response.headers["Location"] = f"{present.base}/v1/predictions/{row.id}"
-    wait = prefer_wait(prefer)
+    wait = prefer_wait(headers.prefer)
     if wait is None:
         return show(svc, present, row)
     response.headers["Preference-Applied"] = f"wait={int(wait)}"
@@ -87,27 +143,38 @@ async def _create(
 
 @router.post("/predictions", status_code=201)
 async def create_prediction(
-    body: PredictionRequest, owner: Owner, svc: Svc, present: Present, response: Response,
-    prefer: str | None = Header(default=None),
+    body: PredictionRequest, owner: Owner, svc: Svc, present: Present, response: Response, headers: Headers
 ) -> dict[str, Any]:
-    return await _create(svc, present, owner, body.version, body, prefer, response)
+    return await _create(svc, present, owner, body.version, body, headers, response)
 
 
 @router.post("/models/{model_owner}/{model_name}/predictions", status_code=201)
 async def create_model_prediction(
-    model_owner: str, model_name: str, body: ModelPredictionRequest, owner: Owner, svc: Svc, present: Present,
-    response: Response, prefer: str | None = Header(default=None),
+    model_owner: str,
+    model_name: str,
+    body: ModelPredictionRequest,
+    owner: Owner,
+    svc: Svc,
+    present: Present,
+    response: Response,
+    headers: Headers,
 ) -> dict[str, Any]:
-    return await _create(svc, present, owner, f"{model_owner}/{model_name}", body, prefer, response)
+    return await _create(svc, present, owner, f"{model_owner}/{model_name}", body, headers, response)
 
 
 @router.post("/deployments/{deployment_owner}/{deployment_name}/predictions", status_code=201)
 async def create_deployment_prediction(
-    deployment_owner: str, deployment_name: str, body: ModelPredictionRequest, owner: Owner, svc: Svc,
-    present: Present, response: Response, prefer: str | None = Header(default=None),
+    deployment_owner: str,
+    deployment_name: str,
+    body: ModelPredictionRequest,
+    owner: Owner,
+    svc: Svc,
+    present: Present,
+    response: Response,
+    headers: Headers,
 ) -> dict[str, Any]:
     """A deployment is served by the model of the same name."""
-    return await _create(svc, present, owner, f"{deployment_owner}/{deployment_name}", body, prefer, response)
+    return await _create(svc, present, owner, f"{deployment_owner}/{deployment_name}", body, headers, response)
 
 
 @router.get("/predictions/{prediction_id}")

@@ -66,6 +66,7 @@ class Presenter:
             "created_at": timestamp(row.created_at),
             "started_at": timestamp(row.started_at),
             "completed_at": timestamp(row.completed_at),
+            "deadline": timestamp(row.deadline),
             "urls": {"get": url, "cancel": f"{url}/cancel", "stream": f"{url}/stream"},
             "webhook": row.webhook,
             "webhook_events_filter": row.webhook_events_filter,

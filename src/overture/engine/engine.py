@@ -104,6 +104,7 @@ class Engine:
         webhook: str | None = None,
         webhook_events_filter: list[str] | None = None,
         stream: bool = False,
+        cancel_after: float | None = None,
     ) -> PredictionRow:
         """Validate and queue a prediction; raises ``InvalidInput`` naming every bad field."""
         values = version.inputs.validate(raw_input)
@@ -115,6 +116,8 @@ class Engine:
                 errors.append(("webhook", str(exc)))
         if errors:
             raise InvalidInput(errors)
+        now = utcnow()
+        limit = cancel_after if cancel_after is not None else self.settings.prediction_timeout_seconds
         row = self.store.add_prediction(
             PredictionRow(
                 id=new_id(),
@@ -127,7 +130,8 @@ class Engine:
                 webhook=webhook,
                 webhook_events_filter=webhook_events_filter,
                 stream=stream,
-                created_at=utcnow(),
+                created_at=now,
+                deadline=now + timedelta(seconds=limit) if limit is not None else None,
             )
         )
         self._watch(row)
@@ -139,14 +143,22 @@ class Engine:
         row = self.store.prediction(pid, owner)
         if row is None or row.status in TERMINAL:
             return row
+        self._stop(row, status="canceled")
+        return self.store.prediction(pid)
+
+    def expire(self, row: PredictionRow) -> None:
+        """Fail a prediction past its deadline, stopping its model at the next step."""
+        limit = (row.deadline - row.created_at).total_seconds() if row.deadline else 0
+        error = f"The prediction did not finish within its deadline of {limit:g} s (Cancel-After or the server's timeout)."
+        self._stop(row, status="failed", error=error)
+
+    def _stop(self, row: PredictionRow, **values: Any) -> None:
         queue = self._queues.get(row.version)
         if queue is not None:
-            queue.remove(pid)
-        ctx = self.contexts.get(pid)
-        logs = ctx.text if ctx is not None else row.logs
-        if self._complete(pid, ACTIVE, status="canceled", logs=logs) and ctx is not None:
+            queue.remove(row.id)
+        ctx = self.contexts.get(row.id)
+        if self._complete(row.id, ACTIVE, logs=ctx.text if ctx else row.logs, **values) and ctx is not None:
             ctx.canceled.set()
-        return self.store.prediction(pid)
 
     async def wait(self, pid: str, timeout: float) -> PredictionRow | None:
         """The prediction once it is terminal, or as it stands when ``timeout`` runs out."""
@@ -318,9 +330,14 @@ class Engine:
 
     def _housekeeping(self) -> None:
         next_sweep = 0.0
+        next_deadline_check = 0.0
         while not self._stopping.wait(self.TICK_SECONDS):
             for ctx in list(self.contexts.values()):
                 ctx.flush(force=False)
+            if time.monotonic() >= next_deadline_check:
+                for row in self.store.overdue_predictions(utcnow()):
+                    self.expire(row)
+                next_deadline_check = time.monotonic() + 1.0
             hours = self.settings.retention_hours
             if hours is not None and time.monotonic() >= next_sweep:
                 self.apply_retention()

@@ -350,7 +350,11 @@ def _find_key(text: str) -> tuple[str | None, str | None]:
     """Tonic name and mode, each None when the prompt does not say."""
     if match := _KEY_WITH_MODE.search(text):
         letter, accidental, mode = match.groups()
-        return _key_name(letter, accidental), "major" if mode.startswith("maj") else "minor"
+        mode = "major" if mode.startswith("maj") else "minor"
+        # "in a minor key" names a mode, not A minor.
+        if letter == "a" and not accidental and re.match(r"\s*keys?\b", text[match.end():]):
+            return None, mode
+        return _key_name(letter, accidental), mode
     for match in _KEY_AFTER_IN.finditer(text):
         word, letter, accidental, minor = match.groups()
         # "in a dreamy mood": a lone "a" after "in" followed by a word is the article, not A.

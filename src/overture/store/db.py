@@ -32,6 +32,8 @@ class PredictionRow(Base):
     webhook: Mapped[str | None] = mapped_column(Text, nullable=True)
     webhook_events_filter: Mapped[Any] = mapped_column(JSON, nullable=True)
     stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: When the prediction is failed if still unfinished (``Cancel-After`` or the server default).
+    deadline: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
     data_removed: Mapped[bool] = mapped_column(Boolean, default=False)
     cache_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, index=True)

@@ -95,6 +95,11 @@ class Store:
         with self.session() as s:
             return list(s.scalars(query.order_by(PredictionRow.seq.desc()).limit(limit)))
 
+    def overdue_predictions(self, now: datetime) -> list[PredictionRow]:
+        query = select(PredictionRow).where(PredictionRow.status.in_(ACTIVE), PredictionRow.deadline < now)
+        with self.session() as s:
+            return list(s.scalars(query))
+
     def active_predictions(self) -> list[PredictionRow]:
         """Predictions a previous server process left unfinished, oldest first."""
         query = select(PredictionRow).where(PredictionRow.status.in_(ACTIVE)).order_by(PredictionRow.seq)
