@@ -44,7 +44,7 @@ async def create_file(request: Request, owner: Owner, svc: Svc, present: Present
         raise ApiError(413, f"The upload is too large: {exc}") from None
     name = content.filename or "file"
     content_type = content.content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
-    row = svc.engine.store.add_file(
+    row = svc.engine.store.add(
         FileRow(
             id=fid,
             owner=owner,

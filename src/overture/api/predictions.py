@@ -149,6 +149,8 @@ async def create_prediction(
 
 
 @router.post("/models/{model_owner}/{model_name}/predictions", status_code=201)
+# A deployment is served by the model of the same name.
+@router.post("/deployments/{model_owner}/{model_name}/predictions", status_code=201)
 async def create_model_prediction(
     model_owner: str,
     model_name: str,
@@ -160,21 +162,6 @@ async def create_model_prediction(
     headers: Headers,
 ) -> dict[str, Any]:
     return await _create(svc, present, owner, f"{model_owner}/{model_name}", body, headers, response)
-
-
-@router.post("/deployments/{deployment_owner}/{deployment_name}/predictions", status_code=201)
-async def create_deployment_prediction(
-    deployment_owner: str,
-    deployment_name: str,
-    body: ModelPredictionRequest,
-    owner: Owner,
-    svc: Svc,
-    present: Present,
-    response: Response,
-    headers: Headers,
-) -> dict[str, Any]:
-    """A deployment is served by the model of the same name."""
-    return await _create(svc, present, owner, f"{deployment_owner}/{deployment_name}", body, headers, response)
 
 
 @router.get("/predictions/{prediction_id}")

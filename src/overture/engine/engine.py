@@ -118,7 +118,7 @@ class Engine:
             raise InvalidInput(errors)
         now = utcnow()
         limit = cancel_after if cancel_after is not None else self.settings.prediction_timeout_seconds
-        row = self.store.add_prediction(
+        row = self.store.add(
             PredictionRow(
                 id=new_id(),
                 owner=owner,

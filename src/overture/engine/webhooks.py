@@ -113,7 +113,7 @@ class WebhookDispatcher:
             self._last_intermediate[pid] = due
         elif event == "completed":
             self._last_intermediate.pop(pid, None)
-        self.store.add_delivery(
+        self.store.add(
             DeliveryRow(
                 id="msg_" + secrets.token_urlsafe(18),
                 prediction_id=pid,

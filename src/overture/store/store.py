@@ -16,12 +16,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from overture.store.db import DeliveryRow, EventRow, FileRow, PredictionRow, connect
+
+R = TypeVar("R", PredictionRow, FileRow, DeliveryRow)
 
 ACTIVE = ("starting", "processing")
 TERMINAL = ("succeeded", "failed", "canceled")
@@ -75,25 +77,35 @@ class Store:
 
     # -- predictions ---------------------------------------------------------------------------
 
-    def add_prediction(self, row: PredictionRow) -> PredictionRow:
+    # -- records of either kind ----------------------------------------------------------------
+
+    def add(self, row: R) -> R:
         with self.writing() as s:
             s.add(row)
         return row
 
-    def prediction(self, pid: str, owner: str | None = None) -> PredictionRow | None:
-        query = select(PredictionRow).where(PredictionRow.id == pid)
+    def _one(self, table: type[R], rid: str, owner: str | None) -> R | None:
+        query = select(table).where(table.id == rid)
         if owner is not None:
-            query = query.where(PredictionRow.owner == owner)
+            query = query.where(table.owner == owner)
         with self.session() as s:
             return s.scalars(query).first()
 
-    def predictions_page(self, owner: str, before_seq: int | None, limit: int) -> list[PredictionRow]:
+    def _page(self, table: type[R], owner: str, before_seq: int | None, limit: int) -> list[R]:
         """Newest first; ``before_seq`` continues after the last row of the previous page."""
-        query = select(PredictionRow).where(PredictionRow.owner == owner)
+        query = select(table).where(table.owner == owner)
         if before_seq is not None:
-            query = query.where(PredictionRow.seq < before_seq)
+            query = query.where(table.seq < before_seq)
         with self.session() as s:
-            return list(s.scalars(query.order_by(PredictionRow.seq.desc()).limit(limit)))
+            return list(s.scalars(query.order_by(table.seq.desc()).limit(limit)))
+
+    # -- predictions ---------------------------------------------------------------------------
+
+    def prediction(self, pid: str, owner: str | None = None) -> PredictionRow | None:
+        return self._one(PredictionRow, pid, owner)
+
+    def predictions_page(self, owner: str, before_seq: int | None, limit: int) -> list[PredictionRow]:
+        return self._page(PredictionRow, owner, before_seq, limit)
 
     def overdue_predictions(self, now: datetime) -> list[PredictionRow]:
         query = select(PredictionRow).where(PredictionRow.status.in_(ACTIVE), PredictionRow.deadline < now)
@@ -168,10 +180,6 @@ class Store:
             return list(s.scalars(query.order_by(EventRow.seq)))
 
     # -- webhook deliveries --------------------------------------------------------------------
-
-    def add_delivery(self, row: DeliveryRow) -> None:
-        with self.writing() as s:
-            s.add(row)
 
     def refresh_unsent(self, pid: str, events: tuple[str, ...], event: str, body: str) -> bool:
         """Give a not-yet-attempted delivery of one of ``events`` the latest state instead of queueing another."""
@@ -267,24 +275,11 @@ class Store:
             tmp.unlink(missing_ok=True)
         return StoredFile(final, size, md5.hexdigest(), sha.hexdigest())
 
-    def add_file(self, row: FileRow) -> FileRow:
-        with self.writing() as s:
-            s.add(row)
-        return row
-
     def file(self, fid: str, owner: str | None = None) -> FileRow | None:
-        query = select(FileRow).where(FileRow.id == fid)
-        if owner is not None:
-            query = query.where(FileRow.owner == owner)
-        with self.session() as s:
-            return s.scalars(query).first()
+        return self._one(FileRow, fid, owner)
 
     def files_page(self, owner: str, before_seq: int | None, limit: int) -> list[FileRow]:
-        query = select(FileRow).where(FileRow.owner == owner)
-        if before_seq is not None:
-            query = query.where(FileRow.seq < before_seq)
-        with self.session() as s:
-            return list(s.scalars(query.order_by(FileRow.seq.desc()).limit(limit)))
+        return self._page(FileRow, owner, before_seq, limit)
 
     def upload_path(self, fid: str) -> Path:
         return self.uploads_dir / _safe_name(fid)
