@@ -64,6 +64,7 @@ class Engine:
     def start(self) -> None:
         if self.webhooks is not None:
             self.webhooks.start()
+        self.store.sweep_leftovers()
         self.recover()
         self._housekeeper.start()
 

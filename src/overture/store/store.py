@@ -221,6 +221,13 @@ class Store:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def sweep_leftovers(self) -> None:
+        """Remove what a killed process left half-done: partial uploads and scratch files."""
+        for part in self.uploads_dir.glob(".*.part"):
+            part.unlink(missing_ok=True)
+        shutil.rmtree(self.scratch_dir, ignore_errors=True)
+        self.scratch_dir.mkdir(parents=True, exist_ok=True)
+
     def clear_scratch(self, pid: str) -> None:
         shutil.rmtree(self.scratch_dir / pid, ignore_errors=True)
 
