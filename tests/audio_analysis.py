@@ -85,7 +85,8 @@ def chroma(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """
     rate = 11025
     n_fft = 8192
-    _, _, spec = signal.stft(signal.resample_poly(mono(audio), rate, sample_rate), rate, nperseg=n_fft, noverlap=n_fft // 2)
+    resampled = signal.resample_poly(mono(audio), rate, sample_rate)
+    _, _, spec = signal.stft(resampled, rate, nperseg=n_fft, noverlap=n_fft // 2)
     freqs = np.fft.rfftfreq(n_fft, 1 / rate)
     keep = (freqs >= 55) & (freqs <= 2000)
     pitch_class = np.round(69 + 12 * np.log2(freqs[keep] / 440.0)).astype(int) % 12

@@ -115,7 +115,7 @@ def test_same_seed_gives_identical_bytes(techno: np.ndarray) -> None:
 
 def test_different_seeds_give_different_music() -> None:
     # Chords and lead only: any difference is in the harmony or the melody, not drum humanizing.
-    arrangement = Arrangement(tempo=100, key="D", mode="minor", genre="pop", mood="neutral", instruments=("pad", "lead"))
+    arrangement = Arrangement(100, "D", "minor", "pop", "neutral", instruments=("pad", "lead"))
     takes = [play(arrangement, 12.0, seed) for seed in (1, 2, 3)]
     assert not np.array_equal(takes[0], takes[1])
     assert not np.array_equal(takes[1], takes[2])
@@ -134,7 +134,15 @@ def test_bad_render_arguments_are_rejected() -> None:
 
 @pytest.mark.parametrize(
     ("prompt", "tempo"),
-    [("120 bpm", 120), ("house 120bpm", 120), ("tempo 90 rock", 90), ("Tempo: 97.5", 97.5), ("ambient", 70), ("dnb", 174)],
+    [
+        ("120 bpm", 120),
+        ("house 120bpm", 120),
+        ("tempo 90 rock", 90),
+        ("Tempo: 97.5", 97.5),
+        ("ambient", 70),
+        ("dnb", 174),
+        ("edm at 300 bpm", 240),  # clamped to what the synth plays
+    ],
 )
 def test_tempo_is_read(prompt: str, tempo: float) -> None:
     assert parse_prompt(prompt).tempo == tempo
@@ -164,12 +172,28 @@ def test_key_and_mode_are_read(prompt: str, key: str, mode: str) -> None:
 @pytest.mark.parametrize(
     ("prompt", "genre"),
     [
-        ("techno", "techno"), ("deep house", "house"), ("EDM banger", "edm"), ("dance track", "edm"),
-        ("electronic", "edm"), ("ambient drone", "ambient"), ("lo-fi beats", "lofi"), ("lofi", "lofi"),
-        ("chill vibes", "lofi"), ("hip-hop", "hiphop"), ("trap", "hiphop"), ("hard rock", "rock"),
-        ("pop", "pop"), ("smooth jazz", "jazz"), ("cinematic", "orchestral"), ("epic", "orchestral"),
-        ("funky", "funk"), ("reggae", "reggae"), ("drum and bass", "dnb"), ("dnb", "dnb"),
-        ("chill house", "house"), ("electronic ambient", "ambient"),
+        ("techno", "techno"),
+        ("deep house", "house"),
+        ("EDM banger", "edm"),
+        ("dance track", "edm"),
+        ("electronic", "edm"),
+        ("ambient drone", "ambient"),
+        ("lo-fi beats", "lofi"),
+        ("lofi", "lofi"),
+        ("chill vibes", "lofi"),
+        ("hip-hop", "hiphop"),
+        ("trap", "hiphop"),
+        ("hard rock", "rock"),
+        ("pop", "pop"),
+        ("smooth jazz", "jazz"),
+        ("cinematic", "orchestral"),
+        ("epic", "orchestral"),
+        ("funky", "funk"),
+        ("reggae", "reggae"),
+        ("drum and bass", "dnb"),
+        ("dnb", "dnb"),
+        ("chill house", "house"),
+        ("electronic ambient", "ambient"),
     ],
 )
 def test_genre_is_read(prompt: str, genre: str) -> None:
@@ -267,9 +291,8 @@ def test_unknown_strategy_is_rejected() -> None:
 def test_wav_is_16_bit_stereo(techno: np.ndarray) -> None:
     data = encode(techno, SAMPLE_RATE, "wav")
     info = soundfile.info(io.BytesIO(data))
-    assert (info.format, info.subtype, info.channels, info.samplerate, info.frames) == (
-        "WAV", "PCM_16", 2, SAMPLE_RATE, len(techno)
-    )
+    assert (info.format, info.subtype, info.channels) == ("WAV", "PCM_16", 2)
+    assert (info.samplerate, info.frames) == (SAMPLE_RATE, len(techno))
     decoded, _ = soundfile.read(io.BytesIO(data), dtype="float32")
     assert np.abs(decoded - techno).max() < 2 / 2**15
 

@@ -82,9 +82,7 @@ def encode(audio: np.ndarray, sample_rate: int, fmt: str) -> bytes:
         soundfile.write(buffer, audio, sample_rate, format="WAV", subtype="PCM_16")
     elif fmt == "mp3":
         # compression_level 0 is libsndfile's highest MP3 bitrate (320 kbps when constant).
-        soundfile.write(
-            buffer, audio, sample_rate, format="MP3", compression_level=0.0, bitrate_mode="CONSTANT"
-        )
+        soundfile.write(buffer, audio, sample_rate, format="MP3", compression_level=0.0, bitrate_mode="CONSTANT")
     else:
         raise ValueError(f"unknown audio format {fmt!r}; expected one of {', '.join(CONTENT_TYPES)}")
     return buffer.getvalue()

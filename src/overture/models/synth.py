@@ -8,10 +8,12 @@ slice-adds on a strict sixteenth-note grid.
 
 from __future__ import annotations
 
+import functools
+
 import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -66,24 +68,26 @@ def _chord(numeral: str, mode: str, seventh: bool) -> _Chord:
     fifth = 6 if diminished else 7
     tones = [root, (root + third) % 12, (root + fifth) % 12]
     if seventh:
-        # The diatonic seventh: minor seventh unless only the major one belongs to the key.
-        tones.append((root + 11) % 12 if (root + 11) % 12 in scale and (root + 10) % 12 not in scale else (root + 10) % 12)
+        # The key's own seventh above the root: minor, unless only the major one is in the key.
+        minor_seventh, major_seventh = (root + 10) % 12, (root + 11) % 12
+        tones.append(major_seventh if major_seventh in scale and minor_seventh not in scale else minor_seventh)
     return _Chord(tuple(tones), _bend_scale(scale, tones))
 
 
 def _bend_scale(scale: tuple[int, ...], tones: list[int]) -> tuple[int, ...]:
     """Swap scale notes for chromatic chord tones (e.g. G for G# over E major in A minor).
 
-    Of the two neighbours a chromatic tone could replace, keep the tonic and pick the one
-    leaving fewer semitone clashes, which yields harmonic minor, Lydian or Mixolydian colours.
+    Of the two neighbours a chromatic tone could replace, the one leaving fewer semitone
+    clashes goes (the lower on a tie), which yields harmonic minor, Lydian or Mixolydian colours.
     """
     notes = set(scale)
     for tone in tones:
         if tone in notes:
             continue
-        candidates = [n for n in ((tone - 1) % 12, (tone + 1) % 12) if n in notes and n != 0 and n not in tones]
+        below, above = (tone - 1) % 12, (tone + 1) % 12
+        candidates = [n for n in (below, above) if n in notes and n not in tones]
         if candidates:
-            notes.remove(min(candidates, key=lambda n: (_semitone_clashes((notes - {n}) | {tone}), -((tone - n) % 12))))
+            notes.remove(min(candidates, key=lambda n: (_semitone_clashes((notes - {n}) | {tone}), n != below)))
             notes.add(tone)
     return tuple(sorted(notes))
 
@@ -102,7 +106,10 @@ _MAJOR_POP = ("I V vi IV", "I vi IV V", "I IV V IV", "I IV vi V", "I IV I V")
 _MINOR_POP = ("i iv VI V", "i VI iv V", "i VI VII i", "i iv V i", "i VII VI V")
 _PROGRESSIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "pop": (_MAJOR_POP, _MINOR_POP),
-    "modal": (("I IV I V", "I bVII IV I", "I V IV IV", "I ii IV I"), ("i i VI VII", "i VI i VII", "i iv i VII", "i iv v i", "i VI VII i")),
+    "modal": (
+        ("I IV I V", "I bVII IV I", "I V IV IV", "I ii IV I"),
+        ("i i VI VII", "i VI i VII", "i iv i VII", "i iv v i", "i VI VII i"),
+    ),
     "jazz": (("I vi ii V", "I IV ii V", "I I ii V"), ("i iv ii° V", "i VI ii° V", "i iv V i")),
     "ambient": (("I iii IV I", "I V vi IV", "I IV I V"), ("i VI i VII", "i iv VI i", "i VI iv i")),
 }
@@ -142,6 +149,9 @@ _FOUR = "X...X...X...X..."
 _BACKBEAT = "....X.......X..."
 _EIGHTHS = "x.o.x.o.x.o.x.o."
 
+# Each: tempo, tonic, mode, chord / lead instrument, bass timbre; drum patterns;
+# bass pattern, chord pattern, progression family, melody density; then extras.
+# fmt: off
 _STYLES: dict[str, _Style] = {
     "techno": _Style(
         128, "A", "minor", "pad", "pluck", "synth",
@@ -161,7 +171,7 @@ _STYLES: dict[str, _Style] = {
     "ambient": _Style(
         70, "E", "major", "pad", "bells", "sub",
         (("kick", "X...X...X...X..."), ("shaker", "o...o...o...o...")),
-        "r---------------", "x---------------", "ambient", "sparse", drum_gain=0.55,
+        "r---------------", "x---------------", "ambient", "sparse", drum_gain=0.55, reverb=1.8,
     ),
     "lofi": _Style(
         85, "Eb", "major", "piano", "guitar", "sub",
@@ -191,7 +201,7 @@ _STYLES: dict[str, _Style] = {
     "orchestral": _Style(
         100, "D", "minor", "strings", "brass", "sub",
         (("kick", "X...x...X...x..."), ("snare", "....o.......o...")),
-        "r-------r-----f-", "x---------------", "pop", "sparse", drum_gain=0.8,
+        "r-------r-----f-", "x---------------", "pop", "sparse", drum_gain=0.8, reverb=1.5,
     ),
     "funk": _Style(
         105, "E", "minor", "guitar", "brass", "electric",
@@ -209,6 +219,7 @@ _STYLES: dict[str, _Style] = {
         "r---------r-----", "x---------------", "modal", "busy",
     ),
 }
+# fmt: on
 _DEFAULT_GENRE = "pop"
 
 # ---------------------------------------------------------------------------------------------
@@ -250,7 +261,6 @@ _INSTRUMENT_WORDS: tuple[tuple[str, str], ...] = (
     ("flute", r"\bflutes?\b|\bwoodwinds?\b|\bclarinets?\b|\bwhistle\b"),
     ("brass", r"\bbrass\b|\bhorns?\b|\btrumpets?\b|\bsax\w*|\btrombones?\b"),
     ("bass", r"\bsynth\s*bass\b|\bbass\w*|\b808s?\b"),
-    ("drums", r"\bdrums?\b|\bbeats?\b|\bpercussion\b"),
     ("lead", r"\bsynth\w*"),
 )
 _CHORD_INSTRUMENTS = ("pad", "strings", "organ", "piano", "guitar")
@@ -258,6 +268,7 @@ MELODIC_INSTRUMENTS = ("piano", "guitar", "lead", "pluck", "pad", "strings", "be
 INSTRUMENTS = ("drums", "bass", *MELODIC_INSTRUMENTS)
 
 # Mood word -> the mode it implies (None: no preference).
+# fmt: off
 _MOODS: dict[str, str | None] = {
     "dark": "minor", "sad": "minor", "melancholic": "minor", "melancholy": "minor", "moody": "minor",
     "gloomy": "minor", "somber": "minor", "sombre": "minor", "tense": "minor", "mysterious": "minor",
@@ -267,7 +278,8 @@ _MOODS: dict[str, str | None] = {
     "calm": None, "relaxed": None, "relaxing": None, "peaceful": None, "dreamy": None, "chill": None,
     "mellow": None, "energetic": None, "romantic": None, "epic": None, "driving": None,
 }
-_CALM_MOODS = {"calm", "relaxed", "relaxing", "peaceful", "dreamy", "chill", "mellow", "sad", "melancholic", "melancholy"}
+# fmt: on
+_CALM_MOODS = {"calm", "relaxed", "relaxing", "peaceful", "dreamy", "chill", "mellow", "sad", "melancholic"}
 _ENERGETIC_MOODS = {"energetic", "upbeat", "aggressive", "angry", "driving", "happy", "playful"}
 
 _ACCIDENTAL = r"(#|♯|b|♭|[\s-]?sharp|[\s-]?flat)?"
@@ -352,13 +364,14 @@ def _find_key(text: str) -> tuple[str | None, str | None]:
         letter, accidental, mode = match.groups()
         mode = "major" if mode.startswith("maj") else "minor"
         # "in a minor key" names a mode, not A minor.
-        if letter == "a" and not accidental and re.match(r"\s*keys?\b", text[match.end():]):
+        if letter == "a" and not accidental and re.match(r"\s*keys?\b", text[match.end() :]):
             return None, mode
         return _key_name(letter, accidental), mode
     for match in _KEY_AFTER_IN.finditer(text):
         word, letter, accidental, minor = match.groups()
         # "in a dreamy mood": a lone "a" after "in" followed by a word is the article, not A.
-        if word == "in" and letter == "a" and not accidental and not minor and re.match(r"\s+[a-z]", text[match.end():]):
+        article = word == "in" and letter == "a" and not accidental and not minor
+        if article and re.match(r"\s+[a-z]", text[match.end() :]):
             continue
         return _key_name(letter, accidental), "minor" if minor else None
     return None, None
@@ -481,7 +494,8 @@ def _drum_part(style: _Style, n_bars: int, rng: np.random.Generator) -> list[_No
                     jitter = 1.0 + 0.2 * (rng.random() - 0.5) if voice in ("hat", "open", "ride", "shaker") else 1.0
                     notes.append(_Note(bar * _STEPS_PER_BAR + step, 1, voice, _HIT_VELOCITY[symbol] * jitter))
         if has_snare and bar % (2 * _BARS_PER_PHRASE) == 2 * _BARS_PER_PHRASE - 1:
-            notes.extend(_Note(bar * _STEPS_PER_BAR + step, 1, "snare", vel) for step, vel in ((13, 0.35), (14, 0.5), (15, 0.7)))
+            fill = ((13, 0.35), (14, 0.5), (15, 0.7))
+            notes.extend(_Note(bar * _STEPS_PER_BAR + step, 1, "snare", velocity) for step, velocity in fill)
     return sorted(notes, key=lambda note: note.step)
 
 
@@ -553,7 +567,9 @@ def _rhythm(rng: np.random.Generator, cells: tuple[str, ...], steps: int) -> lis
     return notes or [(0, _STEPS_PER_BEAT)]
 
 
-def _phrase_melody(rng: np.random.Generator, chords: list[_Chord], cells: tuple[str, ...]) -> list[tuple[int, int, int]]:
+def _phrase_melody(
+    rng: np.random.Generator, chords: list[_Chord], cells: tuple[str, ...]
+) -> list[tuple[int, int, int]]:
     """A four-bar phrase as (step, length, scale degree): a two-bar call, then an answer with the
     same rhythm that comes to rest on the last chord's root. Strong beats land on chord tones."""
     half = _BARS_PER_PHRASE * _STEPS_PER_BAR // 2
@@ -565,13 +581,18 @@ def _phrase_melody(rng: np.random.Generator, chords: list[_Chord], cells: tuple[
     melody: list[tuple[int, int, int]] = []
     for index, (onset, length) in enumerate([*call, *answer]):
         chord = chords[onset // _STEPS_PER_BAR]
-        degree = _reflect(degree + int(rng.choice([-3, -2, -1, 0, 1, 2, 3], p=[0.05, 0.15, 0.3, 0.05, 0.25, 0.15, 0.05])))
+        degree = _reflect(degree + int(rng.choice(_MELODY_STEPS, p=_MELODY_STEP_ODDS)))
         if index == len(call) + len(answer) - 1:
             degree = _nearest_chord_degree(degree, chord, roots_only=True)
         elif onset % _STEPS_PER_BEAT == 0:
             degree = _nearest_chord_degree(degree, chord)
         melody.append((onset, length, degree))
     return melody
+
+
+# Melodies move mostly by step, sometimes leap a third or fourth.
+_MELODY_STEPS = (-3, -2, -1, 0, 1, 2, 3)
+_MELODY_STEP_ODDS = (0.05, 0.15, 0.3, 0.05, 0.25, 0.15, 0.05)
 
 
 def _reflect(degree: int, low: int = 0, high: int = 11) -> int:
@@ -610,7 +631,8 @@ def _lead_part(
             notes.append(_Note(step, length, _degree_midi(degree, chords[step // _STEPS_PER_BAR], base), velocity))
             last_degree = degree
     final = chords[-1]
-    notes.append(_Note((n_bars - 1) * _STEPS_PER_BAR, _STEPS_PER_BAR, _degree_midi(_nearest_chord_degree(last_degree, final, True), final, base), 0.8))
+    tonic = _degree_midi(_nearest_chord_degree(last_degree, final, roots_only=True), final, base)
+    notes.append(_Note((n_bars - 1) * _STEPS_PER_BAR, _STEPS_PER_BAR, tonic, 0.8))
     return notes
 
 
@@ -638,30 +660,34 @@ def _noise(n: int, salt: int) -> np.ndarray:
     return np.random.default_rng([_NOISE_SEED, salt]).standard_normal(n)
 
 
-def _filtered(x: np.ndarray, sample_rate: int, low: float | None, high: float | None, order: int = 2) -> np.ndarray:
-    """Butterworth band-, high- or low-pass, clamped below Nyquist."""
+def _filtered(x: np.ndarray, sample_rate: int, low: float | None, high: float | None) -> np.ndarray:
+    """2nd-order Butterworth: band-pass between both edges, else high-pass or low-pass."""
     nyquist = sample_rate / 2
-    if low and high:
-        sos = signal.butter(order, [low / nyquist, min(high / nyquist, 0.99)], "bandpass", output="sos")
-    elif low:
-        sos = signal.butter(order, min(low / nyquist, 0.99), "highpass", output="sos")
-    else:
-        sos = signal.butter(order, min(high / nyquist, 0.99), "lowpass", output="sos")
+    edges = [min(edge / nyquist, 0.99) for edge in (low, high) if edge is not None]
+    kind = "bandpass" if len(edges) == 2 else "highpass" if low is not None else "lowpass"
+    sos = signal.butter(2, edges if len(edges) == 2 else edges[0], kind, output="sos")
     return signal.sosfilt(sos, x)
 
 
-def _peak_normalized(x: np.ndarray) -> np.ndarray:
+def _one_shot(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Peak-normalize, and fade the last 20 ms so a cut-off tail cannot click."""
+    fade = min(len(x), int(0.02 * sample_rate))
+    x = x.copy()
+    x[len(x) - fade :] *= 0.5 * (1 + np.cos(np.pi * np.arange(fade) / fade))
     peak = np.max(np.abs(x))
-    return (x / peak).astype(np.float32) if peak > 0 else x.astype(np.float32)
+    return (x / peak if peak > 0 else x).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=24)
 def _drum_kit(sample_rate: int, tonic: int) -> dict[str, np.ndarray]:
     """One-shot samples, each peak-normalized. Kick and snare are tuned to the tonic, as
-    producers do, so their pitch supports the key instead of blurring it."""
+    producers do, so their pitch supports the key instead of blurring it. Cached (read-only):
+    designing the filters costs more than rendering a short clip."""
+
     def t(seconds: float) -> np.ndarray:
         return np.arange(int(seconds * sample_rate)) / sample_rate
 
-    tk = t(0.5)
+    tk = t(0.8)
     kick_hz = _midi_hz(28 + (tonic - 4) % 12)  # E1..D#2
     sweep = kick_hz + 110 * np.exp(-tk / 0.025)  # the pitch drop is what makes a kick punch
     kick = np.sin(2 * np.pi * np.cumsum(sweep) / sample_rate) * np.exp(-tk / 0.25)
@@ -669,7 +695,9 @@ def _drum_kit(sample_rate: int, tonic: int) -> dict[str, np.ndarray]:
 
     ts = t(0.3)
     snare_hz = _midi_hz(50 + (tonic - 2) % 12)  # D3..C#4
-    snare = 0.6 * (np.sin(2 * np.pi * snare_hz * ts) + 0.5 * np.sin(2 * np.pi * 1.5 * snare_hz * ts)) * np.exp(-ts / 0.05)
+    # The drum head's fundamental and a fifth above it, both tuned to the key.
+    head = np.sin(2 * np.pi * snare_hz * ts) + 0.5 * np.sin(2 * np.pi * 1.5 * snare_hz * ts)
+    snare = 0.6 * head * np.exp(-ts / 0.05)
     snare += _filtered(_noise(len(ts), 1), sample_rate, 1500, 9000) * np.exp(-ts / 0.11) * 2.5
 
     tc = t(0.35)
@@ -683,7 +711,8 @@ def _drum_kit(sample_rate: int, tonic: int) -> dict[str, np.ndarray]:
     open_hat = _filtered(_noise(len(to), 4), sample_rate, 6000, None) * np.exp(-to / 0.2)
 
     tr = t(1.2)
-    bell = sum(np.sign(np.sin(2 * np.pi * f * tr)) for f in (3150, 4230, 5470, 6620))
+    # Square waves at inharmonic ratios: the classic metallic cymbal tone.
+    bell = np.sign(np.sin(2 * np.pi * np.outer((3150, 4230, 5470, 6620), tr))).sum(axis=0)
     ride = _filtered(bell, sample_rate, 3000, None) * 0.15 * np.exp(-tr / 0.6)
     ride += _filtered(_noise(len(tr), 5), sample_rate, 5000, None) * 0.5 * np.exp(-tr / 0.45)
     ride *= np.minimum(tr / 0.002, 1)
@@ -692,7 +721,10 @@ def _drum_kit(sample_rate: int, tonic: int) -> dict[str, np.ndarray]:
     shaker = _filtered(_noise(len(tsh), 6), sample_rate, 4000, 11000) * np.minimum(tsh / 0.012, 1) * np.exp(-tsh / 0.05)
 
     kit = {"kick": kick, "snare": snare, "clap": clap, "hat": hat, "open": open_hat, "ride": ride, "shaker": shaker}
-    return {name: _peak_normalized(sample) for name, sample in kit.items()}
+    samples = {name: _one_shot(sample, sample_rate) for name, sample in kit.items()}
+    for sample in samples.values():
+        sample.setflags(write=False)
+    return samples
 
 
 _DRUM_LEVELS = {"kick": 1.0, "snare": 0.55, "clap": 0.5, "hat": 0.22, "open": 0.2, "ride": 0.22, "shaker": 0.3}
@@ -724,15 +756,21 @@ def _play(table: np.ndarray, phase: np.ndarray) -> np.ndarray:
     return table[(phase * _TABLE_SIZE).astype(np.int64) & (_TABLE_SIZE - 1)]
 
 
-def _phase(freq: float, n: int, sample_rate: int, detune_cents: float = 0.0, start: float = 0.0,
-           vibrato: tuple[float, float, float] | None = None) -> np.ndarray:
+def _phase(
+    freq: float,
+    n: int,
+    sample_rate: int,
+    detune_cents: float = 0.0,
+    start: float = 0.0,
+    vibrato: tuple[float, float, float] | None = None,
+) -> np.ndarray:
     """Oscillator phase in cycles; vibrato is (rate Hz, depth as a frequency ratio, fade-in seconds)."""
     f = freq * 2 ** (detune_cents / 1200)
     t = np.arange(n) / sample_rate
     if vibrato is None:
         return start + f * t
     rate, depth, fade = vibrato
-    # The integral of f * (1 + depth * ramp * sin) with the ramp folded into the depth envelope.
+    # Integrated frequency f * (1 + depth * sin); fading the depth in afterwards is close enough.
     ramp = np.minimum(t / fade, 1.0) if fade > 0 else 1.0
     return start + f * t - f * depth * ramp * np.cos(2 * np.pi * rate * t) / (2 * np.pi * rate)
 
@@ -757,11 +795,20 @@ def _crossfade(dark: np.ndarray, bright: np.ndarray, t: np.ndarray, tau: float) 
     return dark + (bright - dark) * np.exp(-t / tau)
 
 
-def _detuned(freq: float, n: int, sample_rate: int, table: np.ndarray, cents: tuple[float, ...],
-             vibrato: tuple[float, float, float] | None = None) -> np.ndarray:
+def _detuned(
+    freq: float,
+    n: int,
+    sample_rate: int,
+    table: np.ndarray,
+    cents: tuple[float, ...],
+    vibrato: tuple[float, float, float] | None = None,
+) -> np.ndarray:
     """Several slightly detuned copies: the chorus that makes pads and strings wide and alive."""
-    voices = [_play(table, _phase(freq, n, sample_rate, c, start=0.37 * i, vibrato=vibrato)) for i, c in enumerate(cents)]
-    return sum(voices) / len(voices)
+    voices = [
+        _play(table, _phase(freq, n, sample_rate, detune, start=0.37 * i, vibrato=vibrato))
+        for i, detune in enumerate(cents)
+    ]
+    return np.mean(voices, axis=0)
 
 
 def _pad(freq: float, gate: int, sr: int) -> np.ndarray:
@@ -844,8 +891,10 @@ def _bells(freq: float, gate: int, sr: int) -> np.ndarray:
 
 def _flute(freq: float, gate: int, sr: int) -> np.ndarray:
     env = _envelope(gate, sr, 0.06, 0.2, 0.85, 0.12)
-    tone = _play(_table(np.array([1.0, 0.25, 0.08, 0.03])[: _harmonic_count(freq, sr)]),
-                 _phase(freq, len(env), sr, vibrato=(5.0, 0.005, 0.3)))
+    tone = _play(
+        _table(np.array([1.0, 0.25, 0.08, 0.03])[: _harmonic_count(freq, sr)]),
+        _phase(freq, len(env), sr, vibrato=(5.0, 0.005, 0.3)),
+    )
     # Seeded by pitch: breath noise differs between notes but never between renders.
     breath = _filtered(_noise(len(env), round(freq * 100)), sr, 2000, 8000)
     return (tone + 0.04 * breath) * env
@@ -885,14 +934,33 @@ def _bass_upright(freq: float, gate: int, sr: int) -> np.ndarray:
 
 # Evens out how loud the timbres sound: a decaying pluck needs more level than a sustained pad.
 _TIMBRE_LEVELS = {
-    "pad": 1.4, "strings": 1.4, "organ": 1.2, "piano": 1.5, "guitar": 1.8,
-    "pluck": 2.4, "lead": 1.3, "brass": 1.1, "bells": 2.0, "flute": 1.9,
+    "pad": 1.4,
+    "strings": 1.4,
+    "organ": 1.2,
+    "piano": 1.5,
+    "guitar": 1.8,
+    "pluck": 2.4,
+    "lead": 1.3,
+    "brass": 1.1,
+    "bells": 2.0,
+    "flute": 1.9,
 }
 
 _TIMBRES: dict[str, Callable[[float, int, int], np.ndarray]] = {
-    "pad": _pad, "strings": _strings, "organ": _organ, "piano": _piano, "guitar": _guitar,
-    "pluck": _pluck, "lead": _lead, "brass": _brass, "bells": _bells, "flute": _flute,
-    "sub": _bass_sub, "synth": _bass_synth, "electric": _bass_electric, "upright": _bass_upright,
+    "pad": _pad,
+    "strings": _strings,
+    "organ": _organ,
+    "piano": _piano,
+    "guitar": _guitar,
+    "pluck": _pluck,
+    "lead": _lead,
+    "brass": _brass,
+    "bells": _bells,
+    "flute": _flute,
+    "sub": _bass_sub,
+    "synth": _bass_synth,
+    "electric": _bass_electric,
+    "upright": _bass_upright,
 }
 
 
@@ -948,7 +1016,8 @@ class _Reverb:
     _DECAY_S = 1.6
 
     def __init__(self, sample_rate: int) -> None:
-        self.lowpass = tuple(c.astype(np.float32) for c in signal.butter(1, 5000 / (sample_rate / 2), output="ba"))
+        cutoff = min(5000 / (sample_rate / 2), 0.99)
+        self.lowpass = tuple(c.astype(np.float32) for c in signal.butter(1, cutoff, output="ba"))
         self.lowpass_state = np.zeros(1, dtype=np.float32)
         ms = sample_rate / 1000
         self.reflections = _Taps(tuple(tuple((round(d * ms), g) for d, g in side) for side in self._REFLECTIONS_MS))
@@ -985,18 +1054,39 @@ class _Echo:
 
 
 @dataclass(frozen=True)
+class _Mix:
+    """Where a track sits in the mix."""
+
+    pan: float = 0.0  # -1 left .. 1 right
+    gain: float = 1.0
+    send: float = 0.0  # to the reverb
+    ducked: bool = False  # pumped by the kick (sidechain)
+    echoed: bool = False
+
+
+@dataclass(frozen=True)
 class _Track:
-    """A mixer channel: note onsets in samples, how a note sounds, where it sits in the mix."""
+    """A mixer channel: note onsets in samples and how a note sounds."""
 
     starts: np.ndarray
     notes: list[_Note]
     sound: Callable[[_Note], np.ndarray]
-    pan: float  # -1 left .. 1 right
-    gain: float
-    send: float  # reverb send
-    ducked: bool = False  # pumped by the kick (sidechain)
+    mix: _Mix
 
 
+_DRUM_MIX = (
+    (("kick",), _Mix()),
+    (("snare", "clap"), _Mix(pan=0.05, send=0.2)),
+    (("hat", "open", "ride", "shaker"), _Mix(pan=0.3, send=0.05)),
+)
+_BASS_MIX = _Mix(gain=0.5, ducked=True)
+# Melodic roles in the order ``Arrangement.instruments`` lists them.
+_MELODIC_MIX = (
+    ("chords", _Mix(pan=-0.25, gain=0.35, send=0.35, ducked=True)),
+    ("lead", _Mix(pan=0.1, gain=0.3, send=0.3, echoed=True)),
+    ("arp", _Mix(pan=0.45, gain=0.2, send=0.35, ducked=True)),
+)
+_ECHO_LEVEL = 0.5
 _DUCK_DEPTH = 0.55
 _MASTER_GAIN = 0.5
 _LIMIT_THRESHOLD = 0.85
@@ -1024,10 +1114,9 @@ class _Renderer:
         swung = (grid == 16 and step % 2 == 1) or (grid == 8 and step % 4 == 2)
         return round((step + (delay if swung else 0.0)) * self.step_samples)
 
-    def _track(self, notes: list[_Note], sound: Callable[[_Note], np.ndarray], pan: float, gain: float,
-               send: float, ducked: bool = False) -> _Track:
+    def _track(self, notes: list[_Note], sound: Callable[[_Note], np.ndarray], mix: _Mix) -> _Track:
         starts = np.array([self._onset(note.step) for note in notes], dtype=np.int64)
-        return _Track(starts, notes, sound, pan, gain, send, ducked)
+        return _Track(starts, notes, sound, mix)
 
     def _instrument(self, timbre: str) -> Callable[[_Note], np.ndarray]:
         """Note renderer with a per-render cache: pieces repeat, so most notes are synthesized once."""
@@ -1045,29 +1134,33 @@ class _Renderer:
         return sound
 
     def _tracks(self, arrangement: Arrangement, score: _Score) -> list[_Track]:
-        kit = _drum_kit(self.sample_rate, _pitch_class(arrangement.key))
-        melodic = [name for name in arrangement.instruments if name in MELODIC_INSTRUMENTS]
         tracks: list[_Track] = []
         if "drums" in arrangement.instruments:
-            drum = lambda note: kit[str(note.sound)]  # noqa: E731
-            for voices, pan, send in ((("kick",), 0.0, 0.0), (("snare", "clap"), 0.05, 0.2),
-                                      (("hat", "open", "ride", "shaker"), 0.3, 0.05)):
-                notes = [n._replace(velocity=n.velocity * _DRUM_LEVELS[str(n.sound)]) for n in score.drums if n.sound in voices]
-                tracks.append(self._track(notes, drum, pan, self.style.drum_gain, send))
+            kit = _drum_kit(self.sample_rate, _pitch_class(arrangement.key))
+
+            def hit(note: _Note) -> np.ndarray:
+                return kit[str(note.sound)]
+
+            for voices, mix in _DRUM_MIX:
+                notes = [
+                    note._replace(velocity=note.velocity * _DRUM_LEVELS[str(note.sound)])
+                    for note in score.drums
+                    if note.sound in voices
+                ]
+                tracks.append(self._track(notes, hit, replace(mix, gain=self.style.drum_gain)))
         if "bass" in arrangement.instruments:
-            tracks.append(self._track(score.bass, self._instrument(self.style.bass), 0.0, 0.5, 0.0, ducked=True))
-        for name, notes, pan, gain, send in zip(melodic, (score.chords, score.lead, score.arp),
-                                                (-0.25, 0.1, 0.45), (0.35, 0.3, 0.2), (0.35, 0.3, 0.35)):
-            tracks.append(self._track(notes, self._instrument(name), pan, gain, send, ducked=notes is not score.lead))
-        self.lead_row = next((i for i, t in enumerate(tracks) if t.notes is score.lead), None)
+            tracks.append(self._track(score.bass, self._instrument(self.style.bass), _BASS_MIX))
+        melodic = [name for name in arrangement.instruments if name in MELODIC_INSTRUMENTS]
+        for timbre, (role, mix) in zip(melodic, _MELODIC_MIX):
+            tracks.append(self._track(getattr(score, role), self._instrument(timbre), mix))
         return tracks
 
     def _duck_track(self, score: _Score) -> _Track:
         """The kick's shadow: how much the sidechained tracks dip after each kick."""
-        t = np.arange(int(0.3 * self.sample_rate)) / self.sample_rate
-        shape = (np.minimum(t / 0.005, 1.0) * np.exp(-t / 0.08) * _DUCK_DEPTH).astype(np.float32)
+        t = np.arange(int(0.4 * self.sample_rate)) / self.sample_rate
+        shape = _one_shot(np.minimum(t / 0.005, 1.0) * np.exp(-t / 0.08), self.sample_rate) * np.float32(_DUCK_DEPTH)
         kicks = [note._replace(velocity=1.0) for note in score.drums if note.sound == "kick"]
-        return self._track(kicks, lambda note: shape, 0.0, 0.0, 0.0)
+        return self._track(kicks, lambda note: shape, _Mix())
 
     def chunk(self, begin: int, end: int) -> np.ndarray:
         """Samples [begin, end) as float32 (n, 2)."""
@@ -1096,19 +1189,21 @@ class _Renderer:
         n = end - begin
         duck = np.float32(1.0) - block[-1] if self.duck else None
         stereo = np.zeros((2, n), dtype=np.float32)
-        send = np.zeros(n, dtype=np.float32)
+        reverb_send = np.zeros(n, dtype=np.float32)
+        echo_send = np.zeros(n, dtype=np.float32)
         for row, track in zip(block, self.tracks):
-            if track.ducked and duck is not None:
+            mix = track.mix
+            if mix.ducked and duck is not None:
                 row = row * duck
-            angle = (track.pan + 1) * math.pi / 4  # constant-power pan
-            stereo[0] += np.float32(track.gain * math.cos(angle)) * row
-            stereo[1] += np.float32(track.gain * math.sin(angle)) * row
-            if track.send:
-                send += np.float32(track.gain * track.send) * row
+            angle = (mix.pan + 1) * math.pi / 4  # constant-power pan
+            stereo[0] += np.float32(mix.gain * math.cos(angle)) * row
+            stereo[1] += np.float32(mix.gain * math.sin(angle)) * row
+            reverb_send += np.float32(mix.gain * mix.send) * row
+            if mix.echoed:
+                echo_send += np.float32(mix.gain * _ECHO_LEVEL) * row
         out = np.ascontiguousarray(stereo.T)
-        out += self.reverb(send) * np.float32(self.style.reverb)
-        if self.lead_row is not None:
-            out += self.echo(block[self.lead_row]) * np.float32(self.tracks[self.lead_row].gain * 0.5)
+        out += self.reverb(reverb_send) * np.float32(self.style.reverb)
+        out += self.echo(echo_send)
         out = _soft_limit(out * np.float32(_MASTER_GAIN))
         self._fade(out, begin)
         return out
@@ -1157,7 +1252,7 @@ def chunk_count(arrangement: Arrangement, duration: float, sample_rate: int = SA
 def render(
     arrangement: Arrangement, duration: float, seed: int, sample_rate: int = SAMPLE_RATE, chunk_bars: int = 4
 ) -> Iterator[np.ndarray]:
-    """Yield the piece as consecutive float32 (n, 2) chunks of ``chunk_bars`` bars.
+    """The piece as consecutive float32 (n, 2) chunks of ``chunk_bars`` bars each.
 
     Together they hold exactly ``round(duration * sample_rate)`` samples, and the same arguments
     give the same samples whatever ``chunk_bars`` is.
