@@ -87,7 +87,7 @@ class Engine:
                 _, version = self.registry.version(row.version)
                 values = version.inputs.validate(row.input)
             except (UnknownModel, InvalidInput) as exc:
-                self._fail(row.id, ACTIVE, f"Could not resume this prediction after a server restart: {exc}", row.logs)
+                self._fail(row.id, ACTIVE, f"Could not resume this prediction after a server restart: {exc}", logs=row.logs)
                 continue
             if row.status == "processing":
                 notice = "Server restarted while this prediction ran; running it again.\n"
@@ -158,7 +158,9 @@ class Engine:
         if queue is not None:
             queue.remove(row.id)
         ctx = self.contexts.get(row.id)
-        if self._complete(row.id, ACTIVE, logs=ctx.text if ctx else row.logs, **values) and ctx is not None:
+        if ctx is None:
+            self._complete(row.id, ACTIVE, logs=row.logs, **values)
+        elif self._complete(row.id, ACTIVE, ctx, **values):
             ctx.canceled.set()
 
     async def wait(self, pid: str, timeout: float) -> PredictionRow | None:
@@ -212,12 +214,13 @@ class Engine:
 
     # -- Reporter: what workers tell the engine ------------------------------------------------
 
-    def started(self, job: Job) -> str | None:
-        if not self.store.transition(job.prediction_id, ["starting"], status="processing", started_at=utcnow()):
+    def started(self, job: Job) -> tuple[str, datetime] | None:
+        now = utcnow()
+        if not self.store.transition(job.prediction_id, ["starting"], status="processing", started_at=now):
             return None
         self._changed(job.prediction_id, "start")
         row = self.store.prediction(job.prediction_id)
-        return row.logs if row is not None else ""
+        return (row.logs if row is not None else ""), now
 
     def logs(self, job: Job, text: str, new: str) -> None:
         if self.store.transition(job.prediction_id, ["processing"], events=[("logs", new)], logs=text):
@@ -248,17 +251,16 @@ class Engine:
     def finished(self, job: Job, ctx: JobContext, result: Any) -> None:
         pid = job.prediction_id
         key = self._cache_keys.pop(pid, None)
-        ctx.flush(force=True)
         try:
             if isinstance(result, Canceled):
                 self._cancel_from_model(pid, ctx)
             elif isinstance(result, BaseException):
-                self._fail(pid, ["processing"], _error_message(result), ctx.text)
+                self._fail(pid, ["processing"], _error_message(result), ctx)
             else:
                 try:
                     output = self._publish(pid, result)
                 except (TypeError, OSError) as exc:
-                    self._fail(pid, ["processing"], f"Could not store the output: {exc}", ctx.text)
+                    self._fail(pid, ["processing"], f"Could not store the output: {exc}", ctx)
                 else:
                     if not self._succeed(job, ctx, output, key):
                         shutil.rmtree(self.store.outputs_dir / pid, ignore_errors=True)
@@ -269,30 +271,36 @@ class Engine:
 
     def _succeed(self, job: Job, ctx: JobContext, output: Any, cache_key: str | None) -> bool:
         return self._complete(
-            job.prediction_id, ["processing"], status="succeeded", output=output, logs=ctx.text, cache_key=cache_key
+            job.prediction_id, ["processing"], ctx, status="succeeded", output=output, cache_key=cache_key
         )
 
-    def _fail(self, pid: str, from_status: Any, error: str, logs: str) -> None:
-        self._complete(pid, from_status, status="failed", error=error, logs=logs)
+    def _fail(self, pid: str, from_status: Any, error: str, ctx: JobContext | None = None, logs: str = "") -> None:
+        self._complete(pid, from_status, ctx, status="failed", error=error, **({} if ctx else {"logs": logs}))
 
     def _cancel_from_model(self, pid: str, ctx: JobContext) -> None:
-        self._complete(pid, ["processing"], status="canceled", logs=ctx.text)
+        self._complete(pid, ["processing"], ctx, status="canceled")
 
-    def _complete(self, pid: str, from_status: Any, **values: Any) -> bool:
+    def _complete(self, pid: str, from_status: Any, ctx: JobContext | None = None, **values: Any) -> bool:
         """Move to a terminal status with ``completed_at`` and ``predict_time``, unless already terminal;
-        end the stream (``error`` then ``done``) and send the ``completed`` webhook."""
+        end the stream (``error`` then ``done``) and send the ``completed`` webhook. With the job's
+        context, its logs and their last unflushed lines are written in the same transaction."""
         now = utcnow()
-        row = self.store.prediction(pid)
+        started_at = ctx.started_at if ctx is not None else None
+        if started_at is None:
+            row = self.store.prediction(pid)
+            started_at = row.started_at if row else None
         status = values["status"]
-        events: list[tuple[str, Any]] = [("error", values["error"])] if status == "failed" else []
+        events: list[tuple[str, Any]] = []
+        if ctx is not None:
+            new = ctx.drain()
+            if new:
+                events.append(("logs", new))
+            values["logs"] = ctx.text
+        if status == "failed":
+            events.append(("error", values["error"]))
         events.append(("done", {} if status == "succeeded" else {"reason": "error" if status == "failed" else status}))
         ok = self.store.transition(
-            pid,
-            from_status,
-            events=events,
-            completed_at=now,
-            predict_time=_seconds(row.started_at if row else None, now),
-            **values,
+            pid, from_status, events=events, completed_at=now, predict_time=_seconds(started_at, now), **values
         )
         if ok:
             self._changed(pid, "completed")

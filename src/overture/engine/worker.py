@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+from datetime import datetime
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,8 +21,8 @@ _PROGRESS_BAR_WIDTH = 10
 class Reporter(Protocol):
     """What a worker tells the engine; the engine owns records and files."""
 
-    def started(self, job: Job) -> str | None:
-        """Mark the job processing and return its logs so far; None when it was canceled first."""
+    def started(self, job: Job) -> tuple[str, datetime] | None:
+        """Mark the job processing; its logs so far and the start time, or None when canceled first."""
 
     def logs(self, job: Job, text: str, new: str) -> None:
         """The whole log so far, and the part added since the last call (for the stream)."""
@@ -44,8 +45,9 @@ class JobContext:
     #: Unflushed log lines wait at most this long before they reach the record.
     FLUSH_INTERVAL = 0.25
 
-    def __init__(self, job: Job, reporter: Reporter, logs: str = ""):
+    def __init__(self, job: Job, reporter: Reporter, logs: str = "", started_at: datetime | None = None):
         self.job = job
+        self.started_at = started_at
         self.prediction_id = job.prediction_id
         self.streaming = job.stream
         self.canceled = threading.Event()
@@ -54,7 +56,8 @@ class JobContext:
         # A run after a restart keeps what the earlier attempt logged.
         self._lines: list[str] = logs.splitlines()
         self._progress_line = False
-        self._flushed_at = 0.0
+        # A job that ends within one interval writes its logs once, with its result.
+        self._flushed_at = time.monotonic()
         #: Lines logged since the last flush; a rewritten progress bar replaces its own entry.
         self._new: list[str] = []
         self._lock = threading.Lock()
@@ -108,13 +111,19 @@ class JobContext:
     def flush(self, force: bool) -> None:
         with self._flush_lock:
             now = time.monotonic()
-            with self._lock:
-                if not self._new or (not force and now - self._flushed_at < self.FLUSH_INTERVAL):
-                    return
-                new = "".join(line + "\n" for line in self._new)
-                self._new = []
+            if not force and now - self._flushed_at < self.FLUSH_INTERVAL:
+                return
+            new = self.drain()
+            if new:
                 self._flushed_at = now
-            self._reporter.logs(self.job, self.text, new)
+                self._reporter.logs(self.job, self.text, new)
+
+    def drain(self) -> str:
+        """Lines logged since the last flush, now taken: the caller records them."""
+        with self._lock:
+            new = "".join(line + "\n" for line in self._new)
+            self._new = []
+            return new
 
 
 def _progress_line(done: int, total: int, elapsed: float) -> str:
@@ -164,10 +173,10 @@ class Worker(threading.Thread):
     def run_batch(self, jobs: list[Job]) -> None:
         ready: list[tuple[JobContext, dict[str, Any]]] = []
         for job in jobs:
-            logs = self.reporter.started(job)
-            if logs is None:
+            started = self.reporter.started(job)
+            if started is None:
                 continue
-            ctx = JobContext(job, self.reporter, logs)
+            ctx = JobContext(job, self.reporter, *started)
             self.contexts[job.prediction_id] = ctx
             try:
                 inputs = self.reporter.prepare(job, self.version, ctx)

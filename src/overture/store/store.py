@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from overture.store.db import DeliveryRow, EventRow, FileRow, PredictionRow, connect
@@ -122,17 +122,23 @@ class Store:
         self, pid: str, from_status: Iterable[str], events: Iterable[tuple[str, Any]] = (), **values: Any
     ) -> bool:
         """Set ``values`` only if the prediction is still in one of ``from_status``; record the
-        stream ``events`` in the same transaction, so a reader never sees one without the other."""
-        with self.writing() as s:
-            result = s.execute(
-                update(PredictionRow)
-                .where(PredictionRow.id == pid, PredictionRow.status.in_(tuple(from_status)))
+        stream ``events`` in the same transaction, so a reader never sees one without the other.
+
+        Runs on a bare connection: this is the hottest write, and the ORM session's bookkeeping
+        cost more than the statement."""
+        table = PredictionRow.__table__
+        with self._write_lock, self.engine.begin() as conn:
+            result = conn.execute(
+                update(table)
+                .where(table.c.id == pid, table.c.status.in_(tuple(from_status)))
                 # With nothing to change, a self-assignment still tells whether the status matches.
-                .values(**(values or {"status": PredictionRow.status}))
+                .values(**(values or {"status": table.c.status}))
             )
             if result.rowcount != 1:
                 return False
-            s.add_all(EventRow(prediction_id=pid, event=event, data=data) for event, data in events)
+            rows = [{"prediction_id": pid, "event": event, "data": data} for event, data in events]
+            if rows:
+                conn.execute(insert(EventRow.__table__), rows)
             return True
 
     def run_count(self, model: str) -> int:
