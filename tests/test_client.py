@@ -191,7 +191,7 @@ def test_same_seeded_input_is_served_from_the_cache(client: replicate.Client, se
     second = client.predictions.create(model="overture/synth", input={"prompt": "jazz", "duration": 2, "seed": 7})
     second.wait()
     assert second.id != first.id and second.status == "succeeded"
-    assert f"Served from the result cache" in second.logs and first.id in second.logs
+    assert "Served from the result cache" in second.logs and first.id in second.logs
     with server.http() as http:
         assert http.get(first.output).content == http.get(second.output).content
 

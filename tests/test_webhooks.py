@@ -6,7 +6,6 @@ import json
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import replicate
 
