@@ -23,7 +23,7 @@ from overture.engine.webhooks import EVENTS, WebhookDispatcher, WebhookRefused, 
 from overture.engine.worker import JobContext, Worker
 from overture.ids import new_id
 from overture.models.base import Canceled, Model, Predictor, Version
-from overture.models.checkpoints import Checkpoints
+from overture.models.checkpoints import CheckpointMissing, Checkpoints
 from overture.models.registry import Registry, UnknownModel
 from overture.models.schema import InvalidInput
 from overture.store.db import PredictionRow
@@ -207,6 +207,8 @@ class Engine:
                 predictor = version.predictor(self.checkpoints)
                 try:
                     predictor.setup()
+                except CheckpointMissing:
+                    raise
                 except Exception as exc:
                     raise SetupFailed(f"Model setup failed: {type(exc).__name__}: {exc}") from exc
                 self._predictors[version.id] = predictor
@@ -364,7 +366,8 @@ def _seconds(start: datetime | None, end: datetime) -> float | None:
 
 
 def _error_message(exc: BaseException) -> str:
-    if isinstance(exc, ValueError | SetupFailed):
+    # These carry messages written for the user (what was wrong, how to fix it).
+    if isinstance(exc, ValueError | SetupFailed | CheckpointMissing):
         return str(exc)
     if isinstance(exc, MemoryError):
         return "The model ran out of memory."
