@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from overture.models.audio import read_audio
 from overture.models.base import Context, Model, Predictor, Version
 from overture.models.schema import Input
 
@@ -71,9 +72,52 @@ class BrokenSetup(Predictor):
         return prompt
 
 
+class AudioLength(Predictor):
+    """Decodes its input as audio, as the music models do with a melody or init audio."""
+
+    output_schema = {"type": "number", "title": "Output"}
+
+    def predict(self, ctx: Context, audio: Path = Input(description="An audio file")) -> float:
+        samples, sample_rate = read_audio(audio)
+        return len(samples) / sample_rate
+
+
+class Faulty(Predictor):
+    """Fails the way real models do: an unexpected exception, running out of memory, or hanging
+    (``check_canceled`` between steps, or blocked in one call that cannot be interrupted)."""
+
+    output_schema = {"type": "string", "title": "Output"}
+    # A second worker keeps serving while one is stuck in a blocked call.
+    concurrency = 2
+
+    def predict(
+        self,
+        ctx: Context,
+        fault: str = Input(choices=["none", "raise", "memory", "hang", "block"]),
+        seconds: float = Input(default=30, ge=0, le=600),
+        memory_limit_mb: int = Input(default=64, ge=1, le=1024),
+    ) -> str:
+        if fault == "raise":
+            raise RuntimeError("the model broke")
+        if fault == "memory":
+            # Allocate up to a limit, then fail as the allocator (or CUDA) would past it.
+            held = [bytearray(1 << 20) for _ in range(memory_limit_mb)]
+            raise MemoryError(f"cannot allocate more than {len(held)} MiB")
+        if fault == "hang":
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                ctx.check_canceled()
+                time.sleep(0.05)
+        if fault == "block":
+            time.sleep(seconds)
+        return fault
+
+
 MODELS = [
     Model("tests", "steps", "Sleeps in steps.", (Version("tests-steps-v1", Steps),)),
     Model("tests", "batched", "Shares one call between queued jobs.", (Version("tests-batched-v1", Batched),)),
     Model("tests", "file-echo", "Echoes a file input.", (Version("tests-file-echo-v1", FileEcho),)),
     Model("tests", "broken", "Fails in setup.", (Version("tests-broken-v1", BrokenSetup),)),
+    Model("tests", "audio-length", "Decodes an audio input.", (Version("tests-audio-length-v1", AudioLength),)),
+    Model("tests", "faulty", "Raises, runs out of memory or hangs.", (Version("tests-faulty-v1", Faulty),)),
 ]

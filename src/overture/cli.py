@@ -45,6 +45,12 @@ def serve(
     retention_hours: Annotated[float | None, typer.Option(envvar="OVERTURE_RETENTION_HOURS")] = None,
     cache: Annotated[bool, typer.Option(envvar="OVERTURE_CACHE", help="Reuse results of seeded inputs.")] = True,
     max_upload_bytes: Annotated[int, typer.Option(envvar="OVERTURE_MAX_UPLOAD_BYTES")] = 100 * 1024 * 1024,
+    max_input_file_bytes: Annotated[
+        int, typer.Option(envvar="OVERTURE_MAX_INPUT_FILE_BYTES", help="Largest file input from a URL or data: URI.")
+    ] = 100 * 1024 * 1024,
+    input_download_timeout: Annotated[
+        float, typer.Option(envvar="OVERTURE_INPUT_DOWNLOAD_TIMEOUT", help="Seconds a file input may take to download.")
+    ] = 300.0,
     page_size: Annotated[int, typer.Option(envvar="OVERTURE_PAGE_SIZE", min=1, max=1000)] = 100,
     max_request_bytes: Annotated[
         int, typer.Option(envvar="OVERTURE_MAX_REQUEST_BYTES", help="Largest JSON request body.")
@@ -107,6 +113,8 @@ def serve(
         retention_hours=retention_hours,
         cache=cache,
         max_upload_bytes=max_upload_bytes,
+        max_input_file_bytes=max_input_file_bytes,
+        input_download_seconds=input_download_timeout,
         page_size=page_size,
         max_request_bytes=max_request_bytes,
         prediction_timeout_seconds=prediction_timeout,
@@ -132,6 +140,9 @@ def serve(
         port=port,
         log_level="warning",
         timeout_graceful_shutdown=5,
+        # Longer than any client's idle-connection expiry (httpx: 5 s), so a client never reuses a
+        # pooled connection the server is closing at that moment (a ReadError under load).
+        timeout_keep_alive=75,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
     )

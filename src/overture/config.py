@@ -24,6 +24,8 @@ class Settings:
     max_upload_bytes: int = 100 * 1024 * 1024
     #: Largest file input fetched from a URL or decoded from a data: URI.
     max_input_file_bytes: int = 100 * 1024 * 1024
+    #: Longest time a file input may take to download.
+    input_download_seconds: float = 300.0
     signed_url_ttl_seconds: int = 3600
     #: Results per page of every list route (Replicate uses 100).
     page_size: int = 100

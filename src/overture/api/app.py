@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
-from overture.api import catalog, errors, files, predictions, stream
+from overture.api import catalog, errors, files, openapi, predictions, stream
 from overture.api.auth import Owner, TokenAuth
 from overture.api.limits import BodyLimit
 from overture.api.deps import Present, Services, Svc
@@ -68,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.services = services
     app.state.auth = TokenAuth(settings.tokens)
     errors.install(app)
+    openapi.install(app)
     # Multipart framing adds a little to an upload of the largest allowed size.
     upload_limit = settings.max_upload_bytes + 1024 * 1024
     app.add_middleware(

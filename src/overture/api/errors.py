@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from overture.models.schema import InvalidInput
+from overture.store.store import storage_problem
+
+log = logging.getLogger("overture")
 
 _TITLES = {
     400: "Bad request",
@@ -20,6 +25,7 @@ _TITLES = {
     413: "Payload too large",
     422: "Invalid input",
     500: "Internal server error",
+    507: "Insufficient storage",
 }
 
 
@@ -70,3 +76,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         return problem(500, f"The server failed unexpectedly: {type(exc).__name__}")
+
+    # Handled here rather than as a 500, which closes the connection after answering.
+    @app.exception_handler(OSError)
+    @app.exception_handler(OperationalError)
+    async def _storage_error(_: Request, exc: Exception) -> JSONResponse:
+        storage = storage_problem(exc)
+        if storage is None:
+            raise exc
+        log.warning("%s", storage)
+        return problem(507, storage)

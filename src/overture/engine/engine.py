@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import threading
 import time
@@ -16,7 +17,7 @@ import anyio
 import numpy as np
 
 from overture.config import Settings
-from overture.engine.inputs import InputResolver, content_digest, file_values, missing_own_files
+from overture.engine.inputs import InputResolver, content_digest, file_input_errors, file_values
 from overture.engine.notify import Notifier
 from overture.engine.queue import Job, JobQueue
 from overture.engine.webhooks import EVENTS, WebhookDispatcher, WebhookRefused, check_url
@@ -27,7 +28,9 @@ from overture.models.checkpoints import CheckpointMissing, Checkpoints
 from overture.models.registry import Registry, UnknownModel
 from overture.models.schema import InvalidInput
 from overture.store.db import PredictionRow
-from overture.store.store import ACTIVE, FILE_REF, TERMINAL, Store, utcnow
+from overture.store.store import ACTIVE, FILE_REF, TERMINAL, Store, storage_problem, utcnow
+
+log = logging.getLogger("overture")
 
 
 class SetupFailed(RuntimeError):
@@ -43,7 +46,7 @@ class Engine:
         self.store = store
         self.registry = registry
         self.notifier = Notifier()
-        self.resolver = InputResolver(store, settings.max_input_file_bytes)
+        self.resolver = InputResolver(store, settings.max_input_file_bytes, settings.input_download_seconds)
         self.checkpoints = Checkpoints(settings.checkpoints)
         self.contexts: dict[str, JobContext] = {}
         self._queues: dict[str, JobQueue] = {}
@@ -109,7 +112,7 @@ class Engine:
     ) -> PredictionRow:
         """Validate and queue a prediction; raises ``InvalidInput`` naming every bad field."""
         values = version.inputs.validate(raw_input)
-        errors = missing_own_files(version.inputs, values, self.store, owner)
+        errors = file_input_errors(version.inputs, values, self.store, owner, self.settings.max_input_file_bytes)
         if webhook is not None:
             try:
                 check_url(webhook, self.settings.webhook_allow_private)
@@ -257,12 +260,14 @@ class Engine:
             if isinstance(result, Canceled):
                 self._cancel_from_model(pid, ctx)
             elif isinstance(result, BaseException):
+                # Scratch files first: a model that filled the disk leaves room to record its failure.
+                self.store.clear_scratch(pid)
                 self._fail(pid, ["processing"], _error_message(result), ctx)
             else:
                 try:
                     output = self._publish(pid, result)
                 except (TypeError, OSError) as exc:
-                    self._fail(pid, ["processing"], f"Could not store the output: {exc}", ctx)
+                    self._fail(pid, ["processing"], storage_problem(exc) or f"Could not store the output: {exc}", ctx)
                 else:
                     if not self._succeed(job, ctx, output, key):
                         shutil.rmtree(self.store.outputs_dir / pid, ignore_errors=True)
@@ -343,17 +348,21 @@ class Engine:
         next_sweep = 0.0
         next_deadline_check = 0.0
         while not self._stopping.wait(self.TICK_SECONDS):
-            for ctx in list(self.contexts.values()):
-                ctx.flush(force=False)
-            if time.monotonic() >= next_deadline_check:
-                for row in self.store.overdue_predictions(utcnow()):
-                    self.expire(row)
-                next_deadline_check = time.monotonic() + 1.0
-            hours = self.settings.retention_hours
-            if hours is not None and time.monotonic() >= next_sweep:
-                self.apply_retention()
-                # Sweep often enough that data never outlives its retention by much.
-                next_sweep = time.monotonic() + min(60.0, hours * 3600 / 2)
+            try:
+                for ctx in list(self.contexts.values()):
+                    ctx.flush(force=False)
+                if time.monotonic() >= next_deadline_check:
+                    for row in self.store.overdue_predictions(utcnow()):
+                        self.expire(row)
+                    next_deadline_check = time.monotonic() + 1.0
+                hours = self.settings.retention_hours
+                if hours is not None and time.monotonic() >= next_sweep:
+                    self.apply_retention()
+                    # Sweep often enough that data never outlives its retention by much.
+                    next_sweep = time.monotonic() + min(60.0, hours * 3600 / 2)
+            except Exception:
+                # A write failed (the data directory is full or read-only): try again next tick.
+                log.exception("housekeeping failed")
 
     def apply_retention(self) -> None:
         cutoff = utcnow() - timedelta(hours=self.settings.retention_hours or 0)
@@ -366,11 +375,15 @@ def _seconds(start: datetime | None, end: datetime) -> float | None:
 
 
 def _error_message(exc: BaseException) -> str:
+    storage = storage_problem(exc)
+    if storage is not None:
+        return storage
     # These carry messages written for the user (what was wrong, how to fix it).
     if isinstance(exc, ValueError | SetupFailed | CheckpointMissing):
         return str(exc)
-    if isinstance(exc, MemoryError):
-        return "The model ran out of memory."
+    # torch.OutOfMemoryError (CUDA) is a RuntimeError: known by name so the engine needs no torch.
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return f"The model ran out of memory. {exc}".strip()
     return f"{type(exc).__name__}: {exc}"
 
 

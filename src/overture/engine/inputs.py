@@ -8,6 +8,7 @@ import hashlib
 import mimetypes
 import re
 import shutil
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -31,14 +32,38 @@ def own_file_id(url: str) -> str | None:
     return match.group("id") if match else None
 
 
-def missing_own_files(schema: InputSchema, values: dict[str, Any], store: Store, owner: str) -> list[tuple[str, str]]:
-    """Fields naming an uploaded file that does not exist: reported at create time as a 422."""
+def own_output(url: str) -> str | None:
+    """``<prediction id>/<name>`` of one of our output files that ``url`` names."""
+    match = _OWN_OUTPUT.search(urllib.parse.urlsplit(url).path)
+    return match.group("rel") if match else None
+
+
+def _owns_output(store: Store, rel: str, owner: str) -> bool:
+    return store.prediction(rel.partition("/")[0], owner) is not None
+
+
+def file_input_errors(
+    schema: InputSchema, values: dict[str, Any], store: Store, owner: str, max_bytes: int
+) -> list[tuple[str, str]]:
+    """Fields naming an uploaded file that does not exist, or holding a ``data:`` URI over the
+    size limit: reported at create time as a 422 rather than as a failed prediction later."""
     errors = []
     for name, url in file_values(schema, values):
         fid = own_file_id(url)
+        rel = own_output(url)
         if fid is not None and store.file(fid, owner) is None:
             errors.append((name, f"file {fid} does not exist"))
+        elif rel is not None and not _owns_output(store, rel, owner):
+            # Another token's output is as invisible here as it is at /v1/outputs.
+            errors.append((name, f"output file {rel} does not exist"))
+        elif url[:5].lower() == "data:" and _data_uri_size(url) > max_bytes:
+            errors.append((name, f"data: URI is larger than the {max_bytes} byte limit"))
     return errors
+
+
+def _data_uri_size(uri: str) -> int:
+    """An upper bound of the decoded size, without decoding."""
+    return len(uri) * 3 // 4
 
 
 def file_values(schema: InputSchema, values: dict[str, Any]) -> list[tuple[str, str]]:
@@ -46,9 +71,11 @@ def file_values(schema: InputSchema, values: dict[str, Any]) -> list[tuple[str, 
 
 
 class InputResolver:
-    def __init__(self, store: Store, max_bytes: int):
+    def __init__(self, store: Store, max_bytes: int, max_seconds: float):
         self.store = store
         self.max_bytes = max_bytes
+        #: A whole download must finish in this time: a server trickling bytes forever can't hold a worker.
+        self.max_seconds = max_seconds
 
     def resolve(self, schema: InputSchema, values: dict[str, Any], owner: str, workdir: Path) -> dict[str, Any]:
         """A copy of ``values`` in which each file URL is a local ``Path``."""
@@ -68,14 +95,14 @@ class InputResolver:
                 raise InputFileError(f"file {fid} does not exist")
             # Keep the uploaded name's extension: decoders sniff formats by it.
             return self._copy(self.store.upload_path(fid), target.with_suffix(Path(row.name).suffix))
-        output = _OWN_OUTPUT.search(urllib.parse.urlsplit(url).path)
-        if output is not None:
+        rel = own_output(url)
+        if rel is not None:
             try:
-                source = self.store.output_path(output.group("rel"))
+                source = self.store.output_path(rel)
             except FileNotFoundError:
                 source = Path("/nonexistent")
-            if not source.is_file():
-                raise InputFileError(f"output file {output.group('rel')} does not exist")
+            if not (source.is_file() and _owns_output(self.store, rel, owner)):
+                raise InputFileError(f"output file {rel} does not exist")
             return self._copy(source, target.with_suffix(source.suffix))
         if url[:5].lower() == "data:":
             return self._decode_data_uri(url, target)
@@ -89,7 +116,7 @@ class InputResolver:
         header, sep, payload = uri[5:].partition(",")
         if not sep:
             raise InputFileError("malformed data: URI (no comma)")
-        if len(payload) * 3 // 4 > self.max_bytes:
+        if _data_uri_size(payload) > self.max_bytes:
             raise InputFileError(f"data: URI is larger than the {self.max_bytes} byte limit")
         parts = header.split(";")
         try:
@@ -109,8 +136,9 @@ class InputResolver:
         suffix = Path(urllib.parse.urlsplit(url).path).suffix[:10]
         target = target.with_suffix(suffix)
         size = 0
+        deadline = time.monotonic() + self.max_seconds
         try:
-            with httpx.stream("GET", url, follow_redirects=True, timeout=30.0) as response:
+            with httpx.stream("GET", url, follow_redirects=True, timeout=min(30.0, self.max_seconds)) as response:
                 if response.status_code >= 400:
                     raise InputFileError(f"could not download {url}: HTTP {response.status_code}")
                 with open(target, "wb") as out:
@@ -118,6 +146,8 @@ class InputResolver:
                         size += len(chunk)
                         if size > self.max_bytes:
                             raise InputFileError(f"{url} is larger than the {self.max_bytes} byte limit")
+                        if time.monotonic() > deadline:
+                            raise InputFileError(f"could not download {url} within {self.max_seconds:g} s")
                         out.write(chunk)
         except httpx.HTTPError as exc:
             raise InputFileError(f"could not download {url}: {exc}") from None

@@ -4,6 +4,7 @@ loop can later live in another process."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import traceback
@@ -16,6 +17,7 @@ from overture.engine.queue import Job, JobQueue
 from overture.models.base import Canceled, Predictor, Version
 
 _PROGRESS_BAR_WIDTH = 10
+log = logging.getLogger("overture")
 
 
 class Reporter(Protocol):
@@ -165,7 +167,12 @@ class Worker(threading.Thread):
             jobs = self.queue.take(limit, key=self._batch_key)
             if not jobs:
                 return
-            self.run_batch(jobs)
+            try:
+                self.run_batch(jobs)
+            except Exception:
+                # Recording failed (say the data directory is full): the jobs stay active in the
+                # database, where a restart or their deadline ends them, and the worker goes on.
+                log.exception("worker %s could not record a batch", self.name)
 
     def _batch_key(self, job: Job) -> Any:
         return self.version.predictor.batch_key(job.inputs)

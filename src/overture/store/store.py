@@ -7,6 +7,7 @@ Files are written to a temporary name and renamed, so a crash never leaves a hal
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from overture.store.db import DeliveryRow, EventRow, FileRow, PredictionRow, connect
@@ -38,6 +40,22 @@ def utcnow() -> datetime:
 
 class TooLarge(ValueError):
     pass
+
+
+_FULL_OR_READ_ONLY_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+#: What SQLite says when its files can't be written.
+_SQLITE_WRITE_FAILURES = ("disk is full", "readonly database", "disk I/O error")
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """A message for the user when ``exc`` means the data directory can't be written; else None."""
+    if isinstance(exc, OSError) and exc.errno in _FULL_OR_READ_ONLY_ERRNOS:
+        reason = exc.strerror or str(exc)
+    elif isinstance(exc, OperationalError) and any(s in str(exc.orig) for s in _SQLITE_WRITE_FAILURES):
+        reason = str(exc.orig)
+    else:
+        return None
+    return f"The server cannot write to its data directory (it is full or read-only): {reason}"
 
 
 @dataclass(frozen=True)
