@@ -122,6 +122,17 @@ def http(server: Server) -> Iterator[httpx.Client]:
         yield c
 
 
+def wait_finished(http: httpx.Client, pid: str, timeout: float = 30) -> dict:
+    """Poll a prediction over raw HTTP until it ends; its final JSON."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = http.get(f"/v1/predictions/{pid}").json()
+        if body["status"] in ("succeeded", "failed", "canceled"):
+            return body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.05)
+
+
 class Receiver:
     """A real webhook receiver on loopback that records every request.
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conftest import Server
+from conftest import Server, wait_finished
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,19 +30,9 @@ def _create(http: httpx.Client, model: str, input: dict, **headers: str) -> str:
     return response.json()["id"]
 
 
-def _finished(http: httpx.Client, pid: str, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = http.get(f"/v1/predictions/{pid}").json()
-        if body["status"] in ("succeeded", "failed", "canceled"):
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.05)
-
-
 def _still_serving(http: httpx.Client) -> None:
-    assert _finished(http, _create(http, "tests/steps", {"steps": 2}))["status"] == "succeeded"
-    assert _finished(http, _create(http, "tests/faulty", {"fault": "none"}))["output"] == "none"
+    assert wait_finished(http, _create(http, "tests/steps", {"steps": 2}))["status"] == "succeeded"
+    assert wait_finished(http, _create(http, "tests/faulty", {"fault": "none"}))["output"] == "none"
 
 
 @pytest.mark.parametrize(
@@ -54,7 +44,7 @@ def _still_serving(http: httpx.Client) -> None:
 )
 def test_a_failing_model_fails_only_its_prediction(srv: Server, fault: str, error: str) -> None:
     with srv.http() as http:
-        body = _finished(http, _create(http, "tests/faulty", {"fault": fault}))
+        body = wait_finished(http, _create(http, "tests/faulty", {"fault": fault}))
         assert body["status"] == "failed" and body["error"] == error
         assert "Traceback" in body["logs"]
         _still_serving(http)
@@ -63,7 +53,7 @@ def test_a_failing_model_fails_only_its_prediction(srv: Server, fault: str, erro
 def test_a_hanging_model_fails_at_the_server_timeout(srv: Server) -> None:
     with srv.http() as http:
         started = time.monotonic()
-        body = _finished(http, _create(http, "tests/faulty", {"fault": "hang", "seconds": 60}))
+        body = wait_finished(http, _create(http, "tests/faulty", {"fault": "hang", "seconds": 60}))
         assert TIMEOUT <= time.monotonic() - started < TIMEOUT + 3
         assert body["status"] == "failed"
         assert body["error"] == f"The prediction did not finish within its deadline of {TIMEOUT} s (Cancel-After or the server's timeout)."
@@ -78,7 +68,7 @@ def test_a_model_blocked_in_one_call_still_fails_at_its_cancel_after(srv: Server
         blocked = _create(http, "tests/faulty", {"fault": "block", "seconds": 10}, **{"Cancel-After": "5s"})
         # Meanwhile, other predictions (other models, and the same model's other worker) run.
         _still_serving(http)
-        body = _finished(http, blocked)
+        body = wait_finished(http, blocked)
         assert 5 <= time.monotonic() - started < 8
         assert body["status"] == "failed" and "deadline of 5 s" in body["error"]
         # Once the call returns, its late result does not overwrite the failure.

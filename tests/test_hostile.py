@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import TOKEN, Server
+from conftest import Server, TOKEN, wait_finished
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -75,16 +75,6 @@ def _problem(response: httpx.Response, *statuses: int) -> str:
     return response.json()["detail"]
 
 
-def _finished(http: httpx.Client, pid: str, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = http.get(f"/v1/predictions/{pid}").json()
-        if body["status"] in ("succeeded", "failed", "canceled"):
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.05)
-
-
 def test_deeply_nested_json_is_refused(limited: Server) -> None:
     nested = '{"input": {"label": ' + "[" * 100_000 + "]" * 100_000 + "}}"
     with limited.http() as http:
@@ -136,7 +126,7 @@ def test_audio_input_that_is_not_audio_fails_readably(limited: Server) -> None:
     uri = "data:audio/wav;base64," + base64.b64encode(b"RIFF....WAVEthis is not audio" * 10).decode()
     with limited.http() as http:
         pid = http.post("/v1/models/tests/audio-length/predictions", json={"input": {"audio": uri}}).json()["id"]
-        body = _finished(http, pid)
+        body = wait_finished(http, pid)
         assert body["status"] == "failed" and "is not a readable audio file" in body["error"]
 
 
@@ -191,7 +181,7 @@ def test_hostile_input_url_fails_only_its_prediction(limited: Server, hostile_ur
     with limited.http() as http:
         started = time.monotonic()
         pid = http.post("/v1/models/tests/file-echo/predictions", json={"input": {"audio": hostile_url + path}}).json()["id"]
-        body = _finished(http, pid)
+        body = wait_finished(http, pid)
         assert body["status"] == "failed" and words in body["error"], body["error"]
         assert time.monotonic() - started < 15
         assert http.get("/v1/models").status_code == 200

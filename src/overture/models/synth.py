@@ -905,31 +905,22 @@ def _bass_sub(freq: float, gate: int, sr: int) -> np.ndarray:
     return _play(_table(np.array([1.0, 0.3, 0.1])), _phase(freq, len(env), sr)) * env
 
 
-def _bass_synth(freq: float, gate: int, sr: int) -> np.ndarray:
-    env = _envelope(gate, sr, 0.003, 0.25, 0.6, 0.05)
-    t = np.arange(len(env)) / sr
-    phase = _phase(freq, len(env), sr)
-    bright = _play(_table(_harmonics(freq, sr, 1.5, 1200)), phase)
-    dark = _play(_table(_harmonics(freq, sr, 1.5, 250)), phase)
-    return _crossfade(dark, bright, t, 0.08) * env
+@dataclass(frozen=True)
+class _BassVoice:
+    envelope: tuple[float, float, float, float]  # attack, decay, sustain, release
+    rolloff: float
+    bright_hz: float
+    dark_hz: float
+    #: Seconds over which the pluck's brightness fades to the dark tone.
+    fade: float
 
-
-def _bass_electric(freq: float, gate: int, sr: int) -> np.ndarray:
-    env = _envelope(gate, sr, 0.004, 0.6, 0.4, 0.06)
-    t = np.arange(len(env)) / sr
-    phase = _phase(freq, len(env), sr)
-    bright = _play(_table(_harmonics(freq, sr, 1.8, 1000)), phase)
-    dark = _play(_table(_harmonics(freq, sr, 1.8, 400)), phase)
-    return _crossfade(dark, bright, t, 0.1) * env
-
-
-def _bass_upright(freq: float, gate: int, sr: int) -> np.ndarray:
-    env = _envelope(gate, sr, 0.004, 0.5, 0.2, 0.08)
-    t = np.arange(len(env)) / sr
-    phase = _phase(freq, len(env), sr)
-    bright = _play(_table(_harmonics(freq, sr, 1.8, 900)), phase)
-    dark = _play(_table(_harmonics(freq, sr, 1.8, 350)), phase)
-    return _crossfade(dark, bright, t, 0.06) * env
+    def __call__(self, freq: float, gate: int, sr: int) -> np.ndarray:
+        env = _envelope(gate, sr, *self.envelope)
+        t = np.arange(len(env)) / sr
+        phase = _phase(freq, len(env), sr)
+        bright = _play(_table(_harmonics(freq, sr, self.rolloff, self.bright_hz)), phase)
+        dark = _play(_table(_harmonics(freq, sr, self.rolloff, self.dark_hz)), phase)
+        return _crossfade(dark, bright, t, self.fade) * env
 
 
 # Evens out how loud the timbres sound: a decaying pluck needs more level than a sustained pad.
@@ -958,9 +949,9 @@ _TIMBRES: dict[str, Callable[[float, int, int], np.ndarray]] = {
     "bells": _bells,
     "flute": _flute,
     "sub": _bass_sub,
-    "synth": _bass_synth,
-    "electric": _bass_electric,
-    "upright": _bass_upright,
+    "synth": _BassVoice((0.003, 0.25, 0.6, 0.05), 1.5, 1200, 250, 0.08),
+    "electric": _BassVoice((0.004, 0.6, 0.4, 0.06), 1.8, 1000, 400, 0.1),
+    "upright": _BassVoice((0.004, 0.5, 0.2, 0.08), 1.8, 900, 350, 0.06),
 }
 
 
