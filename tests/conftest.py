@@ -117,6 +117,20 @@ def client(server: Server) -> replicate.Client:
 
 
 @pytest.fixture
+def env(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module-level ``replicate`` API configured by environment only, as the seed's reader does.
+
+    ``replicate.run`` and friends are bound to the import-time default client, which builds its
+    HTTP clients (base URL and token from the environment) on first use: drop any built for
+    another test's server.
+    """
+    monkeypatch.setenv("REPLICATE_BASE_URL", server.base_url)
+    monkeypatch.setenv("REPLICATE_API_TOKEN", TOKEN)
+    monkeypatch.setattr(replicate.default_client, "_Client__client", None)
+    monkeypatch.setattr(replicate.default_client, "_Client__async_client", None)
+
+
+@pytest.fixture
 def http(server: Server) -> Iterator[httpx.Client]:
     with server.http() as c:
         yield c

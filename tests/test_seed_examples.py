@@ -18,14 +18,6 @@ from conftest import TOKEN, Server
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-def env(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REPLICATE_BASE_URL", server.base_url)
-    monkeypatch.setenv("REPLICATE_API_TOKEN", TOKEN)
-    # The module-level client builds its HTTP client on first use; start from a fresh one.
-    monkeypatch.setattr(replicate, "default_client", replicate.Client())
-
-
 def test_sync_run(env: None) -> None:
     output = replicate.run(
         f"overture/synth:{SYNTH_VERSION}",

@@ -112,7 +112,8 @@ class Engine:
     ) -> PredictionRow:
         """Validate and queue a prediction; raises ``InvalidInput`` naming every bad field."""
         values = version.inputs.validate(raw_input)
-        errors = file_input_errors(version.inputs, values, self.store, owner, self.settings.max_input_file_bytes)
+        errors = version.predictor.check_inputs(raw_input or {}, values)
+        errors += file_input_errors(version.inputs, values, self.store, owner, self.settings.max_input_file_bytes)
         if webhook is not None:
             try:
                 check_url(webhook, self.settings.webhook_allow_private)

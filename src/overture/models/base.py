@@ -8,7 +8,7 @@ database, so a later worker can run in another process or on another machine.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -81,6 +81,12 @@ class Predictor:
     def batch_key(cls, inputs: dict[str, Any]) -> Hashable:
         """Jobs with equal keys may share a batch."""
         return None
+
+    @classmethod
+    def check_inputs(cls, raw: Mapping[str, Any], values: dict[str, Any]) -> list[tuple[str, str]]:
+        """``(field, message)`` for each rule that spans fields, checked at create time so that the
+        client gets a 422 rather than a failed prediction; ``raw`` tells what the client gave."""
+        return []
 
     @classmethod
     def is_deterministic(cls, inputs: dict[str, Any]) -> bool:

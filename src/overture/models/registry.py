@@ -57,7 +57,12 @@ class Registry:
 
 
 #: Modules whose ``MODELS`` lists make up the built-in catalogue.
-BUILTIN_MODULES = ("overture.models.synth_model",)
+BUILTIN_MODULES = (
+    "overture.models.synth_model",
+    "overture.models.musicgen",
+    "overture.models.stable_audio",
+    "overture.models.riffusion",
+)
 
 
 def default_registry(extra_modules: Iterable[str] = ()) -> Registry:
