@@ -1,0 +1,197 @@
+"""MusicGen prediction time: Overture's predictor against plain ``transformers`` ``generate``.
+
+Random weights with the real ``facebook/musicgen-small`` shape (t5-base text encoder, the 32 kHz
+EnCodec, a 1024-wide 24-layer decoder: 587 M parameters), built once and cached on disk. Both
+sides run the same loaded model on the same input (5 s clip, batch 1, top-k 250, guidance 3);
+runs alternate (ABBA) so that drift in the machine's load hits both alike.
+
+  (a) plain: ``model.generate(**tokens, do_sample=True, top_k=250, guidance_scale=3.0,
+      max_new_tokens=253)`` on the model object Overture loaded, audio left as a tensor;
+  (b) Overture: the ``meta/musicgen`` predictor's ``predict`` as the engine calls it, text to
+      WAV file (own decoding loop, normalization, encoding included).
+
+Prints each run's wall and CPU time, then the best and the median of each side and their ratios.
+
+    .venv/bin/python benchmarks/musicgen.py [--seconds 5] [--rounds 2] [--threads N] [--dir DIR]
+
+DIR caches the weights (default ~/.cache/overture/musicgen-small-random).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from overture.models.checkpoints import Checkpoints, CheckpointSettings  # noqa: E402
+from overture.models.musicgen import MUSICGEN  # noqa: E402
+from overture.models.musicgen.tiny import t5_tokenizer  # noqa: E402
+
+PROMPT = "80s pop track with bassy drums and synth"
+HUB_ID = "facebook/musicgen-small"
+
+# Shapes from the hub's config.json files (facebook/musicgen-small, t5-base, facebook/encodec_32khz).
+T5_BASE = {"vocab_size": 32128, "d_model": 768, "d_kv": 64, "d_ff": 3072, "num_layers": 12, "num_heads": 12}
+ENCODEC_32KHZ = {
+    "sampling_rate": 32000,
+    "audio_channels": 1,
+    "upsampling_ratios": [8, 5, 4, 4],
+    "target_bandwidths": [2.2],
+    "codebook_size": 2048,
+    "chunk_length_s": None,
+    "normalize": False,
+    "use_causal_conv": False,
+    "pad_mode": "reflect",
+    "norm_type": "weight_norm",
+    "num_filters": 64,
+    "hidden_size": 128,
+    "codebook_dim": 128,
+    "num_lstm_layers": 2,
+}
+SMALL_DECODER = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "ffn_dim": 4096}
+
+
+def build(directory: Path) -> None:
+    """Write random musicgen-small-shaped weights (about 2.4 GB) and a tokenizer built offline."""
+    from transformers import (
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        T5Config,
+    )
+
+    decoder = MusicgenDecoderConfig(
+        vocab_size=2048,
+        max_position_embeddings=2048,
+        num_codebooks=4,
+        pad_token_id=2048,
+        bos_token_id=2048,
+        **SMALL_DECODER,
+    )
+    config = MusicgenConfig(
+        text_encoder=T5Config(**T5_BASE, feed_forward_proj="relu").to_dict(),
+        audio_encoder=EncodecConfig(**ENCODEC_32KHZ).to_dict(),
+        decoder=decoder.to_dict(),
+    )
+    torch.manual_seed(0)
+    model = MusicgenForConditionalGeneration(config).eval()
+    generation = model.generation_config
+    generation.decoder_start_token_id = generation.pad_token_id = generation.bos_token_id = 2048
+    model.save_pretrained(directory)
+    t5_tokenizer().save_pretrained(directory)
+
+
+class Context:
+    """The least a predictor needs from the engine."""
+
+    streaming = False
+    prediction_id = "benchmark"
+
+    def __init__(self, scratch: Path):
+        self.scratch = scratch
+
+    def log(self, message: str) -> None:
+        pass
+
+    def progress(self, done: int, total: int) -> None:
+        pass
+
+    def check_canceled(self) -> None:
+        pass
+
+    def scratch_path(self, filename: str) -> Path:
+        return self.scratch / filename
+
+    def partial(self, value: Any) -> None:
+        pass
+
+
+def overture_runner(directory: Path, seconds: int, scratch: Path) -> tuple[Any, Checkpoints]:
+    """A prediction as the engine makes it, and the ``Checkpoints`` that holds its model once loaded."""
+    version = MUSICGEN.latest_version
+    checkpoints = Checkpoints(CheckpointSettings(local_dirs={HUB_ID: directory}))
+    predictor = version.predictor(checkpoints)
+
+    def run(duration: int = seconds) -> None:
+        inputs = version.inputs.validate({"prompt": PROMPT, "model_version": "small", "duration": duration, "seed": 1})
+        predictor.predict(Context(scratch), **inputs)
+
+    return run, checkpoints
+
+
+def plain_runner(checkpoints: Checkpoints, seconds: int) -> Any:
+    """Plain ``generate`` on the very model object Overture loaded: same weights, same memory."""
+    loaded = checkpoints.load(HUB_ID, _loaded_already, lambda _: 0)
+    model = loaded.model
+    tokens = loaded.tokenizer([PROMPT], return_tensors="pt")
+    steps = round(seconds * model.config.audio_encoder.frame_rate) + model.decoder.num_codebooks - 1
+
+    def run(new_tokens: int = steps) -> None:
+        with torch.inference_mode():
+            model.generate(**tokens, do_sample=True, top_k=250, guidance_scale=3.0, max_new_tokens=new_tokens)
+
+    return run
+
+
+def _loaded_already() -> Any:
+    raise AssertionError("Overture's warm-up prediction loads the checkpoint")
+
+
+def timed(run: Any) -> tuple[float, float]:
+    """Wall and CPU seconds: on a machine shared with other work the CPU time is the steadier."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--dir", type=Path, default=Path.home() / ".cache" / "overture" / "musicgen-small-random")
+    args = parser.parse_args()
+    if args.threads:
+        # On a machine shared with other work, one thread each keeps OpenMP from stalling.
+        torch.set_num_threads(args.threads)
+    if not (args.dir / "model.safetensors").exists():
+        args.dir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        build(args.dir)
+        print(f"built random musicgen-small weights in {time.perf_counter() - started:.0f} s: {args.dir}")
+    overture, checkpoints = overture_runner(args.dir, args.seconds, Path(tempfile.mkdtemp(prefix="musicgen-bench-")))
+    overture(1)  # loads the checkpoint, as a server's first prediction does
+    plain = plain_runner(checkpoints, args.seconds)
+    plain(10)
+    times: dict[str, list[tuple[float, float]]] = {"plain": [], "overture": []}
+    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"musicgen-small shape, random weights; {args.seconds} s clip, batch 1, top-k 250, guidance 3")
+    for round_ in range(1, args.rounds + 1):
+        # Plain first in odd rounds, Overture first in even ones: neither always follows the other.
+        order = (("plain", plain), ("overture", overture))
+        for name, run in order if round_ % 2 else order[::-1]:
+            times[name].append(timed(run))
+            wall, cpu = times[name][-1]
+            print(f"round {round_}: {name:8s} {wall:6.1f} s wall, {cpu:6.1f} s CPU")
+    # The best run is the one other work disturbed least; the median shows the spread's middle.
+    for statistic, summary in (("best", min), ("median", statistics.median)):
+        for i, clock in enumerate(("wall", "CPU")):
+            plain_s = summary(t[i] for t in times["plain"])
+            overture_s = summary(t[i] for t in times["overture"])
+            print(
+                f"{statistic:6s} {clock:4s}: plain generate {plain_s:6.1f} s, overture prediction {overture_s:6.1f} s, "
+                f"ratio {overture_s / plain_s:.3f} ({100 * (overture_s / plain_s - 1):+.1f}%)"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""A loaded MusicGen checkpoint and the few operations generation needs from it.
+
+Works for every ``facebook/musicgen-*`` layout transformers knows: mono or stereo (8 codebooks,
+even ones left, odd ones right, through a mono EnCodec), text by cross-attention or, for the
+melody models, text and chroma as a prefix of the decoder's input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from overture.models.musicgen.chroma import ChromaExtractor
+
+CODEBOOK_SIZE = 2048
+#: MusicGen's start token and the padding of its delay pattern: one past the last code.
+BOS_TOKEN = CODEBOOK_SIZE
+#: Longest window the models were trained on; longer clips are generated window by window.
+MAX_WINDOW_SECONDS = 30
+#: How far each further window moves forward (audiocraft's ``extend_stride``).
+WINDOW_STRIDE_SECONDS = 18
+
+
+@dataclass
+class Conditioning:
+    """What the decoder attends to for a batch of rows: cross-attention states with their mask,
+    or (melody models) a prefix fed once, before the first audio token."""
+
+    states: torch.Tensor
+    mask: torch.Tensor | None
+    prefix: bool
+
+    def select(self, rows: torch.Tensor) -> Conditioning:
+        mask = None if self.mask is None else self.mask[rows]
+        return Conditioning(self.states[rows], mask, self.prefix)
+
+
+class MusicgenCheckpoint:
+    def __init__(self, model: Any, tokenizer: Any, source: Path):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.source = source
+        config = model.config
+        self.melody = config.model_type == "musicgen_melody"
+        self.channels: int = config.decoder.audio_channels
+        self.num_codebooks: int = config.decoder.num_codebooks
+        self.sample_rate: int = config.audio_encoder.sampling_rate
+        self.frame_rate: int = config.audio_encoder.frame_rate
+        self.hop_length = int(np.prod(config.audio_encoder.upsampling_ratios))
+        #: Codebook k lags k frames (stereo: each left/right pair shares a lag).
+        self.delays = torch.arange(self.num_codebooks) // self.channels
+        self.max_delay = int(self.delays.max())
+        self.chroma = ChromaExtractor(self.sample_rate, config.num_chroma) if self.melody else None
+        self.chroma_length: int = config.chroma_length if self.melody else 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def frames(self, seconds: float) -> int:
+        return round(seconds * self.frame_rate)
+
+    # -- conditioning ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def encode_text(self, text: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder-sized text states (tokens, hidden) and their mask; no text is audiocraft's null
+        condition: zero states, masked out."""
+        if text is None:
+            states = torch.zeros(1, self.model.config.decoder.hidden_size, device=self.device, dtype=self.dtype)
+            return states, torch.zeros(1, dtype=torch.long, device=self.device)
+        tokens = self.tokenizer([text], return_tensors="pt").to(self.device)
+        mask = tokens.attention_mask
+        states = self.model.text_encoder(input_ids=tokens.input_ids, attention_mask=mask).last_hidden_state
+        project = getattr(self.model, "enc_to_dec_proj", None)
+        if project is not None:
+            states = project(states)
+        return (states * mask[..., None])[0], mask[0]
+
+    def conditioning(
+        self, texts: list[tuple[torch.Tensor, torch.Tensor]], chromas: list[torch.Tensor | None], guided: bool
+    ) -> Conditioning:
+        """Batch the rows' conditions; with guidance the unconditional rows follow the conditional
+        ones, as in transformers: zero text and (melody) the null chroma."""
+        if self.melody:
+            return self._prefix(texts, chromas, guided)
+        length = max(states.shape[0] for states, _ in texts)
+        states = torch.stack([_pad_rows(s, length) for s, _ in texts])
+        mask = torch.stack([_pad_rows(m, length) for _, m in texts])
+        if guided:
+            states = torch.cat([states, torch.zeros_like(states)])
+            mask = torch.cat([mask, torch.zeros_like(mask)])
+        return Conditioning(states, mask, prefix=False)
+
+    @torch.inference_mode()
+    def _prefix(
+        self, texts: list[tuple[torch.Tensor, torch.Tensor]], chromas: list[torch.Tensor | None], guided: bool
+    ) -> Conditioning:
+        # Rows of one batch share a text length (the caller groups them): a padded prefix would
+        # shift the positions of everything after it.
+        text = torch.stack([states for states, _ in texts])
+        chroma = torch.stack([self._chroma_states(c) for c in chromas])
+        if guided:
+            null = self._chroma_states(None).expand_as(chroma)
+            text, chroma = torch.cat([text, torch.zeros_like(text)]), torch.cat([chroma, null])
+        return Conditioning(torch.cat([chroma, text], dim=1), None, prefix=True)
+
+    def _chroma_states(self, chroma: torch.Tensor | None) -> torch.Tensor:
+        """One-hot chroma frames → the decoder's prefix, repeated or cut to ``chroma_length``.
+        None is the null melody: pitch class 0 everywhere."""
+        if chroma is None:
+            chroma = torch.zeros(1, self.model.config.num_chroma)
+            chroma[:, 0] = 1
+        chroma = chroma.to(self.device, self.dtype)
+        project = getattr(self.model, "audio_enc_to_dec_proj", None)
+        states = project(chroma) if project is not None else chroma
+        repeats = -(-self.chroma_length // states.shape[0])
+        return states.repeat(repeats, 1)[: self.chroma_length]
+
+    # -- audio codes ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
+        """Audio (channels, samples) at the model's rate and channel count → codes (codebooks, frames)."""
+        codec = self.model.audio_encoder
+        per_channel = [
+            codec.encode(channel[None, None].to(self.device, self.dtype)).audio_codes[0, 0] for channel in audio
+        ]
+        # Stereo interleaves the channels' codebooks: L0 R0 L1 R1 ...
+        return torch.stack(per_channel, dim=1).reshape(self.num_codebooks, -1)
+
+    @torch.inference_mode()
+    def decode_audio(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (codebooks, frames) → float32 audio (channels, samples) on the CPU."""
+        codec = self.model.audio_encoder
+        channels = [codes[c :: self.channels] for c in range(self.channels)]
+        audio = [codec.decode(c[None, None], [None]).audio_values[0, 0] for c in channels]
+        return torch.stack(audio).float().cpu()
+
+    # -- decoding ------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def next_logits(
+        self, tokens: torch.Tensor, conditioning: Conditioning, cache: Any, guided: bool
+    ) -> tuple[torch.Tensor, Any]:
+        """One decoder call: tokens (rows, codebooks, new positions) → logits of the next position
+        (rows, codebooks, vocabulary) in float32, with classifier-free guidance rows doubled."""
+        if guided:
+            tokens = torch.cat([tokens, tokens])
+        rows, codebooks, length = tokens.shape
+        conditions: dict[str, Any] = {}
+        if not conditioning.prefix or cache is None:
+            conditions["encoder_hidden_states"] = conditioning.states
+        if conditioning.mask is not None:
+            conditions["encoder_attention_mask"] = conditioning.mask
+        out = self.model.decoder(
+            input_ids=tokens.reshape(rows * codebooks, length),
+            past_key_values=cache,
+            use_cache=True,
+            **conditions,
+        )
+        return out.logits[:, -1].float().reshape(rows, codebooks, -1), out.past_key_values
+
+
+def load_checkpoint(directory: Path, device: str, dtype: torch.dtype) -> MusicgenCheckpoint:
+    """Load a ``facebook/musicgen-*`` snapshot (or a tiny one) from a local directory."""
+    from transformers import (
+        AutoConfig,
+        AutoTokenizer,
+        MusicgenForConditionalGeneration,
+        MusicgenMelodyForConditionalGeneration,
+    )
+
+    config = AutoConfig.from_pretrained(directory)
+    model_class = (
+        MusicgenMelodyForConditionalGeneration
+        if config.model_type == "musicgen_melody"
+        else MusicgenForConditionalGeneration
+    )
+    model = model_class.from_pretrained(directory, dtype=dtype).to(device).eval()
+    return MusicgenCheckpoint(model, AutoTokenizer.from_pretrained(directory), directory)
+
+
+def _pad_rows(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad the first dimension to ``length``."""
+    missing = length - tensor.shape[0]
+    return torch.nn.functional.pad(tensor, (0, 0) * (tensor.dim() - 1) + (0, missing))
