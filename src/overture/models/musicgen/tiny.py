@@ -10,11 +10,11 @@ nothing is downloaded.
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 from typing import Any
 
 from overture.models.musicgen.checkpoint import BOS_TOKEN, CODEBOOK_SIZE
+from overture.models.tokenizers import t5_tokenizer
 
 # facebook/encodec_32khz: 32 kHz, hop 8*5*4*4 = 640 samples (50 frames/s), 4 codebooks of 2048 at
 # 2.2 kbps. The tiny codec keeps that structure and only thins the convolutions.
@@ -58,12 +58,6 @@ _TINY_DECODER: dict[str, Any] = {
     # hardly depends on its text or melody; larger weights make the conditioning audible.
     "initializer_factor": 0.5,
 }
-# Words a test prompt is likely to use get their own piece; anything else spells out in characters.
-_WORDS = (
-    "music beat drums bass guitar piano synth strings choir lead leads pad ambient chill lofi hip hop rock jazz pop "
-    "electronic dance techno house orchestral epic arrangement melody upbeat happy sad dark energetic slow fast with "
-    "and a the of in riff song drone"
-)
 
 
 def write_tiny_checkpoint(path: Path) -> None:
@@ -136,19 +130,3 @@ def _make_codec_audible(codec: Any) -> None:
             if "bias" in name:
                 parameter.zero_()
         codec.decoder.layers[-1].conv.parametrizations.weight.original0.mul_(50.0)  # weight norm's g
-
-
-def t5_tokenizer() -> Any:
-    """A T5-format tokenizer (Unigram pieces, ``</s>`` appended, 100 extra ids) built in code.
-
-    Its ids differ from t5-base's ``spiece.model``, which only matters with real weights, and
-    those ship their own tokenizer.
-    """
-    from transformers import T5Tokenizer
-
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
-    vocab += [("\u2581" + word, -5.0) for word in _WORDS.split()]
-    vocab += [(char, -8.0) for char in string.ascii_letters + string.digits + string.punctuation]
-    vocab += [("\u2581" + char, -9.0) for char in string.ascii_lowercase]
-    vocab += [(f"<extra_id_{i}>", 0.0) for i in range(99, -1, -1)]
-    return T5Tokenizer(vocab=vocab, extra_ids=100, model_max_length=512)
