@@ -158,7 +158,11 @@ class Engine:
         self._stop(row, status="failed", error=error)
 
     def _stop(self, row: PredictionRow, **values: Any) -> None:
-        queue = self._queues.get(row.version)
+        try:
+            _, version = self.registry.version(row.version)
+        except UnknownModel:
+            version = None
+        queue = None if version is None else self._queues.get(_pool(version))
         if queue is not None:
             queue.remove(row.id)
         ctx = self.contexts.get(row.id)
@@ -190,23 +194,33 @@ class Engine:
         return Job(row.id, row.owner, row.version, values, stream=bool(row.stream) or wants_output)
 
     def _enqueue(self, job: Job) -> None:
+        _, version = self.registry.version(job.version_id)
+        pool = _pool(version)
         with self._lock:
-            queue = self._queues.get(job.version_id)
+            queue = self._queues.get(pool)
             if queue is None:
-                _, version = self.registry.version(job.version_id)
-                queue = self._queues[job.version_id] = JobQueue()
+                queue = self._queues[pool] = JobQueue()
                 for _ in range(version.predictor.concurrency):
-                    worker = Worker(version, queue, lambda v=version: self._predictor(v), self, self.contexts)
+                    worker = Worker(
+                        version.predictor,
+                        queue,
+                        lambda v=version: self._predictor(v),
+                        lambda vid: self.registry.version(vid)[1],
+                        self,
+                        self.contexts,
+                    )
                     self._workers.append(worker)
                     worker.start()
         queue.put(job)
 
     def _predictor(self, version: Version) -> Predictor:
-        """The version's predictor, set up once on first use (a failed setup is tried again next time)."""
+        """The version's predictor (its pool's), set up once on first use (a failed setup is tried
+        again next time)."""
+        pool = _pool(version)
         with self._lock:
-            lock = self._setup_locks.setdefault(version.id, threading.Lock())
+            lock = self._setup_locks.setdefault(pool, threading.Lock())
         with lock:
-            predictor = self._predictors.get(version.id)
+            predictor = self._predictors.get(pool)
             if predictor is None:
                 predictor = version.predictor(self.checkpoints)
                 try:
@@ -215,7 +229,7 @@ class Engine:
                     raise
                 except Exception as exc:
                     raise SetupFailed(f"Model setup failed: {type(exc).__name__}: {exc}") from exc
-                self._predictors[version.id] = predictor
+                self._predictors[pool] = predictor
             return predictor
 
     # -- Reporter: what workers tell the engine ------------------------------------------------
@@ -403,3 +417,8 @@ def _map_files(value: Any, fn: Any) -> Any:
     if isinstance(value, list):
         return [_map_files(v, fn) for v in value]
     return value
+
+
+def _pool(version: Version) -> str:
+    """Versions in one pool share a queue, its workers and one predictor instance."""
+    return version.predictor.pool or version.id

@@ -22,6 +22,10 @@ class Job:
     stream: bool = False
 
 
+class QueueClosed(Exception):
+    pass
+
+
 class JobQueue:
     def __init__(self) -> None:
         self._jobs: deque[Job] = deque()
@@ -66,6 +70,21 @@ class JobQueue:
                         self._jobs.remove(job)
                         batch.append(job)
             return batch
+
+    def take_next(self, admits: Callable[[Job], bool], block: bool) -> Job | None:
+        """The oldest job when ``admits`` it, else None; later jobs never overtake it, so a job that
+        does not fit yet waits for room rather than behind an endless stream of smaller ones.
+
+        With ``block``, waits for a job first. Raises ``QueueClosed`` once the queue is closed.
+        """
+        with self._ready:
+            while block and not self._jobs and not self._closed:
+                self._ready.wait()
+            if self._closed:
+                raise QueueClosed()
+            if self._jobs and admits(self._jobs[0]):
+                return self._jobs.popleft()
+            return None
 
     def close(self) -> None:
         with self._ready:

@@ -11,10 +11,10 @@ import traceback
 from datetime import datetime
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from overture.engine.queue import Job, JobQueue
-from overture.models.base import Canceled, Predictor, Version
+from overture.engine.queue import Job, JobQueue, QueueClosed
+from overture.models.base import Canceled, ContinuousPredictor, Predictor, Version
 
 _PROGRESS_BAR_WIDTH = 10
 log = logging.getLogger("overture")
@@ -143,26 +143,35 @@ def _clock(seconds: float) -> str:
 
 
 class Worker(threading.Thread):
-    """One thread serving one version's queue; several may share a predictor instance."""
+    """One thread serving one queue (a version's, or a pool of versions'); several may share a
+    predictor instance."""
 
     def __init__(
         self,
-        version: Version,
+        predictor_class: type[Predictor],
         queue: JobQueue,
         predictor: Callable[[], Predictor],
+        version_of: Callable[[str], Version],
         reporter: Reporter,
         contexts: dict[str, JobContext],
     ):
-        super().__init__(name=f"worker-{version.id[:12]}", daemon=True)
-        self.version = version
+        super().__init__(name=f"worker-{predictor_class.__name__}", daemon=True)
+        self.predictor_class = predictor_class
         self.queue = queue
         self.predictor = predictor
+        self.version_of = version_of
         self.reporter = reporter
         #: Running jobs by prediction id, shared with the engine for cancel and log flushing.
         self.contexts = contexts
 
     def run(self) -> None:
-        limit = self.version.predictor.max_batch_size
+        if issubclass(self.predictor_class, ContinuousPredictor):
+            self._serve_continuously()
+        else:
+            self._serve_batches()
+
+    def _serve_batches(self) -> None:
+        limit = self.predictor_class.max_batch_size
         while True:
             jobs = self.queue.take(limit, key=self._batch_key)
             if not jobs:
@@ -174,26 +183,63 @@ class Worker(threading.Thread):
                 # database, where a restart or their deadline ends them, and the worker goes on.
                 log.exception("worker %s could not record a batch", self.name)
 
+    def _serve_continuously(self) -> None:
+        """Admit queued jobs into the predictor's loop as room allows, stepping it in between;
+        block on the queue only when the loop has nothing left to do."""
+        loop: ContinuousPredictor | None = None
+
+        def admits(job: Job) -> bool:
+            return loop is None or loop.has_room(job.inputs)
+
+        while True:
+            try:
+                job = self.queue.take_next(admits, block=loop is None or not loop.busy())
+            except QueueClosed:
+                return
+            try:
+                if job is not None:
+                    loop = self._admit(job) or loop
+                elif loop is not None:
+                    loop.step()
+            except Exception:
+                log.exception("worker %s could not record a job", self.name)
+
+    def _admit(self, job: Job) -> ContinuousPredictor | None:
+        started = self._start(job)
+        if started is None:
+            return None
+        ctx, inputs = started
+        try:
+            loop = cast(ContinuousPredictor, self.predictor())
+            loop.admit(ctx, inputs, done=lambda result: self._finish(ctx, result))
+        except Exception as exc:  # setup failed or the input was refused: this job fails alone
+            self._finish(ctx, exc)
+            return None
+        return loop
+
     def _batch_key(self, job: Job) -> Any:
-        return self.version.predictor.batch_key(job.inputs)
+        return self.predictor_class.batch_key(job.inputs)
+
+    def _start(self, job: Job) -> tuple[JobContext, dict[str, Any]] | None:
+        """Mark the job processing and resolve its inputs; None when it already ended (canceled
+        first, failed input, served from the cache)."""
+        started = self.reporter.started(job)
+        if started is None:
+            return None
+        ctx = JobContext(job, self.reporter, *started)
+        self.contexts[job.prediction_id] = ctx
+        try:
+            inputs = self.reporter.prepare(job, self.version_of(job.version_id), ctx)
+        except Exception as exc:  # a bad input fails its own job only
+            self._finish(ctx, exc)
+            return None
+        if inputs is None:
+            self.contexts.pop(job.prediction_id, None)
+            return None
+        return ctx, inputs
 
     def run_batch(self, jobs: list[Job]) -> None:
-        ready: list[tuple[JobContext, dict[str, Any]]] = []
-        for job in jobs:
-            started = self.reporter.started(job)
-            if started is None:
-                continue
-            ctx = JobContext(job, self.reporter, *started)
-            self.contexts[job.prediction_id] = ctx
-            try:
-                inputs = self.reporter.prepare(job, self.version, ctx)
-            except Exception as exc:  # a bad input fails its own job only
-                self._finish(ctx, exc)
-                continue
-            if inputs is None:
-                self.contexts.pop(job.prediction_id, None)
-            else:
-                ready.append((ctx, inputs))
+        ready = [started for job in jobs if (started := self._start(job)) is not None]
         if not ready:
             return
         try:

@@ -8,7 +8,7 @@ database, so a later worker can run in another process or on another machine.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -56,6 +56,9 @@ class Predictor:
     max_batch_size: ClassVar[int] = 1
     #: Worker threads sharing one instance; >1 only for thread-safe predictors.
     concurrency: ClassVar[int] = 1
+    #: Versions whose predictors name the same pool share one queue, its workers and one instance
+    #: (the first version's), so that their predictions can batch together.
+    pool: ClassVar[str | None] = None
 
     def __init__(self, checkpoints: Checkpoints | None = None):
         #: Where weights come from and which loaded models stay in memory.
@@ -93,6 +96,48 @@ class Predictor:
         """True when these inputs fix the output, so a stored result may be reused."""
         seed = inputs.get("seed")
         return seed is not None and seed >= 0
+
+
+class ContinuousPredictor(Predictor):
+    """A predictor with a running loop that predictions join and leave at any step (continuous
+    batching), instead of waiting for a whole batch to finish.
+
+    The engine's worker admits the oldest queued job whenever ``has_room`` says it fits and calls
+    ``step`` in between; each prediction's result comes back once through its ``done`` callback,
+    possibly from another thread (post-processing may run beside the loop).
+    """
+
+    def has_room(self, inputs: dict[str, Any]) -> bool:
+        """Whether the loop can take this prediction now (e.g. within its memory budget)."""
+        return True
+
+    def admit(self, ctx: Context, inputs: dict[str, Any], done: Callable[[Any], None]) -> None:
+        """Join the loop; raising fails this prediction alone."""
+        raise NotImplementedError
+
+    def busy(self) -> bool:
+        """Whether some admitted prediction has not been handed to ``done`` yet."""
+        raise NotImplementedError
+
+    def step(self) -> None:
+        """Advance the loop; never raises (a failure ends the predictions it touched)."""
+        raise NotImplementedError
+
+    def predict_batch(self, jobs: Sequence[tuple[Context, dict[str, Any]]]) -> list[Any]:
+        """The loop run to completion over these jobs, for callers without a worker."""
+        results: list[Any] = [None] * len(jobs)
+
+        def done_at(index: int) -> Callable[[Any], None]:
+            return lambda result: results.__setitem__(index, result)
+
+        for index, (ctx, inputs) in enumerate(jobs):
+            try:
+                self.admit(ctx, inputs, done_at(index))
+            except Exception as exc:  # a bad input fails its own prediction, not the batch
+                results[index] = exc
+        while self.busy():
+            self.step()
+        return results
 
 
 @dataclass(frozen=True)
