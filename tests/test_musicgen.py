@@ -23,7 +23,7 @@ from overture.models.base import Canceled, Predictor, Version
 from overture.models.checkpoints import CheckpointMissing, Checkpoints, CheckpointSettings
 from overture.models.musicgen import MUSICGEN, OVERTURE_VERSION, REPLICATE_VERSION, write_tiny_stereo_melody_checkpoint
 from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint
-from overture.models.musicgen.generation import Row, Window, generate, plan_windows, sample_tokens
+from overture.models.musicgen.batching import ContinuousBatch, Generation, Window, plan_windows, sample_tokens
 from overture.models.musicgen.request import Sampling
 from overture.models.registry import Registry
 from overture.models.schema import InvalidInput
@@ -234,6 +234,18 @@ def hf_generate_codes(checkpoint: MusicgenCheckpoint, frames: int, **inputs: Any
     return torch.stack([codes[0, 0] for codes in seen], dim=1).reshape(checkpoint.num_codebooks, -1)
 
 
+GREEDY = Sampling(top_k=250, top_p=0.0, temperature=0.0, guidance=3.0)
+
+
+def generate_alone(checkpoint: MusicgenCheckpoint, generation: Generation) -> torch.Tensor:
+    batch = ContinuousBatch(checkpoint)
+    batch.join(generation)
+    while not (ended := batch.step()):
+        pass
+    ((_, codes),) = ended
+    return codes
+
+
 @pytest.mark.parametrize("family", ["musicgen", "musicgen-stereo", "musicgen-melody", "musicgen-stereo-melody"])
 def test_greedy_decoding_equals_transformers_generate(checkpoint_dirs, family: str) -> None:
     checkpoint = load_checkpoint(checkpoint_dirs[family], "cpu", torch.float32)
@@ -241,14 +253,15 @@ def test_greedy_decoding_equals_transformers_generate(checkpoint_dirs, family: s
     melody = torch.from_numpy(tone(440, 3))
     extra = {"input_features": checkpoint.chroma(melody)[None]} if checkpoint.melody else {}
     expected = hf_generate_codes(checkpoint, 60, **tokens, **extra)
-    row = Row(
+    generation = Generation(
         text=checkpoint.encode_text("lofi hip hop beat"),
+        sampling=GREEDY,
         generator=torch.Generator(),
         watcher=RecordingContext(checkpoint_dirs[family].parent / "unused"),
+        frames=60,
         melody=melody if checkpoint.melody else None,
     )
-    (codes,) = generate(checkpoint, [row], 60, Sampling(top_k=250, top_p=0.0, temperature=0.0, guidance=3.0))
-    assert torch.equal(codes, expected)
+    assert torch.equal(generate_alone(checkpoint, generation), expected)
 
 
 @pytest.mark.parametrize("family", ["musicgen", "musicgen-stereo"])
@@ -258,14 +271,15 @@ def test_continuation_decoding_equals_transformers_generate(checkpoint_dirs, fam
     prompt = checkpoint.encode_audio(prompt_audio)
     tokens = dict(checkpoint.tokenizer(["jazz"], return_tensors="pt"))
     expected = hf_generate_codes(checkpoint, 60 - prompt.shape[-1], **tokens, input_values=prompt_audio[None])
-    row = Row(
+    generation = Generation(
         text=checkpoint.encode_text("jazz"),
+        sampling=GREEDY,
         generator=torch.Generator(),
         watcher=RecordingContext(checkpoint_dirs[family].parent / "unused"),
+        frames=60,
         prompt=prompt,
     )
-    (codes,) = generate(checkpoint, [row], 60, Sampling(top_k=250, top_p=0.0, temperature=0.0, guidance=3.0))
-    assert torch.equal(codes, expected)
+    assert torch.equal(generate_alone(checkpoint, generation), expected)
 
 
 def test_sampling_follows_audiocraft_rules() -> None:
@@ -472,13 +486,13 @@ def test_a_batch_gives_each_prediction_the_audio_it_gets_alone(predictor, scratc
     requests = [{**r, "model_version": "stereo-large", "duration": 3} for r in requests]
     contexts = [scratch() for _ in requests]
     batched = batch(predictor, contexts, requests)
-    assert all("Generating 3 s, batched with 2 other prediction(s)" in ctx.logs for ctx in contexts)
+    assert "Generating 3 s, joining 2 running generation(s)" in contexts[2].logs
     for request, output in zip(requests, batched, strict=True):
         alone = predictor.predict(scratch(), **inputs_for(REPLICATE, **request))
         assert np.array_equal(read(output), read(alone))
 
 
-def test_melody_batches_group_rows_whose_prefix_lengths_match(predictor, scratch, tmp_path: Path) -> None:
+def test_melody_rows_with_different_prefixes_share_the_batch(predictor, scratch, tmp_path: Path) -> None:
     melody = write_wav(tmp_path / "melody.wav", tone(392, 3))
     requests = [
         {"prompt": "jazz", "seed": 1, "input_audio": melody},
@@ -488,8 +502,7 @@ def test_melody_batches_group_rows_whose_prefix_lengths_match(predictor, scratch
     requests = [{**r, "model_version": "melody-large", "duration": 2} for r in requests]
     contexts = [scratch() for _ in requests]
     batched = batch(predictor, contexts, requests)
-    assert "Generating 2 s, batched with 1 other prediction(s)" in contexts[0].logs
-    assert "Generating 2 s" in contexts[2].logs
+    assert "Generating 2 s, joining 2 running generation(s)" in contexts[2].logs
     for request, output in zip(requests, batched, strict=True):
         assert np.array_equal(read(output), read(predictor.predict(scratch(), **inputs_for(REPLICATE, **request))))
 
@@ -504,22 +517,6 @@ def test_a_canceled_prediction_leaves_the_batch_and_the_others_finish(predictor,
     assert contexts[1].checks == 21
     for request, output in (requests[0], results[0]), (requests[2], results[2]):
         assert np.array_equal(read(output), read(predictor.predict(scratch(), **inputs_for(REPLICATE, **request))))
-
-
-def test_only_requests_that_can_share_a_decoding_loop_share_a_batch_key() -> None:
-    key = REPLICATE.predictor.batch_key
-    base = inputs_for(REPLICATE, prompt="jazz")
-    assert key(base) == key(
-        {**base, "prompt": "rock", "seed": 5, "output_format": "mp3", "normalization_strategy": "rms"}
-    )
-    for change in (
-        {"duration": 9},
-        {"model_version": "large"},
-        {"top_k": 50},
-        {"temperature": 0.5},
-        {"classifier_free_guidance": 1},
-    ):
-        assert key(base) != key({**base, **change})
 
 
 def test_an_invalid_request_fails_alone_in_its_batch(predictor, scratch) -> None:

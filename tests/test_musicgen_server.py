@@ -166,23 +166,27 @@ def test_cancel_stops_a_running_generation(server: Server) -> None:
 # --- engine batching --------------------------------------------------------------------------
 
 
-def test_queued_predictions_share_a_batch_and_get_their_own_audio(server: Server) -> None:
+def test_predictions_join_a_running_generation_and_get_their_own_audio(server: Server) -> None:
     client = server.client()
-    blocker = client.predictions.create(
-        model="meta/musicgen", input={"prompt": "drone", "model_version": "large", "duration": 8}
+    running = client.predictions.create(
+        model="meta/musicgen", input={"prompt": "drone", "model_version": "large", "duration": 30}
     )
-    while blocker.status == "starting":
-        blocker.reload()
+    while running.status == "starting" or running.progress is None:
+        running.reload()
     inputs = [
         {"prompt": prompt, "seed": seed, "model_version": "large", "duration": 3}
         for prompt, seed in [("happy pop song", 1), ("dark ambient drone", 2), ("energetic rock riff", 3)]
     ]
-    batched = [client.predictions.create(model="meta/musicgen", input=i) for i in inputs]
-    for prediction in [blocker, *batched]:
+    joined = [client.predictions.create(model="meta/musicgen", input=i) for i in inputs]
+    for prediction in joined:
         prediction.wait()
-    assert all("batched with 2 other prediction(s)" in p.logs for p in batched)
-    for prediction, i in zip(batched, inputs, strict=True):
+    running.reload()
+    # They did not wait for the long one: they joined its batch, and left it before it ended.
+    assert running.status == "processing"
+    assert all("running generation(s)" in p.logs for p in joined)
+    running.wait()
+    for prediction, i in zip(joined, inputs, strict=True):
         alone = client.predictions.create(model="meta/musicgen", input=i)
         alone.wait()
-        assert "batched" not in alone.logs
+        assert "running generation" not in alone.logs
         assert np.array_equal(fetch(server, alone.output)[0], fetch(server, prediction.output)[0])

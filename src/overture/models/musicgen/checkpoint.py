@@ -7,7 +7,6 @@ melody models, text and chroma as a prefix of the decoder's input.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +18,6 @@ from overture.models.musicgen.chroma import ChromaExtractor
 CODEBOOK_SIZE = 2048
 #: MusicGen's start token and the padding of its delay pattern: one past the last code.
 BOS_TOKEN = CODEBOOK_SIZE
-#: Longest window the models were trained on; longer clips are generated window by window.
-MAX_WINDOW_SECONDS = 30
-#: How far each further window moves forward (audiocraft's ``extend_stride``).
-WINDOW_STRIDE_SECONDS = 18
-
-
-@dataclass
-class Conditioning:
-    """What the decoder attends to for a batch of rows: cross-attention states with their mask,
-    or (melody models) a prefix fed once, before the first audio token."""
-
-    states: torch.Tensor
-    mask: torch.Tensor | None
-    prefix: bool
-
-    def select(self, rows: torch.Tensor) -> Conditioning:
-        mask = None if self.mask is None else self.mask[rows]
-        return Conditioning(self.states[rows], mask, self.prefix)
 
 
 class MusicgenCheckpoint:
@@ -85,33 +66,15 @@ class MusicgenCheckpoint:
             states = project(states)
         return (states * mask[..., None])[0], mask[0]
 
-    def conditioning(
-        self, texts: list[tuple[torch.Tensor, torch.Tensor]], chromas: list[torch.Tensor | None], guided: bool
-    ) -> Conditioning:
-        """Batch the rows' conditions; with guidance the unconditional rows follow the conditional
-        ones, as in transformers: zero text and (melody) the null chroma."""
-        if self.melody:
-            return self._prefix(texts, chromas, guided)
-        length = max(states.shape[0] for states, _ in texts)
-        states = torch.stack([_pad_rows(s, length) for s, _ in texts])
-        mask = torch.stack([_pad_rows(m, length) for _, m in texts])
-        if guided:
-            states = torch.cat([states, torch.zeros_like(states)])
-            mask = torch.cat([mask, torch.zeros_like(mask)])
-        return Conditioning(states, mask, prefix=False)
-
     @torch.inference_mode()
-    def _prefix(
-        self, texts: list[tuple[torch.Tensor, torch.Tensor]], chromas: list[torch.Tensor | None], guided: bool
-    ) -> Conditioning:
-        # Rows of one batch share a text length (the caller groups them): a padded prefix would
-        # shift the positions of everything after it.
-        text = torch.stack([states for states, _ in texts])
-        chroma = torch.stack([self._chroma_states(c) for c in chromas])
+    def melody_prefixes(self, text: torch.Tensor, chroma: torch.Tensor | None, guided: bool) -> torch.Tensor:
+        """Melody models' decoder prefix for one generation, (rows, chroma_length + tokens,
+        hidden): chroma then text; with guidance a second, unconditional row as transformers
+        builds it (the null chroma and zero text)."""
+        rows = [torch.cat([self._chroma_states(chroma), text])]
         if guided:
-            null = self._chroma_states(None).expand_as(chroma)
-            text, chroma = torch.cat([text, torch.zeros_like(text)]), torch.cat([chroma, null])
-        return Conditioning(torch.cat([chroma, text], dim=1), None, prefix=True)
+            rows.append(torch.cat([self._chroma_states(None), torch.zeros_like(text)]))
+        return torch.stack(rows)
 
     def _chroma_states(self, chroma: torch.Tensor | None) -> torch.Tensor:
         """One-hot chroma frames → the decoder's prefix, repeated or cut to ``chroma_length``.
@@ -145,30 +108,6 @@ class MusicgenCheckpoint:
         audio = [codec.decode(c[None, None], [None]).audio_values[0, 0] for c in channels]
         return torch.stack(audio).float().cpu()
 
-    # -- decoding ------------------------------------------------------------------------------
-
-    @torch.inference_mode()
-    def next_logits(
-        self, tokens: torch.Tensor, conditioning: Conditioning, cache: Any, guided: bool
-    ) -> tuple[torch.Tensor, Any]:
-        """One decoder call: tokens (rows, codebooks, new positions) → logits of the next position
-        (rows, codebooks, vocabulary) in float32, with classifier-free guidance rows doubled."""
-        if guided:
-            tokens = torch.cat([tokens, tokens])
-        rows, codebooks, length = tokens.shape
-        conditions: dict[str, Any] = {}
-        if not conditioning.prefix or cache is None:
-            conditions["encoder_hidden_states"] = conditioning.states
-        if conditioning.mask is not None:
-            conditions["encoder_attention_mask"] = conditioning.mask
-        out = self.model.decoder(
-            input_ids=tokens.reshape(rows * codebooks, length),
-            past_key_values=cache,
-            use_cache=True,
-            **conditions,
-        )
-        return out.logits[:, -1].float().reshape(rows, codebooks, -1), out.past_key_values
-
 
 def load_checkpoint(directory: Path, device: str, dtype: torch.dtype) -> MusicgenCheckpoint:
     """Load a ``facebook/musicgen-*`` snapshot (or a tiny one) from a local directory."""
@@ -187,9 +126,3 @@ def load_checkpoint(directory: Path, device: str, dtype: torch.dtype) -> Musicge
     )
     model = model_class.from_pretrained(directory, dtype=dtype).to(device).eval()
     return MusicgenCheckpoint(model, AutoTokenizer.from_pretrained(directory), directory)
-
-
-def _pad_rows(tensor: torch.Tensor, length: int) -> torch.Tensor:
-    """Zero-pad the first dimension to ``length``."""
-    missing = length - tensor.shape[0]
-    return torch.nn.functional.pad(tensor, (0, 0) * (tensor.dim() - 1) + (0, missing))

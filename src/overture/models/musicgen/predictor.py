@@ -1,30 +1,49 @@
 """The ``meta/musicgen`` predictor: Replicate's inputs in, a WAV or MP3 file out.
 
-A batch from the engine is split into groups that can share a decoding loop (same checkpoint,
-duration and sampling settings); each prediction keeps its own seed, so its audio is the same
-alone or batched. The heavy lifting (torch, transformers) is imported on the first prediction.
+Predictions join the running batch of their checkpoint as soon as they are admitted, and leave it
+when done (see ``batching``); each keeps its own seed, so its audio is the same alone or batched.
+The heavy lifting (torch, transformers) is imported on the first prediction, not with the server.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from overture.models.base import Context, Predictor
-from overture.models.musicgen.request import Request
+from overture.models.base import Context, ContinuousPredictor
+from overture.models.checkpoints import CheckpointMissing, Checkpoints
+from overture.models.musicgen.request import MAX_WINDOW_SECONDS, WINDOW_STRIDE_SECONDS, Request, hub_id
 from overture.models.schema import Input
 
+if TYPE_CHECKING:
+    from overture.models.musicgen.batching import ContinuousBatch, Generation
+    from overture.models.musicgen.runner import Prepared
 
-class MusicgenPredictor(Predictor):
-    """Shared by every version; each version's subclass declares its inputs (see ``predictor_for``)."""
+log = logging.getLogger("overture")
 
-    max_batch_size = 4
+#: Room kept for a melody model's text in its decoder prefix before the prompt is tokenized.
+TEXT_TOKENS_ESTIMATE = 64
 
-    @classmethod
-    def batch_key(cls, inputs: dict[str, Any]) -> Hashable:
-        sampling = ("top_k", "top_p", "temperature", "classifier_free_guidance")
-        return (inputs["model_version"], inputs["duration"], *(inputs[name] for name in sampling))
+
+class MusicgenPredictor(ContinuousPredictor):
+    """Shared by every version (one pool, one running batch per checkpoint); each version's
+    subclass declares its inputs (see ``predictor_for``)."""
+
+    pool = "meta/musicgen"
+
+    def __init__(self, checkpoints: Checkpoints | None = None):
+        super().__init__(checkpoints)
+        #: The running batch of each served checkpoint, while it has generations.
+        self._batches: dict[str, ContinuousBatch] = {}
+        self._running: dict[Generation, tuple[Prepared, Callable[[Any], None]]] = {}
+        # Decoding, normalizing and encoding the audio run beside the batch, which steps on meanwhile.
+        self._outputs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="musicgen-output")
+        self._open = 0
+        self._changed = threading.Condition()
 
     @classmethod
     def is_deterministic(cls, inputs: dict[str, Any]) -> bool:
@@ -38,24 +57,77 @@ class MusicgenPredictor(Predictor):
             raise result
         return result
 
-    def predict_batch(self, jobs: Sequence[tuple[Context, dict[str, Any]]]) -> list[Any]:
-        from overture.models.musicgen.runner import run_group
+    # -- ContinuousPredictor -------------------------------------------------------------------
 
-        results: list[Any] = [None] * len(jobs)
-        groups: dict[Hashable, list[int]] = {}
-        requests: dict[int, Request] = {}
-        for index, (_, inputs) in enumerate(jobs):
+    def has_room(self, inputs: dict[str, Any]) -> bool:
+        try:
+            batch = self._batches.get(self.checkpoints.served(hub_id(inputs["model_version"])))
+        except CheckpointMissing:
+            return True  # admit fails it at once
+        if batch is None:
+            return True
+        checkpoint = batch.checkpoint
+        slots = 1 if inputs["classifier_free_guidance"] == 1 else 2
+        prefix = checkpoint.chroma_length + TEXT_TOKENS_ESTIMATE if checkpoint.melody else 0
+        return batch.has_room(slots, batch.positions_needed(checkpoint.frames(inputs["duration"]), prefix))
+
+    def admit(self, ctx: Context, inputs: dict[str, Any], done: Callable[[Any], None]) -> None:
+        from overture.models.musicgen.batching import ContinuousBatch
+        from overture.models.musicgen.runner import load, prepare
+
+        request = Request.parse(inputs)
+        checkpoint = load(self.checkpoints, request.hub_id, ctx)
+        prepared = prepare(checkpoint, ctx, request)
+        served = self.checkpoints.served(request.hub_id)
+        batch = self._batches.get(served)
+        if batch is None or batch.checkpoint is not checkpoint:
+            batch = self._batches[served] = ContinuousBatch(checkpoint)
+        windows = ""
+        if request.duration > MAX_WINDOW_SECONDS:
+            windows = f" in windows of {MAX_WINDOW_SECONDS} s, each {WINDOW_STRIDE_SECONDS} s after the last"
+        company = f", joining {len(batch.rows)} running generation(s)" if batch.rows else ""
+        ctx.log(f"Generating {request.duration} s{windows}{company}")
+        batch.join(prepared.generation)
+        self._running[prepared.generation] = (prepared, done)
+        with self._changed:
+            self._open += 1
+
+    def busy(self) -> bool:
+        with self._changed:
+            return self._open > 0
+
+    def step(self) -> None:
+        batches = [batch for batch in self._batches.values() if batch.rows]
+        if not batches:
+            # Only outputs are being written: wait for them (or for a moment, to look at the queue).
+            with self._changed:
+                self._changed.wait_for(lambda: self._open == 0, timeout=0.05)
+            return
+        for batch in batches:
             try:
-                requests[index] = Request.parse(inputs)
-            except ValueError as exc:
-                results[index] = exc
-                continue
-            groups.setdefault(requests[index].batch_key, []).append(index)
-        for indices in groups.values():
-            outputs = run_group(self.checkpoints, [(jobs[i][0], requests[i]) for i in indices])
-            for index, output in zip(indices, outputs, strict=True):
-                results[index] = output
-        return results
+                ended = batch.step()
+            except Exception as exc:  # the shared step failed (e.g. out of memory): its rows fail
+                ended = batch.abort(exc)
+            for generation, result in ended:
+                prepared, done = self._running.pop(generation)
+                self._outputs.submit(self._finish, prepared, result, done)
+        # An idle batch holds no buffers, but it holds its checkpoint: let the LRU decide about that.
+        self._batches = {served: batch for served, batch in self._batches.items() if batch.rows}
+
+    def _finish(self, prepared: Prepared, result: Any, done: Callable[[Any], None]) -> None:
+        try:
+            if not isinstance(result, BaseException):
+                try:
+                    result = prepared.write_output(result)
+                except Exception as exc:  # this prediction's output failed, not its neighbours'
+                    result = exc
+            done(result)
+        except Exception:
+            log.exception("could not record the result of prediction %s", prepared.ctx.prediction_id)
+        finally:
+            with self._changed:
+                self._open -= 1
+                self._changed.notify_all()
 
 
 def predictor_for(model_versions: tuple[str, ...]) -> type[MusicgenPredictor]:

@@ -31,6 +31,10 @@ MULTI_BAND_DIFFUSION_MISSING = (
     "(the audiocraft library and its facebook/multiband-diffusion weights), and no maintained implementation of it "
     "loads in transformers or diffusers. Set multi_band_diffusion to false to decode with EnCodec."
 )
+#: Longest window the models were trained on; longer clips are generated window by window.
+MAX_WINDOW_SECONDS = 30
+#: How far each further window moves forward (audiocraft's ``extend_stride``).
+WINDOW_STRIDE_SECONDS = 18
 #: audiocraft's seeds go to numpy, which takes them below 2**32.
 SEED_LIMIT = 2**32
 

@@ -1,0 +1,255 @@
+"""MusicGen's decoder stepped for a batch whose rows sit at different positions.
+
+transformers' decoder gives the whole batch one position (its cache length) and grows its cache by
+concatenation every step, so a row can neither join late nor leave early. Continuous batching
+needs both, so this runs the same modules (embeddings, layers, heads: nothing is copied) over a
+preallocated key/value buffer in which each row owns a slot and its own length: a row's next token
+goes in at its own position and attends to its own keys only. The math is the decoder's, op for
+op, so greedy codes equal ``generate``'s.
+
+Rows are slots ``0..n-1`` of the buffer; the caller keeps them contiguous (``move`` fills a hole
+left by a row that ended).
+
+A row's logits must not depend on what else is in the batch, or a seeded prediction would sound
+different alone and batched. Two kernels break that bitwise: a matrix product of fewer than
+``MIN_GEMM_ROWS`` rows takes MKL's matrix-vector path, which rounds differently from its matrix
+path (identical for every row count from 4 up), so steps are padded to that many rows; and
+attention over keys padded to the batch's longest row sums in a different order, so each row
+attends over exactly its own keys, one call per row (views, nothing copied).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+#: Buffers grow in steps of this many positions, so that joining rows rarely reallocate.
+TIME_QUANTUM = 64
+#: Fewest rows a step's matrix products run with (see the module docstring).
+MIN_GEMM_ROWS = 4
+
+
+class SlotCache:
+    """Self-attention keys/values per layer, (slots, heads, time, head_dim); for text-conditioned
+    models also the cross-attention keys/values of each slot's text."""
+
+    def __init__(self, layers: int, heads: int, head_dim: int, dtype: torch.dtype, device: torch.device):
+        self.layers, self.heads, self.head_dim = layers, heads, head_dim
+        self.dtype, self.device = dtype, device
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.cross_keys: list[torch.Tensor] = []
+        self.cross_values: list[torch.Tensor] = []
+        #: Filled positions per slot.
+        self.lengths: list[int] = []
+        #: Text tokens per slot.
+        self.text_lengths: list[int] = []
+
+    @property
+    def capacity(self) -> tuple[int, int, int]:
+        """(slots, positions, text tokens) the buffers hold without growing."""
+        if not self.keys:
+            return 0, 0, 0
+        return self.keys[0].shape[0], self.keys[0].shape[2], self.cross_keys[0].shape[2]
+
+    def slot_bytes(self, positions: int) -> int:
+        """Memory one slot of ``positions`` positions takes in the self-attention buffers."""
+        return 2 * self.layers * self.heads * self.head_dim * positions * self.dtype.itemsize
+
+    def reserve(self, slots: int, positions: int, text: int = 0) -> None:
+        """Make room for ``slots`` rows of ``positions`` positions and ``text`` text tokens."""
+        have_slots, have_positions, have_text = self.capacity
+        if slots <= have_slots and positions <= have_positions and text <= have_text:
+            return
+        slots = max(slots, 2 * have_slots)
+        positions = max(have_positions, -(-positions // TIME_QUANTUM) * TIME_QUANTUM)
+        text = max(text, have_text)
+        self.keys = [self._grow(t, slots, positions) for t in self.keys] or self._new(slots, positions)
+        self.values = [self._grow(t, slots, positions) for t in self.values] or self._new(slots, positions)
+        self.cross_keys = [self._grow(t, slots, text) for t in self.cross_keys] or self._new(slots, text)
+        self.cross_values = [self._grow(t, slots, text) for t in self.cross_values] or self._new(slots, text)
+
+    def _new(self, slots: int, positions: int) -> list[torch.Tensor]:
+        shape = (slots, self.heads, positions, self.head_dim)
+        return [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.layers)]
+
+    @staticmethod
+    def _grow(tensor: torch.Tensor, slots: int, positions: int) -> torch.Tensor:
+        grown = tensor.new_zeros(slots, tensor.shape[1], positions, tensor.shape[3])
+        grown[: tensor.shape[0], :, : tensor.shape[2]] = tensor
+        return grown
+
+    def add_slot(self) -> int:
+        self.lengths.append(0)
+        self.text_lengths.append(0)
+        return len(self.lengths) - 1
+
+    def move(self, source: int, target: int) -> None:
+        """Slot ``source`` becomes slot ``target`` (whose row has ended); the last slot is dropped."""
+        if source != target:
+            used = self.lengths[source]
+            for buffers in (self.keys, self.values):
+                for tensor in buffers:
+                    tensor[target, :, :used] = tensor[source, :, :used]
+            text = self.text_lengths[source]
+            for buffers in (self.cross_keys, self.cross_values):
+                for tensor in buffers:
+                    tensor[target, :, :text] = tensor[source, :, :text]
+            self.lengths[target] = used
+            self.text_lengths[target] = text
+        self.lengths.pop()
+        self.text_lengths.pop()
+
+    def clear(self) -> None:
+        """Free the buffers (nothing is running)."""
+        self.keys, self.values, self.cross_keys, self.cross_values = [], [], [], []
+        self.lengths, self.text_lengths = [], []
+
+
+class StepDecoder:
+    """The decoder of a loaded ``MusicgenForConditionalGeneration`` (or its melody variant), with
+    ``prefill`` for a joining row's known prefix and ``step`` for one token of every row."""
+
+    def __init__(self, model: Any):
+        causal_lm = model.decoder
+        core = causal_lm.model.decoder
+        self.embed_tokens = core.embed_tokens
+        self.layers = core.layers
+        self.final_norm = core.layer_norm
+        self.heads = causal_lm.lm_heads
+        self.embed_positions = core.embed_positions
+        config = causal_lm.config
+        self.hidden = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = self.hidden // self.num_heads
+        #: Melody models put text and chroma in front of the audio tokens instead.
+        self.cross_attention = hasattr(self.layers[0], "encoder_attn")
+        parameter = next(causal_lm.parameters())
+        self.dtype, self.device = parameter.dtype, parameter.device
+        self._positions = self.embed_positions.weights.to(self.dtype)
+
+    def new_cache(self) -> SlotCache:
+        return SlotCache(len(self.layers), self.num_heads, self.head_dim, self.dtype, self.device)
+
+    def positions(self, index: torch.Tensor) -> torch.Tensor:
+        """Sinusoidal embeddings at ``index``, grown on demand as the model's own table is."""
+        needed = int(index.max()) + 1
+        if needed > self._positions.shape[0]:
+            table = self.embed_positions.get_embedding(needed, self.hidden)
+            self._positions = table.to(self.dtype).to(self.device)
+        return self._positions[index]
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Codes (rows, codebooks, length) → summed codebook embeddings (rows, length, hidden)."""
+        return sum(embed(tokens[:, k]) for k, embed in enumerate(self.embed_tokens))  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def set_text(self, cache: SlotCache, slot: int, states: torch.Tensor | None, mask: torch.Tensor | None) -> None:
+        """Store a slot's cross-attention keys/values for text ``states`` (tokens, hidden), keeping
+        the tokens ``mask`` marks. None (guidance's unconditional row) or no tokens at all leaves
+        one zero state: attention over it adds exactly nothing (the projections have no biases),
+        just as attention over a fully masked text does."""
+        if not self.cross_attention:
+            return
+        if states is None or mask is None or not mask.any():
+            states = torch.zeros(1, self.hidden, dtype=self.dtype, device=self.device)
+        else:
+            states = states[mask.bool()]
+        length = states.shape[0]
+        cache.reserve(len(cache.lengths), cache.capacity[1], length)
+        for index, layer in enumerate(self.layers):
+            attention = layer.encoder_attn
+            for projection, buffers in ((attention.k_proj, cache.cross_keys), (attention.v_proj, cache.cross_values)):
+                projected = projection(states.to(self.dtype)).view(length, self.num_heads, self.head_dim)
+                buffers[index][slot, :, :length] = projected.transpose(0, 1)
+        cache.text_lengths[slot] = length
+
+    @torch.inference_mode()
+    def prefill(self, cache: SlotCache, slots: list[int], embeds: torch.Tensor) -> None:
+        """Run ``slots``' known prefix, embeddings (rows, length, hidden) without positions, into the
+        cache from position 0; the last known token is left for ``step``."""
+        rows, length, _ = embeds.shape
+        if length == 0:
+            for slot in slots:
+                cache.lengths[slot] = 0
+            return
+        cache.reserve(len(cache.lengths), length + 1)
+        index = torch.tensor(slots, device=self.device)
+        hidden = embeds.to(self.dtype) + self.positions(torch.arange(length, device=self.device))
+        for number, layer in enumerate(self.layers):
+            x = layer.self_attn_layer_norm(hidden)
+            q, k, v = (self._heads(p(x)) for p in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj))
+            cache.keys[number][index, :, :length] = k
+            cache.values[number][index, :, :length] = v
+            attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            hidden = hidden + layer.self_attn.out_proj(self._merge(attended))
+            if self.cross_attention:
+                hidden = hidden + self._cross(layer, number, cache, slots, hidden)
+            hidden = hidden + self._feed_forward(layer, hidden)
+        for slot in slots:
+            cache.lengths[slot] = length
+
+    @torch.inference_mode()
+    def step(self, cache: SlotCache, tokens: torch.Tensor) -> torch.Tensor:
+        """One token for each of the ``n`` slots in use: codes (n, codebooks) at each slot's own
+        position → logits (n, codebooks, vocabulary) in float32."""
+        rows = tokens.shape[0]
+        lengths = cache.lengths
+        cache.reserve(rows, max(lengths) + 1)
+        # Padding rows (start tokens at position 0) only keep the matrix products on one path.
+        padded = max(rows, MIN_GEMM_ROWS)
+        position = torch.tensor(lengths + [0] * (padded - rows), device=self.device)
+        tokens = F.pad(tokens, (0, 0, 0, padded - rows))
+        hidden = self.embed(tokens[:, :, None]).to(self.dtype) + self.positions(position)[:, None]
+        slots = list(range(rows))
+        real = torch.arange(rows, device=self.device)
+        for number, layer in enumerate(self.layers):
+            x = layer.self_attn_layer_norm(hidden)
+            q, k, v = (self._heads(p(x)) for p in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj))
+            keys, values = cache.keys[number], cache.values[number]
+            keys[real, :, position[:rows]] = k[:rows, :, 0]
+            values[real, :, position[:rows]] = v[:rows, :, 0]
+            spans = [length + 1 for length in lengths]
+            attended = self._attend(q, keys, values, slots, spans)
+            hidden = hidden + layer.self_attn.out_proj(self._merge(attended))
+            if self.cross_attention:
+                hidden = hidden + self._cross(layer, number, cache, slots, hidden)
+            hidden = hidden + self._feed_forward(layer, hidden)
+        for slot in slots:
+            lengths[slot] += 1
+        hidden = self.final_norm(hidden)[:, 0]
+        return torch.stack([head(hidden)[:rows] for head in self.heads], dim=1).float()
+
+    @staticmethod
+    def _attend(
+        q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, slots: list[int], spans: list[int]
+    ) -> torch.Tensor:
+        """Each query row i over the first ``spans[i]`` keys of slot ``slots[i]``; extra query
+        rows (padding) get zeros."""
+        out = torch.zeros_like(q)
+        for row, (slot, span) in enumerate(zip(slots, spans, strict=True)):
+            out[row : row + 1] = F.scaled_dot_product_attention(
+                q[row : row + 1], keys[slot : slot + 1, :, :span], values[slot : slot + 1, :, :span]
+            )
+        return out
+
+    def _cross(self, layer: Any, number: int, cache: SlotCache, slots: list[int], hidden: torch.Tensor) -> torch.Tensor:
+        attention = layer.encoder_attn
+        q = self._heads(attention.q_proj(layer.encoder_attn_layer_norm(hidden)))
+        spans = [cache.text_lengths[slot] for slot in slots]
+        attended = self._attend(q, cache.cross_keys[number], cache.cross_values[number], slots, spans)
+        return attention.out_proj(self._merge(attended))
+
+    @staticmethod
+    def _feed_forward(layer: Any, hidden: torch.Tensor) -> torch.Tensor:
+        return layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(hidden))))
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(rows, length, hidden) → (rows, heads, length, head_dim)."""
+        return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+
+    @staticmethod
+    def _merge(x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)

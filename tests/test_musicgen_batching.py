@@ -1,0 +1,250 @@
+"""Continuous batching of MusicGen on tiny random checkpoints: generations join the running batch
+at any step and leave when done, and each one's codes are exactly what it gets alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from overture.engine.queue import Job, JobQueue
+from overture.models.base import Canceled
+from overture.models.musicgen.batching import ContinuousBatch, Generation
+from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint
+from overture.models.musicgen.request import Sampling
+from overture.testing import tiny_checkpoint
+
+pytestmark = pytest.mark.timeout(300)
+
+GREEDY = Sampling(top_k=250, top_p=0.0, temperature=0.0, guidance=3.0)
+SAMPLED = Sampling(top_k=250, top_p=0.0, temperature=1.0, guidance=3.0)
+PROMPTS = ["lofi hip hop beat", "epic orchestral with choir", "jazz", "80s synth pop track with drums", "rock"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, MusicgenCheckpoint]:
+    root = tmp_path_factory.mktemp("checkpoints")
+    families = ("musicgen", "musicgen-stereo", "musicgen-melody")
+    return {f: load_checkpoint(tiny_checkpoint(f, root / f), "cpu", torch.float32) for f in families}
+
+
+class Watch:
+    """Counts steps and cancels itself after ``cancel_after`` of them when asked to."""
+
+    def __init__(self, cancel_after: int | None = None):
+        self.cancel_after = cancel_after
+        self.steps = 0
+        self.reports: list[tuple[int, int]] = []
+
+    def progress(self, done: int, total: int) -> None:
+        self.reports.append((done, total))
+
+    def check_canceled(self) -> None:
+        self.steps += 1
+        if self.cancel_after is not None and self.steps > self.cancel_after:
+            raise Canceled()
+
+
+def generation(
+    checkpoint: MusicgenCheckpoint, index: int, frames: int, sampling: Sampling = GREEDY, **extra: Any
+) -> Generation:
+    return Generation(
+        text=checkpoint.encode_text(PROMPTS[index % len(PROMPTS)]),
+        sampling=sampling,
+        generator=torch.Generator().manual_seed(1000 + index),
+        watcher=extra.pop("watcher", Watch()),
+        frames=frames,
+        **extra,
+    )
+
+
+def run(checkpoint: MusicgenCheckpoint, schedule: list[tuple[int, Generation]]) -> tuple[list[Any], list[int]]:
+    """Each generation joins at its step; returns every result, in schedule order, and the batch
+    size at each step."""
+    batch = ContinuousBatch(checkpoint)
+    pending = sorted(schedule, key=lambda item: item[0])
+    results: dict[int, Any] = {}
+    sizes = []
+    step = 0
+    while pending or batch.rows:
+        while pending and pending[0][0] <= step:
+            batch.join(pending.pop(0)[1])
+        if batch.rows:
+            sizes.append(len(batch.rows))
+            for ended, result in batch.step():
+                results[id(ended)] = result
+        step += 1
+    return [results[id(g)] for _, g in schedule], sizes
+
+
+def alone(checkpoint: MusicgenCheckpoint, make: Any) -> Any:
+    (result,), _ = run(checkpoint, [(0, make())])
+    return result
+
+
+@pytest.mark.parametrize("family", ["musicgen", "musicgen-stereo"])
+@pytest.mark.parametrize("sampling", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
+def test_generations_joining_and_leaving_at_any_step_get_what_they_get_alone(
+    checkpoints: dict[str, MusicgenCheckpoint], family: str, sampling: Sampling
+) -> None:
+    checkpoint = checkpoints[family]
+    lengths, joins = [30, 12, 25, 40, 18], [0, 0, 5, 9, 14]
+    makers = [lambda i=i, n=n: generation(checkpoint, i, n, sampling) for i, n in enumerate(lengths)]
+    batched, sizes = run(checkpoint, [(step, make()) for step, make in zip(joins, makers, strict=True)])
+    assert sizes[0] == 2 and max(sizes) == 5  # they joined late, and shared steps
+    for make, codes, frames in zip(makers, batched, lengths, strict=True):
+        assert codes.shape == (checkpoint.num_codebooks, frames)
+        assert torch.equal(codes, alone(checkpoint, make))
+
+
+def test_guided_and_unguided_generations_with_their_own_settings_share_a_batch(
+    checkpoints: dict[str, MusicgenCheckpoint],
+) -> None:
+    checkpoint = checkpoints["musicgen"]
+    settings = [
+        Sampling(top_k=250, top_p=0.0, temperature=1.0, guidance=1.0),
+        Sampling(top_k=5, top_p=0.0, temperature=0.7, guidance=3.0),
+        Sampling(top_k=250, top_p=0.9, temperature=1.2, guidance=5.0),
+    ]
+    makers = [lambda i=i, s=s: generation(checkpoint, i, 20, s) for i, s in enumerate(settings)]
+    batched, _ = run(checkpoint, [(i * 3, make()) for i, make in enumerate(makers)])
+    for make, codes in zip(makers, batched, strict=True):
+        assert torch.equal(codes, alone(checkpoint, make))
+
+
+def test_melody_generations_with_different_prefixes_share_a_batch(checkpoints: dict[str, MusicgenCheckpoint]) -> None:
+    checkpoint = checkpoints["musicgen-melody"]
+    t = torch.arange(3 * 32000) / 32000
+    melodies = [torch.sin(2 * torch.pi * 440 * t) * 0.3, None, torch.sin(2 * torch.pi * 262 * t) * 0.3]
+    makers = [lambda i=i, m=m: generation(checkpoint, i, 20, SAMPLED, melody=m) for i, m in enumerate(melodies)]
+    batched, _ = run(checkpoint, [(i * 4, make()) for i, make in enumerate(makers)])
+    for make, codes in zip(makers, batched, strict=True):
+        assert torch.equal(codes, alone(checkpoint, make))
+
+
+def test_long_and_continued_generations_run_inside_the_same_batch(checkpoints: dict[str, MusicgenCheckpoint]) -> None:
+    checkpoint = checkpoints["musicgen"]
+    prompt = alone(checkpoint, lambda: generation(checkpoint, 4, 40))
+    makers = [
+        # 35 s: two windows, the second prefilled with the first one's last 12 s in place.
+        lambda: generation(checkpoint, 0, checkpoint.frames(35), SAMPLED),
+        lambda: generation(checkpoint, 1, 60, SAMPLED, prompt=prompt),
+        lambda: generation(checkpoint, 2, 30, SAMPLED),
+    ]
+    batched, _ = run(checkpoint, [(0, makers[0]()), (7, makers[1]()), (1400, makers[2]())])
+    assert batched[0].shape[-1] == checkpoint.frames(35)
+    assert torch.equal(batched[1][:, :40], prompt)
+    for make, codes in zip(makers, batched, strict=True):
+        assert torch.equal(codes, alone(checkpoint, make))
+
+
+def test_a_canceled_generation_leaves_at_the_next_step_and_the_others_go_on(
+    checkpoints: dict[str, MusicgenCheckpoint],
+) -> None:
+    checkpoint = checkpoints["musicgen"]
+    makers = [lambda i=i: generation(checkpoint, i, 30, SAMPLED) for i in range(3)]
+    watch = Watch(cancel_after=10)
+    schedule = [(0, makers[0]()), (0, generation(checkpoint, 1, 30, SAMPLED, watcher=watch)), (4, makers[2]())]
+    batched, sizes = run(checkpoint, schedule)
+    assert isinstance(batched[1], Canceled) and watch.steps == 11
+    assert sizes[11] == 2
+    for index in (0, 2):
+        assert torch.equal(batched[index], alone(checkpoint, makers[index]))
+
+
+def test_progress_counts_every_step_of_every_window(checkpoints: dict[str, MusicgenCheckpoint]) -> None:
+    checkpoint = checkpoints["musicgen"]
+    watch = Watch()
+    alone(checkpoint, lambda: generation(checkpoint, 0, checkpoint.frames(35), watcher=watch))
+    done, total = watch.reports[-1]
+    assert done == total == watch.steps
+    assert [d for d, _ in watch.reports] == sorted(d for d, _ in watch.reports)
+
+
+def test_streaming_generations_report_their_finished_frames_as_they_grow(
+    checkpoints: dict[str, MusicgenCheckpoint],
+) -> None:
+    checkpoint = checkpoints["musicgen"]
+    seen: list[torch.Tensor] = []
+    codes = alone(checkpoint, lambda: generation(checkpoint, 0, 100, on_frames=seen.append))
+    assert len(seen) >= 5
+    assert [s.shape[-1] for s in seen] == sorted(s.shape[-1] for s in seen)
+    for frames in seen:
+        assert torch.equal(frames, codes[:, : frames.shape[-1]])
+
+
+def test_admission_keeps_to_the_memory_budget_but_never_refuses_an_empty_batch(
+    checkpoints: dict[str, MusicgenCheckpoint],
+) -> None:
+    checkpoint = checkpoints["musicgen"]
+    batch = ContinuousBatch(checkpoint, memory_budget=1)
+    positions = batch.positions_needed(checkpoint.frames(30))
+    assert batch.has_room(2, positions)
+    batch.join(generation(checkpoint, 0, 30))
+    assert not batch.has_room(2, positions)
+    roomy = ContinuousBatch(checkpoint, memory_budget=10 * 2**30, max_slots=4)
+    roomy.join(generation(checkpoint, 0, 30))
+    assert roomy.has_room(2, positions) and not roomy.has_room(3, positions)
+
+
+def test_the_oldest_job_is_never_overtaken_by_later_ones_that_fit() -> None:
+    queue = JobQueue()
+    for pid, duration in [("big", 30), ("small", 1)]:
+        queue.put(Job(pid, "owner", "version", {"duration": duration}))
+    fits_small_only = lambda job: job.inputs["duration"] < 10  # noqa: E731
+    assert queue.take_next(fits_small_only, block=False) is None
+    taken = queue.take_next(lambda job: True, block=False)
+    assert taken is not None and taken.prediction_id == "big"
+
+
+def test_a_failed_step_fails_every_generation_in_it(checkpoints: dict[str, MusicgenCheckpoint]) -> None:
+    checkpoint = checkpoints["musicgen"]
+    batch = ContinuousBatch(checkpoint)
+    generations = [generation(checkpoint, i, 10) for i in range(2)]
+    for g in generations:
+        batch.join(g)
+    error = MemoryError("out of memory")
+    ended = batch.abort(error)
+    assert [result for _, result in ended] == [error, error] and not batch.rows
+    assert batch.cache.capacity == (0, 0, 0)
+
+
+
+def test_predictions_fail_alone_when_their_input_or_output_fails(tmp_path: Path, checkpoints) -> None:
+    from overture.models.checkpoints import Checkpoints, CheckpointSettings
+    from overture.models.musicgen import MUSICGEN
+
+    from test_musicgen import RecordingContext, inputs_for
+
+    version = MUSICGEN.versions[1]
+    directory = checkpoints["musicgen"].source
+    predictor = version.predictor(Checkpoints(CheckpointSettings(local_dirs={"facebook/musicgen-small": directory})))
+    broken_audio = tmp_path / "broken.wav"
+    broken_audio.write_bytes(b"not audio")
+    contexts = [RecordingContext(tmp_path / f"p{i}") for i in range(3)]
+    unwritable = contexts[2]
+    unwritable.scratch_path = lambda name: tmp_path / "missing-directory" / name  # type: ignore[method-assign]
+    jobs = [
+        (contexts[0], inputs_for(version, prompt="jazz", model_version="small", duration=1, seed=1)),
+        (
+            contexts[1],
+            {**inputs_for(version, prompt="jazz", model_version="small", duration=1, continuation=True),
+             "input_audio": broken_audio},
+        ),
+        (unwritable, inputs_for(version, prompt="rock", model_version="small", duration=1, seed=2)),
+    ]  # fmt: skip
+    results = predictor.predict_batch(jobs)
+    assert isinstance(results[0], Path) and results[0].exists()
+    assert isinstance(results[1], Exception) and isinstance(results[2], OSError)
