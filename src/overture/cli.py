@@ -85,9 +85,20 @@ def serve(
         float | None, typer.Option(envvar="OVERTURE_MODEL_MEMORY_GB", help="Budget for loaded models (LRU).")
     ] = None,
     device: Annotated[str | None, typer.Option(envvar="OVERTURE_DEVICE", help="cuda, cpu, ... (default: auto).")] = None,
+    riffusion_seed_images: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="OVERTURE_RIFFUSION_SEED_IMAGES",
+            help="Directory of <id>.png seed spectrograms that riffusion uses in place of its own.",
+        ),
+    ] = None,
     config: Annotated[
         Path | None,
-        typer.Option(envvar="OVERTURE_CONFIG", help="TOML file: checkpoints, substitutes (tables), allowed_checkpoints, model_memory_gb, device."),
+        typer.Option(
+            envvar="OVERTURE_CONFIG",
+            help="TOML file: checkpoints, substitutes (tables), allowed_checkpoints, model_memory_gb, device, "
+            "riffusion_seed_images.",
+        ),
     ] = None,
     ssl_certfile: Annotated[
         Path | None, typer.Option(envvar="OVERTURE_SSL_CERTFILE", help="Serve HTTPS with this certificate (PEM).")
@@ -122,7 +133,9 @@ def serve(
         webhook_retry_hours=webhook_retry_hours,
         webhook_backoff_seconds=webhook_backoff_seconds,
         model_modules=_split(model_module),
-        checkpoints=_checkpoint_settings(checkpoint, substitute, allow_checkpoint, model_memory_gb, device, config),
+        checkpoints=_checkpoint_settings(
+            checkpoint, substitute, allow_checkpoint, model_memory_gb, device, riffusion_seed_images, config
+        ),
     )
     generated = not settings.tokens
     application = create_app(settings)
@@ -164,6 +177,7 @@ def _checkpoint_settings(
     allow: list[str] | None,
     memory_gb: float | None,
     device: str | None,
+    seed_images: Path | None,
     config: Path | None,
 ) -> CheckpointSettings:
     """Options first, then the config file for whatever they leave out."""
@@ -171,12 +185,20 @@ def _checkpoint_settings(
     dirs = {**table.get("checkpoints", {}), **_pairs(checkpoint, "--checkpoint")}
     allowed = _split(allow) or table.get("allowed_checkpoints")
     memory = memory_gb if memory_gb is not None else table.get("model_memory_gb")
+    if seed_images is None and "riffusion_seed_images" in table:
+        seed_images = Path(table["riffusion_seed_images"])
+    if seed_images is not None:
+        seed_images = seed_images.expanduser()
+        if not seed_images.is_dir():
+            # Said at start-up: otherwise every request would quietly get the built-in seeds.
+            raise typer.BadParameter(f"{seed_images} is not a directory", param_hint="--riffusion-seed-images")
     return CheckpointSettings(
         local_dirs={k: Path(v).expanduser() for k, v in dirs.items()},
         substitutes={**table.get("substitutes", {}), **_pairs(substitute, "--substitute")},
         allowed=frozenset(allowed) if allowed else None,
         memory_budget_bytes=int(memory * 2**30) if memory is not None else None,
         device=device or table.get("device"),
+        riffusion_seed_images=seed_images,
     )
 
 

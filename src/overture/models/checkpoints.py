@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +34,9 @@ class CheckpointSettings:
     memory_budget_bytes: int | None = None
     #: "cuda", "cpu", ... ; None picks CUDA when present.
     device: str | None = None
+    #: A directory of ``<id>.png`` seed spectrograms that riffusion uses in place of Overture's own
+    #: (``--riffusion-seed-images``); like weights, files a model reads that the operator provides.
+    riffusion_seed_images: Path | None = None
 
 
 @dataclass
@@ -60,9 +63,20 @@ class Checkpoints:
             )
         return served
 
-    def path(self, hub_id: str, gated: bool = False) -> Path:
+    def path(
+        self,
+        hub_id: str,
+        gated: bool = False,
+        allow_patterns: Sequence[str] | None = None,
+        ignore_patterns: Sequence[str] | None = None,
+    ) -> Path:
         """A local directory with ``hub_id``'s files: the operator's mapping, else the HF cache
-        (downloading when the hub is reachable and ``HF_HUB_OFFLINE`` is not set)."""
+        (downloading when the hub is reachable and ``HF_HUB_OFFLINE`` is not set).
+
+        A download fetches only the repo files that match ``allow_patterns`` (all when None) and
+        none that match ``ignore_patterns`` (glob patterns, as ``snapshot_download`` takes them):
+        some repos carry several copies of their weights for other runtimes.
+        """
         mapped = self.settings.local_dirs.get(hub_id)
         if mapped is not None:
             if not mapped.is_dir():
@@ -73,7 +87,14 @@ class Checkpoints:
 
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         try:
-            return Path(snapshot_download(hub_id, local_files_only=offline))
+            return Path(
+                snapshot_download(
+                    hub_id,
+                    local_files_only=offline,
+                    allow_patterns=list(allow_patterns) if allow_patterns is not None else None,
+                    ignore_patterns=list(ignore_patterns) if ignore_patterns is not None else None,
+                )
+            )
         except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
             raise CheckpointMissing(_missing_message(hub_id, gated, exc)) from None
 
