@@ -111,6 +111,21 @@ def fresh_server(tmp_path: Path) -> Iterator[Server]:
     srv.stop()
 
 
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Torch in this process, and any server started meanwhile, on one thread: tiny models gain
+    nothing from a second one, and on a busy 2-core machine OpenMP threads waiting for each other
+    make a step ten times slower. Modules that run models ask for it with ``usefixtures``."""
+    import torch  # here, so that the tests without models start without it
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OMP_NUM_THREADS", "1")
+        yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def client(server: Server) -> replicate.Client:
     return server.client()
