@@ -1,0 +1,71 @@
+"""What the diffusers-based models (Stable Audio Open, Riffusion) share: loading a pipeline through
+the server's checkpoint cache, seeds, and per-step progress with cancellation.
+
+Like the model modules, it imports torch only when used: declaring a model must stay cheap, so
+that a server starts in a moment whatever it serves.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from overture.models.base import Context
+from overture.models.checkpoints import Checkpoints, module_nbytes
+
+P = TypeVar("P")
+
+
+#: Weights a diffusers pipeline never reads in torch: single-file checkpoints for other runtimes
+#: (``riffusion-model-v1.ckpt``, Stable Audio's ``model.ckpt``) and Flax, TensorFlow or ONNX
+#: exports. A hub repo may carry gigabytes of each beside the pipeline's own folders.
+UNUSED_WEIGHTS = ("*.ckpt", "*.msgpack", "*.h5", "*.onnx")
+
+
+def load_pipeline(
+    checkpoints: Checkpoints,
+    hub_id: str,
+    pipeline_class: type[P],
+    components: Sequence[str],
+    gated: bool = False,
+    **kwargs: Any,
+) -> P:
+    """The pipeline for ``hub_id`` (or the operator's substitute), loaded once on the server's
+    device and dtype, and kept in the LRU of loaded models shared with every other model.
+
+    ``components`` are the folders of the pipeline's repo that ``from_pretrained`` loads (every
+    one in ``model_index.json`` that ``kwargs`` does not replace): a download fetches those and
+    ``model_index.json`` only.
+    """
+    served = checkpoints.served(hub_id)
+
+    def load() -> P:
+        files = ["model_index.json", *(f"{component}/*" for component in components)]
+        path = checkpoints.path(served, gated=gated, allow_patterns=files, ignore_patterns=UNUSED_WEIGHTS)
+        pipeline = pipeline_class.from_pretrained(path, dtype=checkpoints.dtype(), **kwargs)  # type: ignore[attr-defined]
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline.to(checkpoints.device())
+
+    return checkpoints.load(f"{pipeline_class.__name__}:{served}", load, pipeline_nbytes)
+
+
+def pipeline_nbytes(pipeline: Any) -> int:
+    import torch
+
+    return sum(module_nbytes(c) for c in pipeline.components.values() if isinstance(c, torch.nn.Module))
+
+
+def resolve_seed(seed: int | None) -> int:
+    """``seed`` itself, or a fresh random one when it is None or negative (Replicate's -1)."""
+    return secrets.randbelow(2**32 - 1) if seed is None or seed < 0 else seed
+
+
+def step_reporter(ctx: Context, total: int) -> Callable[[int], None]:
+    """A callback for the end of each denoising step: progress, and a chance to stop when canceled."""
+
+    def report(done: int) -> None:
+        ctx.check_canceled()
+        ctx.progress(done, total)
+
+    return report
