@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from overture.models.checkpoints import Checkpoints, CheckpointSettings  # noqa: E402
 from overture.models.musicgen import MUSICGEN  # noqa: E402
-from overture.models.musicgen.tiny import t5_tokenizer  # noqa: E402
+from overture.models.tokenizers import t5_tokenizer  # noqa: E402
 
 PROMPT = "80s pop track with bassy drums and synth"
 HUB_ID = "facebook/musicgen-small"
@@ -55,6 +55,7 @@ ENCODEC_32KHZ = {
     "hidden_size": 128,
     "codebook_dim": 128,
     "num_lstm_layers": 2,
+    "use_conv_shortcut": False,
 }
 SMALL_DECODER = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "ffn_dim": 4096}
 

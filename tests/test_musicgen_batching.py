@@ -8,15 +8,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import soundfile
 import torch
 
 from overture.engine.queue import Job, JobQueue
 from overture.models.base import Canceled
+from overture.models.checkpoints import Checkpoints, CheckpointSettings
+from overture.models.musicgen import MUSICGEN
 from overture.models.musicgen.batching import ContinuousBatch, Generation
 from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint
 from overture.models.musicgen.request import Sampling
 from overture.testing import tiny_checkpoint
+
+from test_musicgen import RecordingContext, inputs_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -223,11 +229,6 @@ def test_a_failed_step_fails_every_generation_in_it(checkpoints: dict[str, Music
 
 
 def test_predictions_fail_alone_when_their_input_or_output_fails(tmp_path: Path, checkpoints) -> None:
-    from overture.models.checkpoints import Checkpoints, CheckpointSettings
-    from overture.models.musicgen import MUSICGEN
-
-    from test_musicgen import RecordingContext, inputs_for
-
     version = MUSICGEN.versions[1]
     directory = checkpoints["musicgen"].source
     predictor = version.predictor(Checkpoints(CheckpointSettings(local_dirs={"facebook/musicgen-small": directory})))
@@ -248,3 +249,28 @@ def test_predictions_fail_alone_when_their_input_or_output_fails(tmp_path: Path,
     results = predictor.predict_batch(jobs)
     assert isinstance(results[0], Path) and results[0].exists()
     assert isinstance(results[1], Exception) and isinstance(results[2], OSError)
+
+
+def test_a_streaming_prediction_publishes_its_audio_second_by_second(tmp_path: Path, checkpoints) -> None:
+    class Listening(RecordingContext):
+        streaming = True
+
+        def __init__(self, scratch: Path):
+            super().__init__(scratch)
+            self.parts: list[Path] = []
+
+        def partial(self, value: Any) -> None:
+            self.parts.append(value)
+
+    version = MUSICGEN.versions[1]
+    directory = checkpoints["musicgen"].source
+    predictor = version.predictor(Checkpoints(CheckpointSettings(local_dirs={"facebook/musicgen-small": directory})))
+    ctx = Listening(tmp_path / "p")
+    output = predictor.predict(ctx, **inputs_for(version, prompt="jazz", model_version="small", duration=4, seed=3))
+    parts = [soundfile.read(part, dtype="float64")[0] for part in ctx.parts]
+    final = soundfile.read(output, dtype="float64")[0]
+    assert len(parts) == 4 and all(len(part) == 32000 for part in parts)
+    joined = np.concatenate(parts)
+    # The output is the same audio, loudness-normalized as a whole: one gain apart, up to 16-bit rounding.
+    gain = float(joined @ final / (joined @ joined))
+    assert np.abs(joined * gain - final).max() < 2e-3 * max(1.0, gain)

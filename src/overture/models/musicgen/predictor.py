@@ -87,6 +87,8 @@ class MusicgenPredictor(ContinuousPredictor):
             windows = f" in windows of {MAX_WINDOW_SECONDS} s, each {WINDOW_STRIDE_SECONDS} s after the last"
         company = f", joining {len(batch.rows)} running generation(s)" if batch.rows else ""
         ctx.log(f"Generating {request.duration} s{windows}{company}")
+        if prepared.stream is not None:
+            prepared.generation.on_frames = lambda codes: self._outputs.submit(prepared.publish, codes)
         batch.join(prepared.generation)
         self._running[prepared.generation] = (prepared, done)
         with self._changed:

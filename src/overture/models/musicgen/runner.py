@@ -7,16 +7,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from overture.models.audio import encode, normalize
 from overture.models.base import Context
 from overture.models.checkpoints import Checkpoints, module_nbytes
-from overture.models.musicgen.batching import Generation
+from overture.models.linear import select_linear_kernels
+from overture.models.musicgen.batching import MAX_SLOTS, Generation
 from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint
+from overture.models.musicgen.decoder import MIN_GEMM_ROWS
 from overture.models.musicgen.input_audio import continuation_prompt, input_slice, splice, to_model_audio
 from overture.models.musicgen.request import MAX_WINDOW_SECONDS, Request
+from overture.models.musicgen.streaming import stream_decoder
 
 #: A continuation fades from the input audio into the generated audio over this long.
 SPLICE_SECONDS = 0.01
@@ -30,10 +34,31 @@ class Prepared:
     generation: Generation
     #: The input audio the output starts with (continuation), at the model's rate and channels.
     prompt_audio: torch.Tensor | None
+    #: Decodes the growing codes chunk by chunk, when the prediction streams.
+    stream: Any = None
+    parts: int = 0
+
+    def publish(self, codes: torch.Tensor) -> None:
+        """Publish the audio of the frames finished so far (codebooks, frames) that has not been
+        published yet, as partial output files: each about a second, in order, together exactly
+        the codes' one-shot decode (before the whole clip's normalization, which needs all of it)."""
+        for chunk in self.stream.feed(codes):
+            self._publish_part(chunk)
+
+    def _publish_part(self, audio: torch.Tensor) -> None:
+        self.parts += 1
+        rate, fmt = self.checkpoint.sample_rate, self.request.output_format
+        path = self.ctx.scratch_path(f"part-{self.parts:03d}.{fmt}")
+        path.write_bytes(encode(audio.T.numpy().clip(-1, 1), rate, fmt))
+        self.ctx.partial(path)
 
     def write_output(self, codes: torch.Tensor) -> Path:
         """The output file for the generated codes (codebooks, frames)."""
         checkpoint, request = self.checkpoint, self.request
+        if self.stream is not None:
+            self.publish(codes)
+            for chunk in self.stream.finish():
+                self._publish_part(chunk)
         audio = checkpoint.decode_audio(codes)
         if self.prompt_audio is not None:
             audio = splice(self.prompt_audio, audio, round(SPLICE_SECONDS * checkpoint.sample_rate))
@@ -54,6 +79,13 @@ def load(checkpoints: Checkpoints, requested: str, ctx: Context) -> MusicgenChec
         started = time.monotonic()
         checkpoint = load_checkpoint(directory, checkpoints.device(), checkpoints.dtype())
         ctx.log(f"Loaded in {time.monotonic() - started:.1f} s")
+        # Steps run MIN_GEMM_ROWS to MAX_SLOTS rows; cross-attention keys see the text only once.
+        kernels = select_linear_kernels(
+            checkpoint.model.decoder,
+            (MIN_GEMM_ROWS, 8, 16, MAX_SLOTS),
+            skip=("*.encoder_attn.k_proj", "*.encoder_attn.v_proj"),
+        )
+        ctx.log(kernels.summary())
         return checkpoint
 
     checkpoint = checkpoints.load(served, loader, lambda c: module_nbytes(c.model))
@@ -91,4 +123,7 @@ def prepare(checkpoint: MusicgenCheckpoint, ctx: Context, request: Request) -> P
             generation.melody = to_model_audio(audio, rate, checkpoint.sample_rate, 1)[0]
         else:  # the operator substituted a checkpoint without melody conditioning
             raise ValueError(f"{request.model_version} is served by a checkpoint without melody conditioning here.")
-    return Prepared(ctx, request, checkpoint, generation, prompt_audio)
+    prepared = Prepared(ctx, request, checkpoint, generation, prompt_audio)
+    if ctx.streaming:
+        prepared.stream = stream_decoder(checkpoint)
+    return prepared
