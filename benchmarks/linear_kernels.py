@@ -1,4 +1,4 @@
-"""MusicGen decoder step: plain ``F.linear`` against the kernels ``select_linear_kernels`` picks.
+"""MusicGen decoder step: plain ``F.linear`` against the linear kernels chosen at load time.
 
 Random weights with the real ``facebook/musicgen-small`` decoder shape (1024 wide, ffn 4096,
 24 layers, 16 heads, 4 codebook heads of 2048), built in-process: nothing is downloaded. One
@@ -6,11 +6,13 @@ decoder step is one token per row with a self-attention KV cache of ``--cache`` 
 cross-attention cache over ``--text`` encoder positions, as in a continuous-batching loop; M is
 the number of rows (batch x 2 with classifier-free guidance).
 
-Both sides run in one process on the same model: ``set_packed_enabled`` switches every replaced
-layer between its chosen kernel and plain ``F.linear``, and the runs alternate (ABAB...) so that
-drift in the machine's load hits both alike. Prints the selection report (per shape and row
-count, F.linear ms vs packed ms per layer, measured at load), the load-time cost and memory,
-then per M the median step time of each side, their ratio, and the largest logit difference.
+Three variants run in one process on the same weights, alternating (ABCABC...) so that drift in
+the machine's load hits all alike: (a) plain ``F.linear`` everywhere, (b) the kernels
+``select_linear_kernels`` chose at load (oneDNN reordered weights, MKL packed weights or
+F.linear, per weight shape and M), (c) every linear layer on MKL packed weights packed for exactly
+M rows (the kernel inference.md section 3 proposed). Prints the selection report (per shape and
+row count, ms per layer of each kernel, measured at load), the load-time cost and memory, then per
+M the median step time of each variant, the ratios, and the largest logit difference from (a).
 
     .venv/bin/python benchmarks/linear_kernels.py [--rows 2,4,8,16,32] [--repeats 9]
         [--threads 2] [--cache 200] [--budget-gib G]
@@ -19,6 +21,7 @@ then per M the median step time of each side, their ratio, and the largest logit
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import platform
 import statistics
@@ -26,12 +29,12 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-from transformers import MusicgenDecoderConfig  # noqa: E402
-from transformers.cache_utils import DynamicCache, EncoderDecoderCache  # noqa: E402
-from transformers.models.musicgen.modeling_musicgen import MusicgenForCausalLM  # noqa: E402
+import torch
+from transformers import MusicgenDecoderConfig
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.models.musicgen.modeling_musicgen import MusicgenForCausalLM
 
-from overture.models.linear import select_linear_kernels, set_packed_enabled  # noqa: E402
+from overture.models.linear import DispatchLinear, Kernel, select_linear_kernels
 
 # facebook/musicgen-small's decoder (config.json on the hub).
 SMALL = {
@@ -114,10 +117,7 @@ def main() -> None:
     parser.add_argument("--cache", type=int, default=200, help="self-attention KV cache length")
     parser.add_argument("--text", type=int, default=16, help="text (cross-attention) length")
     parser.add_argument(
-        "--budget-gib",
-        type=float,
-        default=None,
-        help="packed-copy budget (default: 1x weights)",
+        "--budget-gib", type=float, help="budget for reordered copies (default: one copy of each replaced weight)"
     )
     args = parser.parse_args()
     rows = [int(m) for m in args.rows.split(",")]
@@ -141,30 +141,60 @@ def main() -> None:
     print(report.summary())
     print(
         f"load-time cost: measuring {report.measure_s:.1f} s + packing {report.pack_s:.1f} s; "
-        f"RSS +{rss_mib() - before:.0f} MiB (estimated packed {report.packed_bytes / 2**20:.0f} MiB)"
+        f"RSS +{rss_mib() - before:.0f} MiB (estimated copies {report.copy_bytes / 2**20:.0f} MiB)"
     )
 
-    print(f"\ndecoder step (KV cache {args.cache}, text {args.text}), median of {args.repeats}, ABAB:")
-    print(f"{'M':>3} {'F.linear ms':>12} {'selected ms':>12} {'ratio':>6} {'max |dlogit|':>13} {'logit scale':>12}")
+    selected = {name: model.get_submodule(name) for name in linear_names(model)}
+    plain = {name: as_linear(module) for name, module in selected.items()}
+    print(f"\ndecoder step (KV cache {args.cache}, text {args.text}), median of {args.repeats}, interleaved:")
+    print(
+        f"{'M':>3} {'F.linear ms':>12} {'selected ms':>12} {'MKL packed ms':>14} {'plain/sel':>10} "
+        f"{'plain/MKL':>10} {'max |dlogit| sel':>17} {'MKL':>9} {'logit scale':>12}"
+    )
     for m in rows:
         step = Step(model, m, args.cache, args.text)
-        set_packed_enabled(model, False)
-        plain_logits = step()
-        set_packed_enabled(model, True)
-        chosen_logits = step()
-        diff = (plain_logits - chosen_logits).abs().max().item()
-        scale = plain_logits.abs().max().item()
-        times: dict[bool, list[float]] = {False: [], True: []}
+        packed = {
+            name: linear
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in SKIP)
+            else DispatchLinear(linear, {m: Kernel("mkl", m)})
+            for name, linear in plain.items()
+        }
+        variants = {"plain": plain, "selected": selected, "packed": packed}
+        logits = {}
+        for key, modules in variants.items():
+            install(model, modules)
+            logits[key] = step()
+        times: dict[str, list[float]] = {key: [] for key in variants}
         for _ in range(args.repeats):
-            for enabled in (False, True):
-                set_packed_enabled(model, enabled)
+            for key, modules in variants.items():
+                install(model, modules)
                 t = time.perf_counter()
                 step()
-                times[enabled].append(time.perf_counter() - t)
-        plain, chosen = (statistics.median(times[e]) * 1e3 for e in (False, True))
-        print(f"{m:>3} {plain:>12.1f} {chosen:>12.1f} {plain / chosen:>6.2f} {diff:>13.2e} {scale:>12.2f}")
-        del step
-    set_packed_enabled(model, True)
+                times[key].append(time.perf_counter() - t)
+        ms = {key: statistics.median(ts) * 1e3 for key, ts in times.items()}
+        diff = {key: (logits["plain"] - logits[key]).abs().max().item() for key in ("selected", "packed")}
+        print(
+            f"{m:>3} {ms['plain']:>12.1f} {ms['selected']:>12.1f} {ms['packed']:>14.1f} "
+            f"{ms['plain'] / ms['selected']:>10.2f} {ms['plain'] / ms['packed']:>10.2f} "
+            f"{diff['selected']:>17.2e} {diff['packed']:>9.2e} {logits['plain'].abs().max().item():>12.2f}"
+        )
+        del step, packed, variants
+    install(model, selected)
+
+
+def linear_names(model: torch.nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, DispatchLinear))]
+
+
+def as_linear(module: torch.nn.Module) -> torch.nn.Module:
+    return module.to_linear() if isinstance(module, DispatchLinear) else module
+
+
+def install(model: torch.nn.Module, modules: dict[str, torch.nn.Module]) -> None:
+    """Put these modules in place (by name): switches variants without repacking."""
+    for name, module in modules.items():
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
 if __name__ == "__main__":

@@ -1,28 +1,41 @@
 """The fastest CPU kernel for each linear layer of a decoding loop, chosen per row count.
 
 Why: a batched decode step multiplies a few rows (batch rows, doubled by classifier-free guidance)
-by every weight of the model. MKL's ordinary sgemm is poor at some of these small row counts
-(4 rows can cost twice as much as 2), while MKL's packed-weight GEMM (``cblas_sgemm_compute``,
-reached through ``torch.ops.mkl._mkl_linear``) is faster at some and slower at others; the winner
-depends on the CPU, the weight's shape and the row count. So :func:`select_linear_kernels`
-measures both once at load time, per distinct weight shape (all q/k/v/out projections share one)
-and row bucket, and swaps each ``nn.Linear`` for a :class:`BucketedLinear` that picks the winner
-on every call from the row count alone.
+by every weight of the model, so its speed is the speed of small-M GEMM, and which kernel is
+fastest there depends on the CPU, the weight's shape and the row count. :func:`select_linear_kernels`
+measures the candidates once at load time, per distinct weight shape (all q/k/v/out projections
+share one) and row count, and swaps each ``nn.Linear`` for a :class:`DispatchLinear` that picks the
+winner on every call from the row count alone. The candidates:
 
-What the MKL ops do (torch 2.13 with MKL 2024.2; read in ``aten/src/ATen/native/mkldnn/Linear.cpp``
-and checked here):
+* ``F.linear``: MKL's ordinary sgemm on the original weight; no extra memory.
+* ``onednn``: oneDNN's inner product on a weight reordered once into its blocked layout
+  (``torch.ops.mkldnn._reorder_linear_weight`` + ``_linear_pointwise``, what inductor uses for
+  bf16). One copy serves every row count; as oneDNN is slower at some small counts than at a few
+  more (2 rows vs 4 here), a call may be zero-padded up to a faster measured count. oneDNN
+  generates its code for the CPU it runs on, MKL picks slower paths on non-Intel CPUs: on the
+  project's AMD EPYC machine this is 2-3x faster per layer than F.linear at every row count.
+* ``mkl@B``: MKL's packed-weight GEMM (``_mkl_reorder_linear_weight`` + ``_mkl_linear``, what
+  inductor uses for fp32), one copy per row bucket ``B``.
 
-* ``_mkl_linear(x, packed, w, b, batch_size)`` takes the packed path only when ``x`` has exactly
-  ``batch_size`` rows, and silently falls back to ``F.linear`` otherwise. A weight packed for
-  ``B`` rows therefore serves ``M < B`` rows by zero-padding the input up to ``B``; the padded
-  rows cost what ``B`` rows cost, which is what is measured. (Calling it with ``batch_size=M`` on a
-  weight packed for another ``B`` gave right answers here, but MKL documents packing and computing
-  with the same sizes, so this module never does that.)
-* A packed copy is resident at 1.04-1.15x the fp32 weight (``cblas_sgemm_pack_get_size`` asks for
-  more, up to 2.3x for 1024x1024, but the tail is never touched) and does not depend on ``B``;
-  each bucket costs one such copy, so a memory budget bounds how many are kept.
-* Packed results differ from ``F.linear`` only by summation order (fp32 rounding, ~1e-6 relative).
-* Only fp32 on CPU, and no autograd: anything else goes through ``F.linear``.
+What the MKL packed ops do (torch 2.13, MKL 2024.2; read in ``aten/src/ATen/native/mkldnn/Linear.cpp``
+and checked here): ``_mkl_linear(x, packed, w, b, batch_size)`` takes the packed path only when
+``x`` has exactly ``batch_size`` rows and silently falls back to ``F.linear`` otherwise, so a weight
+packed for ``B`` rows serves ``M < B`` rows by zero-padding them up to ``B`` (costing what ``B`` rows
+cost, which is what is measured). Passing ``batch_size=M`` for a weight packed for another ``B``
+gave right answers here, but MKL documents packing and computing with the same sizes, so this
+module never does it. A packed copy is resident at 1.04-1.15x the fp32 weight
+(``cblas_sgemm_pack_get_size`` asks for up to 2.3x, but the tail is never touched) whatever ``B``.
+
+Both reordered kernels differ from ``F.linear`` by summation order only (fp32 rounding, ~1e-6
+relative); both are fp32, CPU and inference only: anything else goes through ``F.linear``.
+
+Batch invariance: a continuous-batching loop needs a row's output not to depend on how many rows
+share the call, or a seeded request would sound different alone and batched. MKL's sgemm breaks
+that on 2 threads: with 5-7 or 9-11 rows its row split leaves the last rows to a matrix-vector
+tail that rounds differently (and below 4 rows it takes that path for all). oneDNN's rows, and
+MKL's packed ones padded to a bucket, are the same bits at every count measured here. So by
+default the choice is made among the sets of ways that are checked, at load, to give a row the
+same bits at every row count in the range and wherever it sits (see :func:`_classes`).
 """
 
 from __future__ import annotations
@@ -33,7 +46,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,14 +54,36 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
-#: Resident size of a packed copy relative to its fp32 weight (measured 1.04-1.13x on the
-#: musicgen-small shapes), used to bound the packed copies by a memory budget.
-PACKED_SIZE_FACTOR = 1.15
-#: Weights streamed per timing pass: at least twice a large L3 cache, so that each weight is cold
-#: when it is read again, as it is in a real decoder step.
-DEFAULT_SAMPLE_BYTES = 96 * 2**20
+#: Resident size of a reordered copy relative to its fp32 weight (measured 1.01-1.13x on the
+#: musicgen-small shapes), used to bound the copies by a memory budget.
+COPY_SIZE_FACTOR = 1.15
+#: Weights streamed per timing pass: twice a 32 MiB L3 cache, so that each weight is cold when it
+#: is read again, as it is in a real decoder step.
+DEFAULT_SAMPLE_BYTES = 64 * 2**20
 
 ShapeKey = tuple[int, int]  # (out_features, in_features)
+
+
+class Kernel(NamedTuple):
+    """A reordered-weight kernel run with ``rows`` rows, fewer being zero-padded up to it.
+
+    ``("mkl", B)``: MKL packed for B rows (one copy per B). ``("onednn", R)``: oneDNN (one copy
+    for all row counts), R = 0 for no padding.
+    """
+
+    kind: str
+    rows: int = 0
+
+    @property
+    def copy(self) -> Kernel:
+        """The reordered copy this kernel runs on (kernels with the same copy share it)."""
+        return ONEDNN if self.kind == "onednn" else self
+
+    def __str__(self) -> str:
+        return f"{self.kind}@{self.rows}" if self.rows else self.kind
+
+
+ONEDNN = Kernel("onednn")
 
 
 def mkl_packed_available() -> bool:
@@ -59,57 +94,79 @@ def mkl_packed_available() -> bool:
         return False
 
 
-def _pack(weight: Tensor, rows: int) -> Tensor:
-    return torch.ops.mkl._mkl_reorder_linear_weight(weight.detach(), rows)
+def onednn_available() -> bool:
+    """Whether this torch build has oneDNN's reordered-weight linear ops."""
+    try:
+        return bool(torch.backends.mkldnn.is_available()) and callable(torch.ops.mkldnn._linear_pointwise)
+    except (AttributeError, RuntimeError):
+        return False
 
 
-def packed_bytes(shape: ShapeKey) -> int:
-    """Estimated resident bytes of one packed copy of an fp32 weight of ``shape``."""
-    return int(shape[0] * shape[1] * 4 * PACKED_SIZE_FACTOR)
+def _available(kind: str) -> bool:
+    return mkl_packed_available() if kind == "mkl" else onednn_available()
 
 
-class BucketedLinear(nn.Module):
-    """``nn.Linear`` whose forward picks, by row count, ``F.linear`` or an MKL packed weight.
+def _reorder(weight: Tensor, kernel: Kernel) -> Tensor:
+    if kernel.kind == "mkl":
+        return torch.ops.mkl._mkl_reorder_linear_weight(weight.detach(), kernel.rows)
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach())
 
-    ``weight`` and ``bias`` are the original parameters (state_dict keys unchanged). The packed
-    copies are non-persistent buffers ``packed_<B>``; they are rebuilt after ``load_state_dict``
-    and after ``.to()``/``.float()``..., and dropped (plain ``F.linear``) when the weight leaves
-    CPU fp32. Call :meth:`repack` after editing the weight in place by other means.
+
+def _run(kernel: Kernel, x: Tensor, copy: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """One call of a reordered kernel; ``x`` must have ``kernel.rows`` rows for MKL."""
+    if kernel.kind == "mkl":
+        return torch.ops.mkl._mkl_linear(x, copy, weight, bias, kernel.rows)
+    return torch.ops.mkldnn._linear_pointwise(x, copy, bias, "none", [], "")
+
+
+def copy_bytes(shape: ShapeKey) -> int:
+    """Estimated resident bytes of one reordered copy of an fp32 weight of ``shape``."""
+    return int(shape[0] * shape[1] * 4 * COPY_SIZE_FACTOR)
+
+
+class DispatchLinear(nn.Module):
+    """``nn.Linear`` whose forward picks, by row count, ``F.linear`` or a reordered-weight kernel.
+
+    ``weight`` and ``bias`` are the original parameters (state_dict keys unchanged). Reordered
+    copies are non-persistent buffers (``packed_onednn``, ``packed_mkl_<B>``), rebuilt after
+    ``load_state_dict`` and ``.to()``/``.float()``... and dropped (plain ``F.linear``) when the
+    weight leaves CPU fp32. Call :meth:`repack` after editing the weight in place by other means.
     """
 
-    def __init__(self, linear: nn.Linear, kernel: Mapping[int, int]) -> None:
+    def __init__(self, linear: nn.Linear, kernels: Mapping[int, Kernel]) -> None:
         super().__init__()
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         self.weight = linear.weight
         self.bias = linear.bias
-        #: Row count M -> bucket B whose packed weight serves it (M <= B); absent: F.linear.
-        self.kernel: dict[int, int] = {m: b for m, b in kernel.items() if 0 < m <= b}
-        #: False routes every call through F.linear while keeping the packed copies (A/B runs).
+        #: Row count M -> kernel serving it (MKL: M <= B, zero-padded); absent: F.linear.
+        self.kernels: dict[int, Kernel] = {m: k for m, k in kernels.items() if m > 0 and (m <= k.rows or k == ONEDNN)}
+        #: False routes every call through F.linear while keeping the copies (A/B runs).
         self.packed_enabled = True
-        # Index = row count; entry = (bucket, packed weight) or None. Rebuilt by repack().
-        self._table: list[tuple[int, Tensor] | None] = []
+        # Index = row count; entry = (kernel, reordered weight) or None. Rebuilt by repack().
+        self._table: list[tuple[Kernel, Tensor] | None] = []
         self.repack()
 
-    def _packable(self) -> bool:
-        w = self.weight
-        return w.device.type == "cpu" and w.dtype == torch.float32 and mkl_packed_available()
-
     def repack(self) -> None:
-        """(Re)build the packed copies from the current weight, or drop them if unusable."""
+        """(Re)build the reordered copies from the current weight, or drop them if unusable."""
         for name in [n for n in self._buffers if n.startswith("packed_")]:
             del self._buffers[name]
         self._table = []
-        if not self.kernel or not self._packable():
+        w = self.weight
+        if w.device.type != "cpu" or w.dtype != torch.float32:
             return
-        packed = {}
+        usable = {m: k for m, k in self.kernels.items() if _available(k.kind)}
+        if not usable:
+            return
+        copies = {}
         with torch.no_grad():
-            for bucket in sorted(set(self.kernel.values())):
-                packed[bucket] = _pack(self.weight, bucket)
-                self.register_buffer(f"packed_{bucket}", packed[bucket], persistent=False)
-        table: list[tuple[int, Tensor] | None] = [None] * (max(self.kernel) + 1)
-        for m, bucket in self.kernel.items():
-            table[m] = (bucket, packed[bucket])
+            for copy in sorted({k.copy for k in usable.values()}):
+                copies[copy] = _reorder(w, copy)
+                name = f"packed_mkl_{copy.rows}" if copy.kind == "mkl" else "packed_onednn"
+                self.register_buffer(name, copies[copy], persistent=False)
+        table: list[tuple[Kernel, Tensor] | None] = [None] * (max(usable) + 1)
+        for m, kernel in usable.items():
+            table[m] = (kernel, copies[kernel.copy])
         self._table = table
 
     def forward(self, input: Tensor) -> Tensor:
@@ -123,17 +180,17 @@ class BucketedLinear(nn.Module):
                 and input.dtype == torch.float32
                 and not (torch.is_grad_enabled() and (input.requires_grad or self.weight.requires_grad))
             ):
-                bucket, packed = slot
-                if rows == bucket:
-                    return torch.ops.mkl._mkl_linear(input, packed, self.weight, self.bias, bucket)
-                padded = F.pad(input.reshape(rows, k), (0, 0, 0, bucket - rows))
-                out = torch.ops.mkl._mkl_linear(padded, packed, self.weight, self.bias, bucket)
+                kernel, copy = slot
+                if rows >= kernel.rows:  # oneDNN unpadded (rows 0) or exactly the packed rows
+                    return _run(kernel, input, copy, self.weight, self.bias)
+                padded = F.pad(input.reshape(rows, k), (0, 0, 0, kernel.rows - rows))
+                out = _run(kernel, padded, copy, self.weight, self.bias)
                 return out[:rows].reshape(*input.shape[:-1], self.out_features)
         return F.linear(input, self.weight, self.bias)
 
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> BucketedLinear:
-        # Packed (mkldnn) buffers cannot follow .to()/.half()/...: move the weights, then repack,
-        # unless the weight was left where it was (e.g. .to("cpu") on a CPU model).
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> DispatchLinear:
+        # Reordered (mkldnn) buffers cannot follow .to()/.half()/...: move the weights, then
+        # repack, unless the weight was left where it was (e.g. .to("cpu") on a CPU model).
         saved = {n: self._buffers.pop(n) for n in [n for n in self._buffers if n.startswith("packed_")]}
         before = (self.weight.data_ptr(), self.weight.device, self.weight.dtype)
         super()._apply(fn, recurse)
@@ -145,7 +202,7 @@ class BucketedLinear(nn.Module):
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
-        self.repack()  # the weight was overwritten in place: the packed copies are stale
+        self.repack()  # the weight was overwritten in place: the copies are stale
 
     def __getstate__(self) -> dict[str, Any]:
         # mkldnn tensors cannot be copied or pickled: deepcopy/pickle without them, repack after.
@@ -159,10 +216,10 @@ class BucketedLinear(nn.Module):
         self.repack()
 
     def extra_repr(self) -> str:
-        kernel = ", ".join(f"{m}->{b}" for m, b in sorted(self.kernel.items()))
+        kernels = ", ".join(f"{m}: {k}" for m, k in sorted(self.kernels.items()))
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"bias={self.bias is not None}, packed={{{kernel}}}"
+            f"bias={self.bias is not None}, kernels={{{kernels}}}"
         )
 
     def to_linear(self) -> nn.Linear:
@@ -183,18 +240,21 @@ class ShapeReport:
     layers: int
     #: Row count M -> ms per layer with F.linear.
     linear_ms: Mapping[int, float]
-    #: Bucket B -> ms per layer with the weight packed for B (B rows; M < B pads up to B).
-    packed_ms: Mapping[int, float]
-    #: Row count M -> bucket used (absent: F.linear).
-    kernel: Mapping[int, int]
-    #: Estimated resident bytes of the packed copies kept for these layers.
-    packed_bytes: int
+    #: Kernel -> row count M -> ms per layer (MKL: measured with B rows, M <= B pads up to B).
+    kernel_ms: Mapping[Kernel, Mapping[int, float]]
+    #: Row count M -> kernel used (absent: F.linear).
+    kernels: Mapping[int, Kernel]
+    #: Estimated resident bytes of the reordered copies kept for these layers.
+    copy_bytes: int
+    #: Whether a row's output was checked to be bitwise the same at every row count in the
+    #: range (None: not asked for).
+    invariant: bool | None = None
 
     def ms(self, rows: int) -> tuple[float, float]:
         """(F.linear, chosen kernel) ms per layer at ``rows`` rows."""
         plain = self.linear_ms[rows]
-        bucket = self.kernel.get(rows)
-        return plain, (self.packed_ms[bucket] if bucket else plain)
+        kernel = self.kernels.get(rows)
+        return plain, (_kernel_ms(self.kernel_ms, kernel, rows) if kernel else plain)
 
 
 @dataclass(frozen=True)
@@ -207,13 +267,13 @@ class KernelReport:
     shapes: tuple[ShapeReport, ...] = ()
     threads: int = 0
     budget_bytes: int = 0
-    packed_bytes: int = 0
+    copy_bytes: int = 0
     measure_s: float = 0.0
     pack_s: float = 0.0
     skipped: tuple[str, ...] = field(default=())
 
     def step_ms(self, rows: int) -> tuple[float, float]:
-        """Estimated linear-layer ms for one call of every replaced layer: (F.linear, chosen)."""
+        """Measured ms for one call of every replaced layer at ``rows`` rows: (F.linear, chosen)."""
         plain = chosen = 0.0
         for shape in self.shapes:
             a, b = shape.ms(rows)
@@ -222,29 +282,39 @@ class KernelReport:
         return plain, chosen
 
     def summary(self) -> str:
-        """A few lines: per row count, which kernel each shape uses and the measured ms."""
+        """A table per shape: ms per layer of each kernel at each row count, and the choice."""
         if not self.enabled:
             return f"linear kernels: F.linear everywhere ({self.reason})"
-        head = (
-            f"linear kernels: {self.reason}; {self.threads} threads, measured in "
-            f"{self.measure_s:.1f} s, packed in {self.pack_s:.1f} s, packed copies "
-            f"{self.packed_bytes / 2**20:.0f} MiB of a {self.budget_bytes / 2**20:.0f} MiB budget"
-        )
-        lines = [head]
+        lines = [
+            (
+                f"linear kernels: {self.reason}; {self.threads} threads, measured in {self.measure_s:.1f} s, "
+                f"packed in {self.pack_s:.1f} s, copies {self.copy_bytes / 2**20:.0f} MiB "
+                f"of a {self.budget_bytes / 2**20:.0f} MiB budget"
+            )
+        ]
+
+        def row(label: str, cells: Iterable[str], indent: int = 4) -> str:
+            return " " * indent + f"{label:<{30 - indent}}" + "".join(f"{c:>10}" for c in cells)
+
+        header = [f"M={m}" for m in self.rows]
         for shape in self.shapes:
-            lines.append(f"  {shape.out_features}x{shape.in_features} x{shape.layers}, ms per layer:")
-            plain, packed, chosen = ["    F.linear"], ["    packed@B"], ["    chosen"]
-            for m in self.rows:
-                bucket = next((b for b in sorted(shape.packed_ms) if b >= m), None)
-                plain.append(f"M={m} {shape.linear_ms[m]:.2f}")
-                packed.append(f"M={m} {shape.packed_ms[bucket]:.2f}@{bucket}" if bucket else f"M={m} -")
-                chosen.append(f"M={m} packed@{shape.kernel[m]}" if m in shape.kernel else f"M={m} F.linear")
-            lines += ["  ".join(plain), "  ".join(packed), "  ".join(chosen)]
-        steps = []
-        for m in self.rows:
-            plain, chosen = self.step_ms(m)
-            steps.append(f"M={m} {chosen:.1f}/{plain:.1f}")
-        lines.append("  all layers, ms chosen/F.linear: " + "; ".join(steps))
+            label = f"{shape.out_features}x{shape.in_features} x{shape.layers}, ms/layer"
+            lines.append(row(label, header, 2))
+            lines.append(row("F.linear", (f"{shape.linear_ms[m]:.3g}" for m in self.rows)))
+            mkl = {m: f"{ms[m]:.3g}@{k.rows}" for k, ms in shape.kernel_ms.items() if k.kind == "mkl" for m in ms}
+            if ONEDNN in shape.kernel_ms:
+                ms = shape.kernel_ms[ONEDNN]
+                lines.append(row("onednn", (f"{ms[m]:.3g}" if m in ms else "-" for m in self.rows)))
+            if mkl:  # each row count's own bucket: the smallest B >= M
+                lines.append(row("mkl packed@B", (mkl.get(m, "-") for m in self.rows)))
+            lines.append(row("chosen", (str(shape.kernels.get(m, "F.linear")) for m in self.rows)))
+            if shape.invariant is not None:
+                span = f"{min(self.rows)}-{max(self.rows)}"
+                verdict = "bitwise the same" if shape.invariant else "NOT the same (no invariant choice fit)"
+                lines.append(f"    a row's output at {span} rows: {verdict}")
+        lines.append(row("all layers, ms", header, 2))
+        lines.append(row("F.linear", (f"{self.step_ms(m)[0]:.4g}" for m in self.rows)))
+        lines.append(row("chosen", (f"{self.step_ms(m)[1]:.4g}" for m in self.rows)))
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
@@ -254,7 +324,7 @@ class KernelReport:
             "rows": list(self.rows),
             "threads": self.threads,
             "budget_bytes": self.budget_bytes,
-            "packed_bytes": self.packed_bytes,
+            "copy_bytes": self.copy_bytes,
             "measure_s": round(self.measure_s, 3),
             "pack_s": round(self.pack_s, 3),
             "skipped": list(self.skipped),
@@ -263,9 +333,12 @@ class KernelReport:
                     "shape": [s.out_features, s.in_features],
                     "layers": s.layers,
                     "linear_ms": {str(m): round(v, 4) for m, v in s.linear_ms.items()},
-                    "packed_ms": {str(b): round(v, 4) for b, v in s.packed_ms.items()},
-                    "kernel": {str(m): b for m, b in s.kernel.items()},
-                    "packed_bytes": s.packed_bytes,
+                    "kernel_ms": {
+                        str(k): {str(m): round(v, 4) for m, v in ms.items()} for k, ms in s.kernel_ms.items()
+                    },
+                    "kernels": {str(m): str(k) for m, k in s.kernels.items()},
+                    "copy_bytes": s.copy_bytes,
+                    "invariant": s.invariant,
                 }
                 for s in self.shapes
             ],
@@ -281,7 +354,7 @@ def _row_counts(rows: int | Iterable[int]) -> tuple[int, ...]:
 
 
 def _default_buckets(rows: Sequence[int]) -> tuple[int, ...]:
-    """Powers of two covering the row counts: few packed copies, padding at most 2x the rows."""
+    """Powers of two covering the row counts: few MKL copies, padding at most 2x the rows."""
     return tuple(sorted({1 << (m - 1).bit_length() for m in rows}))
 
 
@@ -323,87 +396,200 @@ def _time_variants(variants: Mapping[Any, Callable[[], object]], repeats: int) -
 
 
 def _measure_shape(
-    weights: Sequence[Tensor],
-    rows: Sequence[int],
-    buckets: Sequence[int],
-    repeats: int,
-    sample_bytes: int,
-) -> tuple[dict[int, float], dict[int, float]]:
-    """ms per layer: F.linear at each row count, packed at each bucket (B rows)."""
+    weights: Sequence[Tensor], rows: Sequence[int], kernels: Sequence[Kernel], repeats: int, sample_bytes: int
+) -> tuple[dict[int, float], dict[Kernel, dict[int, float]]]:
+    """ms per layer: F.linear at each row count, and each kernel at the row counts it serves.
+
+    Each kernel is timed interleaved with F.linear (at every row count for the first kernel, at
+    the kernel's own row count for MKL ones; F.linear's figure is the mean over those runs). An MKL
+    kernel packed for B rows is timed once, with B rows, and serves the row counts above the
+    previous bucket up to B.
+    """
     sample = _weights_for_timing(weights, sample_bytes)
     n = len(sample)
     in_features = sample[0].shape[1]
-    linear_ms: dict[int, float] = {}
-    packed_ms: dict[int, float] = {}
-    for i, bucket in enumerate(buckets):
-        low = buckets[i - 1] if i else 0
-        covered = [m for m in rows if low < m <= bucket]
-        if not covered:
+    inputs = {m: torch.randn(m, in_features) for m in rows}
+    buckets = sorted(k.rows for k in kernels if k.kind == "mkl")
+    linear_runs: dict[int, list[float]] = {m: [] for m in rows}
+    kernel_ms: dict[Kernel, dict[int, float]] = {}
+    for kernel in sorted(kernels, key=lambda k: k.kind != "onednn"):  # oneDNN (all row counts) first
+        if kernel.kind == "mkl":
+            low = max((b for b in buckets if b < kernel.rows), default=0)
+            served = [m for m in rows if low < m <= kernel.rows]
+            timed = [kernel.rows] if served else []
+        else:
+            served = timed = list(rows)
+        if not served:
             continue
-        packed = [_pack(w, bucket) for w in sample]
-        x_bucket = torch.randn(bucket, in_features)
-        variants: dict[Any, Callable[[], object]] = {
-            ("packed", bucket): lambda x=x_bucket, b=bucket, ps=packed: [
-                torch.ops.mkl._mkl_linear(x, p, w, None, b) for p, w in zip(ps, sample)
+        copies = [_reorder(w, kernel) for w in sample]
+        variants: dict[Any, Callable[[], object]] = {}
+        for m in timed:
+            x = inputs[m] if m in inputs else torch.randn(m, in_features)
+            variants[("kernel", m)] = lambda x=x, k=kernel, cs=copies: [
+                _run(k, x, c, w, None) for c, w in zip(cs, sample)
             ]
-        }
-        for m in covered:
-            x = torch.randn(m, in_features)
-            variants[("linear", m)] = lambda x=x: [F.linear(x, w) for w in sample]
-        for (kind, size), seconds in _time_variants(variants, repeats).items():
-            (packed_ms if kind == "packed" else linear_ms)[size] = seconds * 1e3 / n
-        del packed
-    return linear_ms, packed_ms
+        # F.linear alongside: at every row count the first time, then at the kernel's own.
+        for m in [m for m in timed if m in inputs] if any(linear_runs.values()) else rows:
+            variants[("linear", m)] = lambda x=inputs[m]: [F.linear(x, w) for w in sample]
+        ms = {key: seconds * 1e3 / n for key, seconds in _time_variants(variants, repeats).items()}
+        for (kind, m), value in ms.items():
+            if kind == "linear":
+                linear_runs[m].append(value)
+        kernel_ms[kernel] = {m: ms[("kernel", kernel.rows if kernel.kind == "mkl" else m)] for m in served}
+        del copies
+    for m, runs in linear_runs.items():
+        if not runs:  # no kernel serves it: F.linear alone
+            x = inputs[m]
+            runs.append(_time_variants({m: lambda x=x: [F.linear(x, w) for w in sample]}, repeats)[m] * 1e3 / n)
+    return {m: statistics.fmean(runs) for m, runs in linear_runs.items()}, kernel_ms
+
+
+Option = Kernel | None  # None: F.linear on the original weight
+Class = dict[int, list[Option]]  # row count -> interchangeable ways to serve it, preferred first
+
+
+def _kernel_ms(kernel_ms: Mapping[Kernel, Mapping[int, float]], kernel: Kernel, rows: int) -> float:
+    """Measured ms of ``kernel`` serving ``rows`` rows (a padded call costs its padded rows)."""
+    return kernel_ms[kernel.copy][kernel.rows if kernel.kind == "onednn" and kernel.rows else rows]
+
+
+def _ways(rows: int, listed: Sequence[int], candidates: Sequence[Kernel]) -> list[Option]:
+    """Every way to serve ``rows`` rows: F.linear, oneDNN as is or zero-padded to a larger listed
+    count (oneDNN is slower at some small counts than at a few more), MKL at the bucket for it."""
+    ways: list[Option] = [None]
+    if ONEDNN in candidates:
+        ways += [ONEDNN] + [Kernel("onednn", r) for r in listed if r > rows]
+    bucket = min((k.rows for k in candidates if k.kind == "mkl" and k.rows >= rows), default=None)
+    if bucket is not None:
+        ways.append(Kernel("mkl", bucket))
+    return ways
+
+
+def _output(option: Option, x: Tensor, weight: Tensor, copies: Mapping[Kernel, Tensor]) -> Tensor:
+    if option is None:
+        return F.linear(x, weight)
+    rows = x.shape[0]
+    padded = F.pad(x, (0, 0, 0, option.rows - rows)) if option.rows > rows else x
+    return _run(option, padded, copies[option.copy], weight, None)[:rows]
+
+
+def _classes(weight: Tensor, listed: Sequence[int], candidates: Sequence[Kernel], invariant: bool) -> list[Class]:
+    """The sets of choices under which a row's output is the same bitwise at every row count.
+
+    Without ``invariant``, one set: any way for each listed row count. With it, one set per base
+    kernel (F.linear, oneDNN) whose rows do not depend on their position: for every row count from
+    the least to the most listed, the ways that give exactly the base kernel's rows at the most.
+    MKL's sgemm, for one, gives the last rows of 5, 6, 7, 9, 10 and 11 differently on 2 threads
+    (its row split leaves them a matrix-vector tail); padding them to a bucket avoids that. Checked
+    on one weight of the shape and a fixed input, under the current thread count.
+    """
+    if not invariant:
+        return [{m: _ways(m, listed, candidates) for m in listed}]
+    hi = max(listed)
+    x = torch.randn(hi, weight.shape[1], generator=torch.Generator().manual_seed(0))
+    copies = {k.copy: _reorder(weight, k.copy) for m in range(1, hi + 1) for k in _ways(m, listed, candidates) if k}
+    classes = []
+    for base in [None, ONEDNN] if ONEDNN in candidates else [None]:
+        full = _output(base, x, weight, copies)
+        if not torch.equal(_output(base, x.flip(0), weight, copies).flip(0), full):
+            continue  # a row's output depends on where it sits in the batch
+        cls: Class = {}
+        for m in range(min(listed), hi + 1):
+            ways = [o for o in _ways(m, listed, candidates) if torch.equal(_output(o, x[:m], weight, copies), full[:m])]
+            if not ways:
+                break
+            cls[m] = sorted(ways, key=lambda o: o != base)
+        else:
+            classes.append(cls)
+    return classes
+
+
+#: What a shape that cannot be made batch-invariant costs the choice, in ms: more than any speed.
+NOT_INVARIANT_MS = 1e6
 
 
 def _choose(
-    shapes: Mapping[ShapeKey, int],
+    layers: Mapping[ShapeKey, int],
     linear_ms: Mapping[ShapeKey, Mapping[int, float]],
-    packed_ms: Mapping[ShapeKey, Mapping[int, float]],
+    kernel_ms: Mapping[ShapeKey, Mapping[Kernel, Mapping[int, float]]],
+    classes: Mapping[ShapeKey, Sequence[Class]],
     min_gain: float,
     budget_bytes: int,
-) -> dict[ShapeKey, dict[int, int]]:
-    """Row count -> bucket per shape, keeping the packed copies with the best gain per byte."""
+    invariant: bool = False,
+) -> dict[ShapeKey, dict[int, Kernel]]:
+    """Row count -> kernel per shape, keeping the copies that save the most ms per byte.
 
-    def assign(shape: ShapeKey, kept: set[int]) -> dict[int, int]:
-        kernel = {}
-        for m, plain in linear_ms[shape].items():
-            options = [(packed_ms[shape][b], b) for b in kept if b >= m]
-            if options:
-                ms, b = min(options)
-                if ms < plain * (1 - min_gain):
-                    kernel[m] = b
-        return kernel
+    ``linear_ms[shape]``: F.linear ms at the listed (timed) row counts; ``kernel_ms[shape][copy]``:
+    the kernel's ms at the listed counts it serves unpadded. Each shape takes, among its
+    ``classes`` that its kept copies make possible, the fastest assignment; none possible: F.linear
+    everywhere, which with ``invariant`` (the classes being the batch-invariant ones) costs
+    NOT_INVARIANT_MS, so that an invariant choice that fits the budget wins over any speed. At a
+    timed count every count weighs alike, a kernel must beat F.linear (where allowed) by
+    ``min_gain`` and a padded call competes at ms / (1 - min_gain): noise is not worth a copy of the
+    weights. Counts not timed take their class's first way. Each kept copy costs one copy of the
+    shape's weights; a step of the greedy adds one copy, or all the copies a class lacks.
+    """
 
-    def gain(shape: ShapeKey, bucket: int, kept: set[int]) -> float:
-        """ms saved over all row counts (each weighted alike) by also keeping ``bucket``."""
+    def ms(shape: ShapeKey, option: Option, m: int) -> float:
+        return linear_ms[shape][m] if option is None else _kernel_ms(kernel_ms[shape], option, m)
 
-        def total(kernel: Mapping[int, int]) -> float:
-            return sum(packed_ms[shape][kernel[m]] if m in kernel else t for m, t in linear_ms[shape].items())
+    def fill(shape: ShapeKey, cls: Class, kept: set[Kernel]) -> dict[int, Kernel] | None:
+        choice: dict[int, Kernel] = {}
+        for m, ways in cls.items():
+            usable = [o for o in ways if o is None or o.copy in kept]
+            if not usable:
+                return None
+            option = usable[0]
+            kernels = [o for o in usable if o is not None]
+            if m in linear_ms[shape] and kernels:
+                option = min(kernels, key=lambda o: (ms(shape, o, m) / (1 - min_gain if o.rows > m else 1), o))
+                if None in usable and ms(shape, option, m) >= (1 - min_gain) * linear_ms[shape][m]:
+                    option = None
+            if option is not None:
+                choice[m] = option
+        return choice
 
-        return (total(assign(shape, kept)) - total(assign(shape, kept | {bucket}))) * shapes[shape]
+    def assign(shape: ShapeKey, kept: set[Kernel]) -> tuple[float, dict[int, Kernel]]:
+        best: tuple[float, dict[int, Kernel]] = ((NOT_INVARIANT_MS if invariant else 0.0) + total(shape, {}), {})
+        for cls in classes[shape]:
+            choice = fill(shape, cls, kept)
+            if choice is not None and total(shape, choice) < best[0]:
+                best = (total(shape, choice), choice)
+        return best
 
-    kept: dict[ShapeKey, set[int]] = {shape: set() for shape in shapes}
+    def total(shape: ShapeKey, choice: Mapping[int, Kernel]) -> float:
+        return sum(ms(shape, choice.get(m), m) for m in linear_ms[shape])
+
+    def lacking(cls: Class, kept: set[Kernel]) -> frozenset[Kernel]:
+        """The copies a class needs beyond ``kept``: its first way wherever nothing kept serves."""
+        return frozenset(
+            next(o for o in ways if o is not None).copy
+            for ways in cls.values()
+            if not any(o is None or o.copy in kept for o in ways)
+        )
+
+    kept: dict[ShapeKey, set[Kernel]] = {shape: set() for shape in layers}
     spent = 0
-    while True:  # greedy: add the (shape, bucket) that saves the most ms per byte and still fits
-        best: tuple[float, ShapeKey, int] | None = None
-        for shape, layers in shapes.items():
-            cost = packed_bytes(shape) * layers
-            if spent + cost > budget_bytes:
-                continue
-            for bucket in packed_ms[shape]:
-                if bucket in kept[shape]:
+    while True:  # greedy: the step that saves the most ms per byte and still fits
+        best: tuple[float, ShapeKey, frozenset[Kernel]] | None = None
+        for shape, count in layers.items():
+            now = assign(shape, kept[shape])[0]
+            steps = {frozenset({copy}) for copy in kernel_ms[shape] if copy not in kept[shape]}
+            steps |= {lacking(cls, kept[shape]) for cls in classes[shape]} - {frozenset()}
+            for step in steps:
+                cost = copy_bytes(shape) * count * len(step)
+                if spent + cost > budget_bytes:
                     continue
-                saved = gain(shape, bucket, kept[shape])
+                saved = (now - assign(shape, kept[shape] | step)[0]) * count
                 if saved > 0 and (best is None or saved / cost > best[0]):
-                    best = (saved / cost, shape, bucket)
+                    best = (saved / cost, shape, step)
         if best is None:
             break
-        _, shape, bucket = best
-        kept[shape].add(bucket)
-        spent += packed_bytes(shape) * shapes[shape]
-    # A bucket kept early can lose all its rows to one kept later: drop what is no longer used.
-    return {shape: assign(shape, kept[shape]) for shape in shapes}
+        _, shape, step = best
+        kept[shape] |= step
+        spent += copy_bytes(shape) * layers[shape] * len(step)
+    # A copy kept early can lose all its rows to one kept later: assign() keeps only used ones.
+    return {shape: assign(shape, kept[shape])[1] for shape in layers}
 
 
 def _replace(module: nn.Module, name: str, new: nn.Module) -> None:
@@ -413,40 +599,38 @@ def _replace(module: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def apply_linear_kernels(
-    module: nn.Module,
-    kernels: Mapping[ShapeKey, Mapping[int, int]],
-    skip: Sequence[str] = (),
-) -> dict[str, BucketedLinear]:
-    """Replace each ``nn.Linear`` whose (out, in) shape has a kernel table by a BucketedLinear.
+    module: nn.Module, kernels: Mapping[ShapeKey, Mapping[int, Kernel]], skip: Sequence[str] = ()
+) -> dict[str, DispatchLinear]:
+    """Replace each ``nn.Linear`` whose (out, in) shape has a kernel table by a DispatchLinear.
 
-    ``kernels[shape][M] = B`` sends calls with M rows to the weight packed for B rows (M <= B).
-    Returns the new modules by name. No measurement: :func:`select_linear_kernels` decides.
+    ``kernels[shape][M]`` is the kernel for calls with M rows. Returns the new modules by name.
+    No measurement: :func:`select_linear_kernels` decides.
     """
     linears, _ = _linears(module, skip)
-    replaced: dict[str, BucketedLinear] = {}
+    replaced: dict[str, DispatchLinear] = {}
     for name, linear in linears.items():
-        kernel = kernels.get((linear.out_features, linear.in_features))
-        if kernel:
-            replaced[name] = BucketedLinear(linear, kernel)
+        table = kernels.get((linear.out_features, linear.in_features))
+        if table:
+            replaced[name] = DispatchLinear(linear, table)
             _replace(module, name, replaced[name])
     return replaced
 
 
 def restore_linears(module: nn.Module) -> int:
     """Put plain ``nn.Linear`` modules (same parameters) back; returns how many."""
-    names = [name for name, child in module.named_modules() if isinstance(child, BucketedLinear)]
+    names = [name for name, child in module.named_modules() if isinstance(child, DispatchLinear)]
     for name in names:
-        bucketed = module.get_submodule(name)
-        assert isinstance(bucketed, BucketedLinear)
-        _replace(module, name, bucketed.to_linear())
+        dispatch = module.get_submodule(name)
+        assert isinstance(dispatch, DispatchLinear)
+        _replace(module, name, dispatch.to_linear())
     return len(names)
 
 
 def set_packed_enabled(module: nn.Module, enabled: bool) -> int:
-    """Switch every BucketedLinear in ``module`` between its choice and plain F.linear."""
+    """Switch every DispatchLinear in ``module`` between its choice and plain F.linear."""
     count = 0
     for child in module.modules():
-        if isinstance(child, BucketedLinear):
+        if isinstance(child, DispatchLinear):
             child.packed_enabled = enabled
             count += 1
     return count
@@ -467,55 +651,63 @@ def select_linear_kernels(
     repeats: int = 5,
     min_gain: float = 0.05,
     sample_bytes: int = DEFAULT_SAMPLE_BYTES,
+    batch_invariant: bool = True,
 ) -> KernelReport:
-    """Measure F.linear against MKL packed weights and give each linear layer the faster one.
+    """Measure F.linear against the reordered-weight kernels; give each layer the fastest.
 
     ``rows``: the row counts the loop will use (rows of one call: batch rows, x2 with CFG), or
-    their maximum (all of 1..rows). Rows above the largest bucket always use F.linear.
-    ``buckets``: the row counts to pack for (default: powers of two covering ``rows``); a call
-    with M rows uses the smallest chosen bucket >= M, zero-padded. ``memory_budget``: bytes the
-    packed copies may take (default: as much as the replaced weights themselves); copies are kept
-    in order of ms saved per byte. ``skip``: fnmatch patterns of module names to leave alone
-    (e.g. ``"*.encoder_attn.k_proj"``, which only see the text once). A packed kernel must beat
-    F.linear by ``min_gain`` (5%) to be used: a copy of the weights is not worth noise.
+    their maximum (all of 1..rows); calls with more rows, or (without ``batch_invariant``) with a
+    count not listed, use F.linear. ``buckets``: the row counts MKL packs for (default: powers of
+    two covering ``rows``); a call with M rows uses the bucket B >= M it was measured with,
+    zero-padded. ``memory_budget``: bytes the copies may take (default: one copy of every replaced
+    weight, ~1.15x their size); copies are kept in order of ms saved per byte. ``skip``: fnmatch
+    patterns of module names to leave alone (e.g. ``"*.encoder_attn.k_proj"``, which only see the
+    text once). ``batch_invariant``: only choices under which a row's output is bitwise the same at
+    every row count from the least to the most in ``rows``, wherever it sits in the batch (checked
+    at load; counts in that range that were not timed take the base kernel), so that what shares
+    the batch cannot change a seeded result; such a choice, if one fits the budget, is taken even
+    where slower than F.linear (which is not invariant on 2 threads); if none fits, F.linear as
+    before, and the report says so.
 
-    On CUDA, for non-fp32 weights, or without MKL's packed ops, nothing changes; the report says
-    why. Call it once after loading, under the thread count the loop will use.
+    On CUDA, for non-fp32 weights, or without the MKL/oneDNN ops, nothing changes; the report
+    says why. Call it once after loading, under the thread count the loop will use, on an idle
+    machine if possible (the choice is only as good as the timings); a second call measures
+    again from plain layers.
     """
     row_counts = _row_counts(rows)
-    if not mkl_packed_available():
-        return _disabled("this torch build has no MKL packed linear ops")
-    linears, skipped = _linears(module, skip)
+    candidates: list[Kernel] = [ONEDNN] if onednn_available() else []
+    if mkl_packed_available():
+        candidates += [Kernel("mkl", b) for b in (sorted(set(buckets)) if buckets else _default_buckets(row_counts))]
+    if not candidates:
+        return _disabled("this torch build has neither MKL packed nor oneDNN linear ops")
     devices = {p.device.type for p in module.parameters()}
     if devices - {"cpu"}:
-        return _disabled(f"module is on {', '.join(sorted(devices - {'cpu'}))}: packed MKL kernels are CPU-only")
+        return _disabled(f"module is on {', '.join(sorted(devices - {'cpu'}))}: these kernels are CPU-only")
+    restore_linears(module)
+    linears, skipped = _linears(module, skip)
     linears = {n: m for n, m in linears.items() if m.weight.dtype == torch.float32}
     if not linears:
         return _disabled("no fp32 nn.Linear layers")
-    bucket_sizes = tuple(sorted(set(buckets))) if buckets else _default_buckets(row_counts)
-    if bucket_sizes[-1] < row_counts[-1]:
-        row_counts = tuple(m for m in row_counts if m <= bucket_sizes[-1])
 
     by_shape: dict[ShapeKey, list[Tensor]] = {}
     for linear in linears.values():
         by_shape.setdefault((linear.out_features, linear.in_features), []).append(linear.weight)
     layers = {shape: len(ws) for shape, ws in by_shape.items()}
-    weight_bytes = sum(s[0] * s[1] * 4 * n for s, n in layers.items())
-    budget = weight_bytes if memory_budget is None else int(memory_budget)
+    budget = sum(copy_bytes(s) * n for s, n in layers.items()) if memory_budget is None else int(memory_budget)
 
     start = time.perf_counter()
     linear_ms: dict[ShapeKey, dict[int, float]] = {}
-    packed_ms: dict[ShapeKey, dict[int, float]] = {}
+    kernel_ms: dict[ShapeKey, dict[Kernel, dict[int, float]]] = {}
+    classes: dict[ShapeKey, list[Class]] = {}
     with torch.inference_mode():
         for shape, weights in by_shape.items():
-            linear_ms[shape], packed_ms[shape] = _measure_shape(
-                weights, row_counts, bucket_sizes, repeats, sample_bytes
-            )
+            classes[shape] = _classes(weights[0].detach(), row_counts, candidates, batch_invariant)
+            linear_ms[shape], kernel_ms[shape] = _measure_shape(weights, row_counts, candidates, repeats, sample_bytes)
     measure_s = time.perf_counter() - start
-    kernels = _choose(layers, linear_ms, packed_ms, min_gain, budget)
+    chosen = _choose(layers, linear_ms, kernel_ms, classes, min_gain, budget, invariant=batch_invariant)
 
     start = time.perf_counter()
-    apply_linear_kernels(module, kernels, skip=skip)
+    apply_linear_kernels(module, chosen, skip=skip)
     pack_s = time.perf_counter() - start
 
     shapes = tuple(
@@ -524,25 +716,31 @@ def select_linear_kernels(
             in_features=shape[1],
             layers=layers[shape],
             linear_ms=linear_ms[shape],
-            packed_ms=packed_ms[shape],
-            kernel=kernels[shape],
-            packed_bytes=packed_bytes(shape) * layers[shape] * len(set(kernels[shape].values())),
+            kernel_ms=kernel_ms[shape],
+            kernels=chosen[shape],
+            copy_bytes=copy_bytes(shape) * layers[shape] * len({k.copy for k in chosen[shape].values()}),
+            invariant=(
+                any(all(chosen[shape].get(m) in ways for m, ways in cls.items()) for cls in classes[shape])
+                if batch_invariant
+                else None
+            ),
         )
         for shape in by_shape
     )
-    used = sum(s.packed_bytes for s in shapes)
+    used = sum(s.copy_bytes for s in shapes)
+    kinds = sorted({k.kind for s in shapes for k in s.kernels.values()})
     report = KernelReport(
         enabled=True,
         reason=(
-            f"MKL packed for {sum(1 for s in shapes if s.kernel)} of {len(shapes)} weight shapes"
+            f"{', '.join(kinds)} for {sum(1 for s in shapes if s.kernels)} of {len(shapes)} weight shapes"
             if used
-            else "F.linear won at every row count"
+            else "F.linear everywhere, no kernel was worth its copy within the budget"
         ),
         rows=row_counts,
         shapes=shapes,
         threads=torch.get_num_threads(),
         budget_bytes=budget,
-        packed_bytes=used,
+        copy_bytes=used,
         measure_s=measure_s,
         pack_s=pack_s,
         skipped=tuple(skipped),
