@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from overture.models.registry import Registry
 from overture.models.schema import InvalidInput
 from overture.testing import tiny_checkpoint
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_thread")]
 
 #: The openapi_schema Replicate stores for version 671ac6…, regenerated from its Cog predictor.
 GOLDEN = Path(__file__).parent / "golden" / "musicgen.openapi.json"
@@ -73,16 +73,6 @@ class RecordingContext:
 
     def seed(self) -> int:
         return int(next(line for line in self.logs if line.startswith("Using seed: ")).split(": ")[1])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine OpenMP threads
-    waiting for each other make each step 40 times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -237,9 +227,19 @@ def hf_generate_codes(checkpoint: MusicgenCheckpoint, frames: int, **inputs: Any
 GREEDY = Sampling(top_k=250, top_p=0.0, temperature=0.0, guidance=3.0)
 
 
-def generate_alone(checkpoint: MusicgenCheckpoint, generation: Generation) -> torch.Tensor:
+def greedy_alone(checkpoint: MusicgenCheckpoint, text: str, **extra: Any) -> torch.Tensor:
+    """60 frames of greedy codes for ``text``, generated alone in our loop."""
     batch = ContinuousBatch(checkpoint)
-    batch.join(generation)
+    batch.join(
+        Generation(
+            text=checkpoint.encode_text(text),
+            sampling=GREEDY,
+            generator=torch.Generator(),
+            watcher=RecordingContext(checkpoint.source.parent / "unused"),
+            frames=60,
+            **extra,
+        )
+    )
     while not (ended := batch.step()):
         pass
     ((_, codes),) = ended
@@ -253,15 +253,8 @@ def test_greedy_decoding_equals_transformers_generate(checkpoint_dirs, family: s
     melody = torch.from_numpy(tone(440, 3))
     extra = {"input_features": checkpoint.chroma(melody)[None]} if checkpoint.melody else {}
     expected = hf_generate_codes(checkpoint, 60, **tokens, **extra)
-    generation = Generation(
-        text=checkpoint.encode_text("lofi hip hop beat"),
-        sampling=GREEDY,
-        generator=torch.Generator(),
-        watcher=RecordingContext(checkpoint_dirs[family].parent / "unused"),
-        frames=60,
-        melody=melody if checkpoint.melody else None,
-    )
-    assert torch.equal(generate_alone(checkpoint, generation), expected)
+    melody = melody if checkpoint.melody else None
+    assert torch.equal(greedy_alone(checkpoint, "lofi hip hop beat", melody=melody), expected)
 
 
 @pytest.mark.parametrize("family", ["musicgen", "musicgen-stereo"])
@@ -271,15 +264,7 @@ def test_continuation_decoding_equals_transformers_generate(checkpoint_dirs, fam
     prompt = checkpoint.encode_audio(prompt_audio)
     tokens = dict(checkpoint.tokenizer(["jazz"], return_tensors="pt"))
     expected = hf_generate_codes(checkpoint, 60 - prompt.shape[-1], **tokens, input_values=prompt_audio[None])
-    generation = Generation(
-        text=checkpoint.encode_text("jazz"),
-        sampling=GREEDY,
-        generator=torch.Generator(),
-        watcher=RecordingContext(checkpoint_dirs[family].parent / "unused"),
-        frames=60,
-        prompt=prompt,
-    )
-    assert torch.equal(generate_alone(checkpoint, generation), expected)
+    assert torch.equal(greedy_alone(checkpoint, "jazz", prompt=prompt), expected)
 
 
 def test_sampling_follows_audiocraft_rules() -> None:

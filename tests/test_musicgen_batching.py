@@ -4,7 +4,6 @@ at any step and leave when done, and each one's codes are exactly what it gets a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +23,11 @@ from overture.testing import tiny_checkpoint
 
 from test_musicgen import RecordingContext, inputs_for
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_thread")]
 
 GREEDY = Sampling(top_k=250, top_p=0.0, temperature=0.0, guidance=3.0)
 SAMPLED = Sampling(top_k=250, top_p=0.0, temperature=1.0, guidance=3.0)
 PROMPTS = ["lofi hip hop beat", "epic orchestral with choir", "jazz", "80s synth pop track with drums", "rock"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

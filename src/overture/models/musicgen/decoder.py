@@ -13,7 +13,8 @@ left by a row that ended).
 A row's logits must not depend on what else is in the batch, or a seeded prediction would sound
 different alone and batched. Two kernels break that bitwise: a matrix product of fewer than
 ``MIN_GEMM_ROWS`` rows takes MKL's matrix-vector path, which rounds differently from its matrix
-path (identical for every row count from 4 up), so steps are padded to that many rows; and
+path, so steps are padded to that many rows (above it, ``F.linear`` is row-invariant on one
+thread only; ``overture.models.linear`` picks kernels that are, and says so when it cannot); and
 attention over keys padded to the batch's longest row sums in a different order, so each row
 attends over exactly its own keys, one call per row (views, nothing copied).
 """
