@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -151,7 +152,9 @@ def test_a_seed_image_directory_that_is_not_one_stops_the_server(tmp_path: Path)
     config.write_text(f'riffusion_seed_images = "{tmp_path / "missing"}"\n')
     for options in (["--riffusion-seed-images", str(tmp_path / "missing")], ["--config", str(config)]):
         serve = [sys.executable, "-m", "overture", "serve", "--data-dir", str(tmp_path / "data"), *options]
-        result = subprocess.run(serve, capture_output=True, text=True, timeout=60)
+        # Wide enough that rich does not wrap a long temporary path inside its error box.
+        wide = {**os.environ, "COLUMNS": "1000"}
+        result = subprocess.run(serve, capture_output=True, text=True, timeout=60, env=wide)
         assert result.returncode == 2 and f"{tmp_path / 'missing'} is not a directory" in result.stderr, result.stderr
 
 
