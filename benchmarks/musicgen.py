@@ -32,6 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from overture.models.checkpoints import Checkpoints, CheckpointSettings  # noqa: E402
+from overture.models.linear import set_packed_enabled  # noqa: E402
 from overture.models.musicgen import MUSICGEN  # noqa: E402
 from overture.models.tokenizers import t5_tokenizer  # noqa: E402
 
@@ -137,8 +138,13 @@ def plain_runner(checkpoints: Checkpoints, seconds: int) -> Any:
     steps = round(seconds * model.config.audio_encoder.frame_rate) + model.decoder.num_codebooks - 1
 
     def run(new_tokens: int = steps) -> None:
-        with torch.inference_mode():
-            model.generate(**tokens, do_sample=True, top_k=250, guidance_scale=3.0, max_new_tokens=new_tokens)
+        # Overture swapped the decoder's linear kernels at load: plain generate gets F.linear back.
+        set_packed_enabled(model.decoder, False)
+        try:
+            with torch.inference_mode():
+                model.generate(**tokens, do_sample=True, top_k=250, guidance_scale=3.0, max_new_tokens=new_tokens)
+        finally:
+            set_packed_enabled(model.decoder, True)
 
     return run
 
