@@ -18,6 +18,7 @@ from overture.models.checkpoints import Checkpoints, CheckpointSettings
 from overture.models.musicgen import MUSICGEN
 from overture.models.musicgen.batching import ContinuousBatch, Generation
 from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint
+from overture.models.musicgen.decoder import TIME_QUANTUM, SlotCache
 from overture.models.musicgen.request import Sampling
 from overture.testing import tiny_checkpoint
 
@@ -194,6 +195,55 @@ def test_admission_keeps_to_the_memory_budget_but_never_refuses_an_empty_batch(
     roomy = ContinuousBatch(checkpoint, memory_budget=10 * 2**30, max_slots=4)
     roomy.join(generation(checkpoint, 0, 30))
     assert roomy.has_room(2, positions) and not roomy.has_room(3, positions)
+
+
+def test_key_value_buffers_grow_only_where_asked_keep_their_contents_and_shrink_after_a_burst() -> None:
+    cache = SlotCache(layers=2, heads=2, head_dim=4, dtype=torch.float32, device=torch.device("cpu"), max_slots=6)
+    for _ in range(3):
+        cache.add_slot()
+    cache.reserve(3, 100, 10)
+    assert cache.capacity == (3, 128, 10)
+    for slot in range(3):
+        cache.keys[1][slot, :, :50] = slot + 1
+        cache.lengths[slot] = 50
+    cache.reserve(3, 300, 10)  # longer rows: more positions, not more slots
+    cache.reserve(3, 300, 20)  # a longer text: more text tokens only
+    assert cache.capacity == (3, 320, 20)
+    for _ in range(2):
+        cache.add_slot()
+    cache.reserve(5, 300)  # more rows: doubled, but never past the slot limit
+    assert cache.capacity == (6, 320, 20)
+    assert cache.peak_bytes(5, 300) == cache.nbytes(6, 320, 20)
+    assert cache.peak_bytes(5, 400) == cache.nbytes(6, 320, 20) + cache.nbytes(6, 448, 20)
+    for slot in (4, 3):  # the burst ends: two short rows remain
+        cache.move(len(cache.lengths) - 1, slot)
+    cache.fit(60)
+    assert cache.capacity == (3, 64, 20)
+    for slot in range(3):
+        assert bool((cache.keys[1][slot, :, :50] == slot + 1).all()) and bool((cache.keys[1][slot, :, 50:] == 0).all())
+
+
+def test_a_stream_of_joining_and_leaving_generations_keeps_the_buffers_near_what_runs(
+    checkpoints: dict[str, MusicgenCheckpoint],
+) -> None:
+    checkpoint = checkpoints["musicgen"]
+    batch = ContinuousBatch(checkpoint, max_slots=8)
+    arrivals = [(step, generation(checkpoint, step, 8 + 3 * (step % 5))) for step in range(0, 60, 4)]
+    arrivals.insert(1, (2, generation(checkpoint, 2, 150)))  # one long request within the stream
+    step = 0
+    while arrivals or batch.rows:
+        while arrivals and arrivals[0][0] <= step and batch.has_room(2, batch.positions_needed(arrivals[0][1].frames)):
+            batch.join(arrivals.pop(0)[1])
+        if batch.rows:
+            batch.step()
+        step += 1
+        slots, positions, _ = batch.cache.capacity
+        rows = len(batch.cache.lengths)
+        longest = max((g.positions for g in batch.rows), default=0)
+        # Growing doubles the slots and rounds positions up; a removal shrinks what exceeds 4x.
+        assert slots <= 8
+        assert slots * positions <= max(4 * rows * longest, 2 * rows * (longest + TIME_QUANTUM))
+    assert batch.cache.capacity == (0, 0, 0)
 
 
 def test_the_oldest_job_is_never_overtaken_by_later_ones_that_fit() -> None:

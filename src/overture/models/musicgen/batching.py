@@ -117,6 +117,8 @@ class Generation:
     slot: int = -1
     #: The unconditional row's slot under classifier-free guidance.
     null_slot: int | None = None
+    #: Cache positions the current window needs: prefixes, frames, delays, start token.
+    positions: int = 0
     done_steps: int = 0
     total_steps: int = 0
     streamed: int = 0
@@ -150,7 +152,7 @@ class ContinuousBatch:
     def __init__(self, checkpoint: MusicgenCheckpoint, memory_budget: int | None = None, max_slots: int = MAX_SLOTS):
         self.checkpoint = checkpoint
         self.decoder = StepDecoder(checkpoint.model)
-        self.cache = self.decoder.new_cache()
+        self.cache = self.decoder.new_cache(max_slots)
         self.delays: list[int] = checkpoint.delays.tolist()
         self.max_delay = checkpoint.max_delay
         self.window_frames = checkpoint.frames(MAX_WINDOW_SECONDS)
@@ -160,7 +162,6 @@ class ContinuousBatch:
         self.rows: list[Generation] = []
         #: The generation each slot of the cache belongs to.
         self._owners: list[Generation] = []
-        self._positions = 0
 
     # -- admission -----------------------------------------------------------------------------
 
@@ -169,13 +170,17 @@ class ContinuousBatch:
         return prefix + min(frames, self.window_frames) + self.max_delay + 1
 
     def has_room(self, slots: int, positions: int) -> bool:
-        """Whether ``slots`` more rows of ``positions`` fit the memory budget and slot limit; an
-        empty batch takes anything, so that no request can wait forever."""
+        """Whether ``slots`` more rows of ``positions`` fit the slot limit, and the key/value
+        buffers they grow to (the old ones included while they are copied) fit the memory budget;
+        an empty batch takes anything, so that no request can wait forever."""
         if not self.rows:
             return True
         total = len(self._owners) + slots
-        longest = max(self._positions, positions)
-        return total <= self.max_slots and total * self.cache.slot_bytes(longest) <= self.memory_budget
+        longest = max(self._longest(), positions)
+        return total <= self.max_slots and self.cache.peak_bytes(total, longest) <= self.memory_budget
+
+    def _longest(self) -> int:
+        return max((generation.positions for generation in self.rows), default=0)
 
     @torch.inference_mode()
     def join(self, generation: Generation) -> None:
@@ -221,9 +226,8 @@ class ContinuousBatch:
         if prefixes is not None:
             embeds = torch.cat([prefixes.to(embeds.dtype), embeds], dim=1)
         # The whole window's room at once: growing step by step would copy the buffers again and again.
-        positions = embeds.shape[1] + length - generation.position + 1
-        self._positions = max(self._positions, positions)
-        self.cache.reserve(len(self._owners), positions)
+        generation.positions = embeds.shape[1] + length - generation.position + 1
+        self.cache.reserve(len(self._owners), self._longest())
         self.decoder.prefill(self.cache, slots, embeds)
 
     def _melody_prefixes(self, generation: Generation) -> torch.Tensor | None:
@@ -313,9 +317,10 @@ class ContinuousBatch:
                     owner.slot = slot
                 else:
                     owner.null_slot = slot
-        if not self.rows:
+        if self.rows:
+            self.cache.fit(self._longest())
+        else:
             self.cache.clear()
-            self._positions = 0
 
     @torch.inference_mode()
     def abort(self, error: BaseException) -> list[tuple[Generation, Any]]:

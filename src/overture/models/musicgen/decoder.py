@@ -34,11 +34,24 @@ MIN_GEMM_ROWS = 4
 
 class SlotCache:
     """Self-attention keys/values per layer, (slots, heads, time, head_dim); for text-conditioned
-    models also the cross-attention keys/values of each slot's text."""
+    models also the cross-attention keys/values of each slot's text.
 
-    def __init__(self, layers: int, heads: int, head_dim: int, dtype: torch.dtype, device: torch.device):
+    Each dimension grows only when asked for more of it (slots doubling up to ``max_slots``,
+    positions by ``TIME_QUANTUM``), and ``fit`` gives memory back after a burst, so that the
+    buffers stay close to what the rows in them need."""
+
+    def __init__(
+        self,
+        layers: int,
+        heads: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        max_slots: int | None = None,
+    ):
         self.layers, self.heads, self.head_dim = layers, heads, head_dim
         self.dtype, self.device = dtype, device
+        self.max_slots = max_slots
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.cross_keys: list[torch.Tensor] = []
@@ -55,32 +68,64 @@ class SlotCache:
             return 0, 0, 0
         return self.keys[0].shape[0], self.keys[0].shape[2], self.cross_keys[0].shape[2]
 
-    def slot_bytes(self, positions: int) -> int:
-        """Memory one slot of ``positions`` positions takes in the self-attention buffers."""
-        return 2 * self.layers * self.heads * self.head_dim * positions * self.dtype.itemsize
+    def nbytes(self, slots: int, positions: int, text: int = 0) -> int:
+        """Memory of buffers with that capacity."""
+        return 2 * self.layers * self.heads * self.head_dim * slots * (positions + text) * self.dtype.itemsize
+
+    def planned(self, slots: int, positions: int, text: int = 0) -> tuple[int, int, int]:
+        """The capacity ``reserve(slots, positions, text)`` ends with."""
+        have_slots, have_positions, have_text = self.capacity
+        if slots > have_slots:
+            doubled = 2 * have_slots if self.max_slots is None else min(2 * have_slots, self.max_slots)
+            slots = max(slots, doubled)
+        else:
+            slots = have_slots
+        if positions > have_positions:
+            positions = -(-positions // TIME_QUANTUM) * TIME_QUANTUM
+        else:
+            positions = have_positions
+        return slots, positions, max(text, have_text)
+
+    def peak_bytes(self, slots: int, positions: int, text: int = 0) -> int:
+        """Memory while ``reserve(slots, positions, text)`` runs: a growth copies into new buffers
+        while the old ones are still held."""
+        planned = self.planned(slots, positions, text)
+        if planned == self.capacity:
+            return self.nbytes(*planned)
+        return self.nbytes(*planned) + self.nbytes(*self.capacity)
 
     def reserve(self, slots: int, positions: int, text: int = 0) -> None:
         """Make room for ``slots`` rows of ``positions`` positions and ``text`` text tokens."""
-        have_slots, have_positions, have_text = self.capacity
-        if slots <= have_slots and positions <= have_positions and text <= have_text:
-            return
-        slots = max(slots, 2 * have_slots)
-        positions = max(have_positions, -(-positions // TIME_QUANTUM) * TIME_QUANTUM)
-        text = max(text, have_text)
-        self.keys = [self._grow(t, slots, positions) for t in self.keys] or self._new(slots, positions)
-        self.values = [self._grow(t, slots, positions) for t in self.values] or self._new(slots, positions)
-        self.cross_keys = [self._grow(t, slots, text) for t in self.cross_keys] or self._new(slots, text)
-        self.cross_values = [self._grow(t, slots, text) for t in self.cross_values] or self._new(slots, text)
+        planned = self.planned(slots, positions, text)
+        if planned != self.capacity:
+            self._resize(*planned)
 
-    def _new(self, slots: int, positions: int) -> list[torch.Tensor]:
-        shape = (slots, self.heads, positions, self.head_dim)
-        return [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.layers)]
+    def fit(self, positions: int) -> None:
+        """Shrink buffers that hold more than four times what the slots in use need (``positions``
+        each): a burst of rows or one long window should not keep its memory for good."""
+        slots = len(self.lengths)
+        needed = self.nbytes(slots, positions, self.capacity[2])
+        if self.nbytes(*self.capacity) > 4 * needed:
+            self._resize(slots, -(-positions // TIME_QUANTUM) * TIME_QUANTUM, self.capacity[2])
 
-    @staticmethod
-    def _grow(tensor: torch.Tensor, slots: int, positions: int) -> torch.Tensor:
-        grown = tensor.new_zeros(slots, tensor.shape[1], positions, tensor.shape[3])
-        grown[: tensor.shape[0], :, : tensor.shape[2]] = tensor
-        return grown
+    def _resize(self, slots: int, positions: int, text: int) -> None:
+        """New buffers of exactly this capacity, holding what the slots in use have filled."""
+        used = len(self.lengths)
+        filled = max(self.lengths, default=0)
+        self.keys = [self._copy(t, slots, positions, used, filled) for t in self._or_empty(self.keys)]
+        self.values = [self._copy(t, slots, positions, used, filled) for t in self._or_empty(self.values)]
+        self.cross_keys = [self._copy(t, slots, text, used, text) for t in self._or_empty(self.cross_keys)]
+        self.cross_values = [self._copy(t, slots, text, used, text) for t in self._or_empty(self.cross_values)]
+
+    def _or_empty(self, buffers: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        return list(buffers) or [None] * self.layers
+
+    def _copy(self, tensor: torch.Tensor | None, slots: int, time: int, used: int, filled: int) -> torch.Tensor:
+        new = torch.zeros(slots, self.heads, time, self.head_dim, dtype=self.dtype, device=self.device)
+        if tensor is not None:
+            used, filled = min(used, tensor.shape[0]), min(filled, time, tensor.shape[2])
+            new[:used, :, :filled] = tensor[:used, :, :filled]
+        return new
 
     def add_slot(self) -> int:
         self.lengths.append(0)
@@ -131,8 +176,8 @@ class StepDecoder:
         self.dtype, self.device = parameter.dtype, parameter.device
         self._positions = self.embed_positions.weights.to(self.dtype)
 
-    def new_cache(self) -> SlotCache:
-        return SlotCache(len(self.layers), self.num_heads, self.head_dim, self.dtype, self.device)
+    def new_cache(self, max_slots: int | None = None) -> SlotCache:
+        return SlotCache(len(self.layers), self.num_heads, self.head_dim, self.dtype, self.device, max_slots)
 
     def positions(self, index: torch.Tensor) -> torch.Tensor:
         """Sinusoidal embeddings at ``index``, grown on demand as the model's own table is."""
