@@ -7,6 +7,7 @@ trigger from a test through the real HTTP API.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,16 @@ class Faulty(Predictor):
         return fault
 
 
+class WhichThread(Predictor):
+    """Says which thread ran it, so tests can see workers retire and come back."""
+
+    output_schema = {"type": "integer", "title": "Output"}
+
+    def predict(self, ctx: Context, seconds: float = Input(default=0, ge=0, le=10)) -> int:
+        time.sleep(seconds)
+        return threading.get_native_id()
+
+
 MODELS = [
     Model("tests", "steps", "Sleeps in steps.", (Version("tests-steps-v1", Steps),)),
     Model("tests", "batched", "Shares one call between queued jobs.", (Version("tests-batched-v1", Batched),)),
@@ -120,4 +131,5 @@ MODELS = [
     Model("tests", "broken", "Fails in setup.", (Version("tests-broken-v1", BrokenSetup),)),
     Model("tests", "audio-length", "Decodes an audio input.", (Version("tests-audio-length-v1", AudioLength),)),
     Model("tests", "faulty", "Raises, runs out of memory or hangs.", (Version("tests-faulty-v1", Faulty),)),
+    Model("tests", "which-thread", "Returns its worker thread.", (Version("tests-which-thread-v1", WhichThread),)),
 ]

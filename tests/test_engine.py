@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import pytest
 import replicate
 
+from overture.engine.queue import WORKER_IDLE_SECONDS, Job, JobQueue, QueueClosed
+
 from conftest import Server
 
 pytestmark = pytest.mark.timeout(60)
@@ -114,3 +116,27 @@ def test_cancel_after_fails_a_prediction_that_runs_too_long(client: replicate.Cl
     assert 4.5 < prediction.metrics["total_time"] < 8
     # The server goes on serving.
     assert client.run("tests/steps", input={"steps": 1}) == "done:None"
+
+
+def test_a_worker_serves_back_to_back_jobs_then_retires_when_idle_and_a_new_one_takes_over(
+    client: replicate.Client,
+) -> None:
+    # An idle worker thread must not outlive its work: its OpenMP team would slow every other
+    # model's operations (see overture.engine.queue).
+    first = client.run("tests/which-thread", input={"seconds": 0.5})
+    assert client.run("tests/which-thread", input={}) == first
+    time.sleep(WORKER_IDLE_SECONDS + 1)
+    assert client.run("tests/which-thread", input={}) != first
+
+
+def test_a_queue_asks_for_workers_as_wanted_and_retires_the_idle_ones() -> None:
+    queue = JobQueue(workers=2, idle_seconds=0.1)
+    job = lambda pid: Job(pid, "owner", "version", {})  # noqa: E731
+    assert [queue.put(job(pid)) for pid in ("a", "b", "c")] == [True, True, False]
+    assert [j.prediction_id for j in queue.take(1, key=lambda j: 0)] == ["a"]
+    assert queue.take_next(lambda j: True, block=True).prediction_id == "b"  # type: ignore[union-attr]
+    assert [j.prediction_id for j in queue.take(1, key=lambda j: 0)] == ["c"]
+    assert queue.take(1, key=lambda j: 0) == []  # idle: the first worker retires
+    with pytest.raises(QueueClosed):
+        queue.take_next(lambda j: True, block=True)  # and so does the second
+    assert queue.put(job("d"))  # work again: a worker is wanted

@@ -162,6 +162,20 @@ def test_a_canceled_generation_leaves_at_the_next_step_and_the_others_go_on(
         assert torch.equal(batched[index], alone(checkpoint, makers[index]))
 
 
+def test_a_generation_whose_streamed_audio_cannot_be_published_fails_alone(
+    checkpoints: dict[str, MusicgenCheckpoint],
+) -> None:
+    checkpoint = checkpoints["musicgen"]
+
+    def full_disk(frames: torch.Tensor) -> None:
+        raise OSError("No space left on device")
+
+    other = lambda: generation(checkpoint, 0, 40, SAMPLED)  # noqa: E731
+    batched, _ = run(checkpoint, [(0, other()), (0, generation(checkpoint, 1, 40, SAMPLED, on_frames=full_disk))])
+    assert isinstance(batched[1], OSError)
+    assert torch.equal(batched[0], alone(checkpoint, other))
+
+
 def test_progress_counts_every_step_of_every_window(checkpoints: dict[str, MusicgenCheckpoint]) -> None:
     checkpoint = checkpoints["musicgen"]
     watch = Watch()

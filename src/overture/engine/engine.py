@@ -199,19 +199,18 @@ class Engine:
         with self._lock:
             queue = self._queues.get(pool)
             if queue is None:
-                queue = self._queues[pool] = JobQueue()
-                for _ in range(version.predictor.concurrency):
-                    worker = Worker(
-                        version.predictor,
-                        queue,
-                        lambda v=version: self._predictor(v),
-                        lambda vid: self.registry.version(vid)[1],
-                        self,
-                        self.contexts,
-                    )
-                    self._workers.append(worker)
-                    worker.start()
-        queue.put(job)
+                queue = self._queues[pool] = JobQueue(workers=version.predictor.concurrency)
+            if queue.put(job):
+                worker = Worker(
+                    version.predictor,
+                    queue,
+                    lambda v=version: self._predictor(v),
+                    lambda vid: self.registry.version(vid)[1],
+                    self,
+                    self.contexts,
+                )
+                self._workers = [w for w in self._workers if w.is_alive()] + [worker]
+                worker.start()
 
     def _predictor(self, version: Version) -> Predictor:
         """The version's predictor (its pool's), set up once on first use (a failed setup is tried

@@ -1,4 +1,11 @@
-"""A FIFO of jobs for one model version, from which a worker takes a compatible batch."""
+"""A FIFO of jobs for one model version, from which a worker takes a compatible batch.
+
+The queue also keeps count of the threads serving it: a worker that finds nothing to do for
+``idle_seconds`` retires, and ``put`` asks for a new one when fewer are alive than wanted. A
+thread that ran torch keeps its OpenMP team for as long as it lives, and while two teams exist
+libgomp stops spinning between parallel regions, so an idle model's thread would make every
+other model's small operations several times slower on CPU.
+"""
 
 from __future__ import annotations
 
@@ -23,19 +30,40 @@ class Job:
 
 
 class QueueClosed(Exception):
-    pass
+    """The queue was closed, or the worker asking has been idle long enough to retire."""
+
+
+#: A worker with nothing to do for this long retires (see the module docstring).
+WORKER_IDLE_SECONDS = 2.0
 
 
 class JobQueue:
-    def __init__(self) -> None:
+    def __init__(self, workers: int = 1, idle_seconds: float = WORKER_IDLE_SECONDS) -> None:
         self._jobs: deque[Job] = deque()
         self._ready = threading.Condition()
         self._closed = False
+        self._wanted = workers
+        self._idle_seconds = idle_seconds
+        self._live = 0
 
-    def put(self, job: Job) -> None:
+    def put(self, job: Job) -> bool:
+        """Queue ``job``; True when the caller must start a worker (one is counted in already)."""
         with self._ready:
             self._jobs.append(job)
             self._ready.notify()
+            if self._live < self._wanted:
+                self._live += 1
+                return True
+            return False
+
+    def _wait_for_job(self) -> bool:
+        """Wait (lock held) until there is a job or the queue closes; False when the caller has
+        waited ``idle_seconds`` for nothing and is now retired."""
+        while not self._jobs and not self._closed:
+            if not self._ready.wait(self._idle_seconds) and not self._jobs and not self._closed:
+                self._live -= 1
+                return False
+        return True
 
     def remove(self, prediction_id: str) -> bool:
         with self._ready:
@@ -52,12 +80,10 @@ class JobQueue:
         """Block for the oldest job, then add queued jobs with the same batch key, up to ``limit``.
 
         The oldest job always leads, so no job waits behind an endless stream of later ones.
-        Returns an empty list once the queue is closed.
+        Returns an empty list once the queue is closed or the worker has retired.
         """
         with self._ready:
-            while not self._jobs and not self._closed:
-                self._ready.wait()
-            if self._closed:
+            if not self._wait_for_job() or self._closed:
                 return []
             first = self._jobs.popleft()
             batch = [first]
@@ -75,11 +101,12 @@ class JobQueue:
         """The oldest job when ``admits`` it, else None; later jobs never overtake it, so a job that
         does not fit yet waits for room rather than behind an endless stream of smaller ones.
 
-        With ``block``, waits for a job first. Raises ``QueueClosed`` once the queue is closed.
+        With ``block``, waits for a job first. Raises ``QueueClosed`` once the queue is closed or
+        the worker has retired.
         """
         with self._ready:
-            while block and not self._jobs and not self._closed:
-                self._ready.wait()
+            if block and not self._wait_for_job():
+                raise QueueClosed()
             if self._closed:
                 raise QueueClosed()
             if self._jobs and admits(self._jobs[0]):

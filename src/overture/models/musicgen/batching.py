@@ -286,7 +286,10 @@ class ContinuousBatch:
         if generation.done_steps % every == 0 or generation.done_steps == generation.total_steps:
             generation.watcher.progress(generation.done_steps, generation.total_steps)
         if generation.position < generation.grid.shape[1]:
-            self._stream(generation)
+            try:
+                self._stream(generation)
+            except Exception as exc:  # its streamed audio could not be published: it fails alone
+                return exc
             return None
         window_codes = _undelay(generation.grid, self.delays, window.frames).cpu()
         generation.codes = torch.cat([generation.codes[:, : window.offset], window_codes], dim=-1)
