@@ -8,11 +8,13 @@ and caches them). Side by side in one run:
   (c) Overture serving them as concurrent API predictions: a real server subprocess on loopback,
       driven by the real ``replicate`` client from one thread per request.
 
-Each request has its own prompt and seed (top-k 250, guidance 3). Throughput is audio seconds
-per wall second. Then the batch-1 decoder step: Overture's against plain ``generate``'s, and both
-against the memory-bandwidth floor (one matrix-vector pass over every decoder weight, measured
-here). A second scenario submits requests at intervals with durations of 2 to 10 s and reports
-each one's latency.
+Each request has its own prompt and seed (top-k 250, guidance 3); the clients poll at the
+``replicate`` client's own interval (0.5 s, ``REPLICATE_POLL_INTERVAL``). Throughput is audio
+seconds per wall second. First the batch-1 decoder step: Overture's (with the linear kernels the
+server picks at load) against plain ``generate``'s (``F.linear``), and both against the
+memory-bandwidth floor (one matrix-vector pass over every decoder weight, measured here); the
+baselines then run with ``F.linear``, as transformers ships. A second scenario submits requests at
+intervals with durations of 2 to 10 s and reports each one's latency.
 
     .venv/bin/python benchmarks/batching.py [--requests 8] [--seconds 5] [--staggered 6] [--dir DIR]
 """
@@ -38,9 +40,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from musicgen import HUB_ID, build  # noqa: E402
 
+from overture.models.linear import restore_linears  # noqa: E402
 from overture.models.musicgen.batching import ContinuousBatch, Generation  # noqa: E402
 from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint  # noqa: E402
 from overture.models.musicgen.request import Sampling  # noqa: E402
+from overture.models.musicgen.runner import select_kernels  # noqa: E402
 
 PROMPTS = [
     "80s pop track with bassy drums and synth",
@@ -96,9 +100,7 @@ class Served:
         raise RuntimeError(f"server did not start; see {self.data / 'server.log'}")
 
     def client(self) -> replicate.Client:
-        client = replicate.Client(api_token=TOKEN, base_url=self.url)
-        client.poll_interval = 0.1
-        return client
+        return replicate.Client(api_token=TOKEN, base_url=self.url)
 
     def predict(self, prompt: str, seed: int, seconds: int) -> float:
         """One prediction start to finish; its latency."""
@@ -136,6 +138,7 @@ def concurrently(jobs: list[tuple[float, Callable[[], float]]]) -> tuple[float, 
 
 def step_times(checkpoint: MusicgenCheckpoint, steps: int = 40) -> tuple[float, float, float]:
     """Median batch-1 decoder step of Overture's loop and of plain ``generate``, and the floor."""
+    select_kernels(checkpoint)
     batch = ContinuousBatch(checkpoint)
 
     class Quiet:
@@ -150,6 +153,7 @@ def step_times(checkpoint: MusicgenCheckpoint, steps: int = 40) -> tuple[float, 
         started = time.perf_counter()
         batch.step()
         ours.append(time.perf_counter() - started)
+    restore_linears(checkpoint.model.decoder)
     plain = []
     tokens = checkpoint.tokenizer([PROMPTS[0]], return_tensors="pt")
     with torch.inference_mode():

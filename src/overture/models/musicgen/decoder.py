@@ -58,7 +58,7 @@ class SlotCache:
         self.cross_values: list[torch.Tensor] = []
         #: Filled positions per slot.
         self.lengths: list[int] = []
-        #: Text tokens per slot.
+        #: Text tokens per slot; 0 for a slot with no text (cross-attention over it adds nothing).
         self.text_lengths: list[int] = []
 
     @property
@@ -194,15 +194,15 @@ class StepDecoder:
     @torch.inference_mode()
     def set_text(self, cache: SlotCache, slot: int, states: torch.Tensor | None, mask: torch.Tensor | None) -> None:
         """Store a slot's cross-attention keys/values for text ``states`` (tokens, hidden), keeping
-        the tokens ``mask`` marks. None (guidance's unconditional row) or no tokens at all leaves
-        one zero state: attention over it adds exactly nothing (the projections have no biases),
-        just as attention over a fully masked text does."""
+        the tokens ``mask`` marks. None (guidance's unconditional row) or no tokens at all stores
+        nothing: attention over a zero state, or over a fully masked text, adds exactly nothing
+        (the projections have no biases), so the step skips it."""
         if not self.cross_attention:
             return
         if states is None or mask is None or not mask.any():
-            states = torch.zeros(1, self.hidden, dtype=self.dtype, device=self.device)
-        else:
-            states = states[mask.bool()]
+            cache.text_lengths[slot] = 0
+            return
+        states = states[mask.bool()]
         length = states.shape[0]
         cache.reserve(len(cache.lengths), cache.capacity[1], length)
         for index, layer in enumerate(self.layers):
@@ -272,10 +272,13 @@ class StepDecoder:
     def _attend(
         q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, slots: list[int], spans: list[int]
     ) -> torch.Tensor:
-        """Each query row i over the first ``spans[i]`` keys of slot ``slots[i]``; extra query
-        rows (padding) get zeros."""
+        """Each query row i over the first ``spans[i]`` keys of slot ``slots[i]``; rows with no
+        keys and extra query rows (padding) get zeros. One call per row: rows batched in one call
+        are split across threads differently, which changes a row's sums bitwise."""
         out = torch.zeros_like(q)
         for row, (slot, span) in enumerate(zip(slots, spans, strict=True)):
+            if span == 0:
+                continue
             out[row : row + 1] = F.scaled_dot_product_attention(
                 q[row : row + 1], keys[slot : slot + 1, :, :span], values[slot : slot + 1, :, :span]
             )

@@ -14,7 +14,7 @@ import torch
 from overture.models.audio import encode, normalize
 from overture.models.base import Context
 from overture.models.checkpoints import Checkpoints, module_nbytes
-from overture.models.linear import select_linear_kernels
+from overture.models.linear import KernelReport, select_linear_kernels
 from overture.models.musicgen.batching import MAX_SLOTS, Generation
 from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint
 from overture.models.musicgen.decoder import MIN_GEMM_ROWS
@@ -79,13 +79,7 @@ def load(checkpoints: Checkpoints, requested: str, ctx: Context) -> MusicgenChec
         started = time.monotonic()
         checkpoint = load_checkpoint(directory, checkpoints.device(), checkpoints.dtype())
         ctx.log(f"Loaded in {time.monotonic() - started:.1f} s")
-        # Steps run MIN_GEMM_ROWS to MAX_SLOTS rows; cross-attention keys see the text only once.
-        kernels = select_linear_kernels(
-            checkpoint.model.decoder,
-            (MIN_GEMM_ROWS, 8, 16, MAX_SLOTS),
-            skip=("*.encoder_attn.k_proj", "*.encoder_attn.v_proj"),
-        )
-        ctx.log(kernels.summary())
+        ctx.log(select_kernels(checkpoint).summary())
         return checkpoint
 
     checkpoint = checkpoints.load(served, loader, lambda c: module_nbytes(c.model))
@@ -93,6 +87,16 @@ def load(checkpoints: Checkpoints, requested: str, ctx: Context) -> MusicgenChec
     dtype = str(checkpoint.dtype).removeprefix("torch.")
     ctx.log(f"Checkpoint: {served}{serving} ({checkpoint.device}, {dtype})")
     return checkpoint
+
+
+def select_kernels(checkpoint: MusicgenCheckpoint) -> KernelReport:
+    """Give the decoder's linear layers the fastest batch-invariant kernels for the loop's row
+    counts (``MIN_GEMM_ROWS`` to ``MAX_SLOTS``); cross-attention keys see the text only once."""
+    return select_linear_kernels(
+        checkpoint.model.decoder,
+        (MIN_GEMM_ROWS, 8, 16, MAX_SLOTS),
+        skip=("*.encoder_attn.k_proj", "*.encoder_attn.v_proj"),
+    )
 
 
 def prepare(checkpoint: MusicgenCheckpoint, ctx: Context, request: Request) -> Prepared:
