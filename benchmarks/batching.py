@@ -114,6 +114,12 @@ class Served:
             raise RuntimeError(f"prediction {prediction.id} {prediction.status}: {prediction.error}")
         return time.perf_counter() - started
 
+    def peak_rss_gb(self) -> float:
+        """The server process's resident-memory high-water mark so far."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kilobytes = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+        return kilobytes / 2**20
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(30)
@@ -228,6 +234,7 @@ def main() -> None:
                   f"{sum(durations) / wall:.3f} audio-s/s")  # fmt: skip
             for i, (d, latency) in enumerate(zip(durations, latencies, strict=True)):
                 print(f"  request {i}: {d:2d} s clip, arrived at {i * args.interval:5.1f} s, latency {latency:6.1f} s")
+        print(f"server peak resident memory: {server.peak_rss_gb():.1f} GiB")
     finally:
         server.stop()
 

@@ -283,6 +283,18 @@ def test_a_failed_step_fails_every_generation_in_it(checkpoints: dict[str, Music
 
 
 
+def test_the_operator_caps_the_rows_of_a_running_batch(tmp_path: Path, checkpoints) -> None:
+    version = MUSICGEN.versions[1]
+    directory = checkpoints["musicgen"].source
+    inputs = inputs_for(version, prompt="jazz", model_version="small", duration=1, seed=1)
+    for slots, room in [(None, True), (2, False)]:
+        settings = CheckpointSettings(local_dirs={"facebook/musicgen-small": directory}, batch_slots=slots)
+        predictor = version.predictor(Checkpoints(settings))
+        predictor.admit(RecordingContext(tmp_path / f"{slots}"), inputs, done=lambda result: None)
+        # A guided prediction takes two rows: with two at most, the next one waits.
+        assert predictor.has_room(inputs) is room
+
+
 def test_predictions_fail_alone_when_their_input_or_output_fails(tmp_path: Path, checkpoints) -> None:
     version = MUSICGEN.versions[1]
     directory = checkpoints["musicgen"].source

@@ -85,6 +85,22 @@ def serve(
         float | None, typer.Option(envvar="OVERTURE_MODEL_MEMORY_GB", help="Budget for loaded models (LRU).")
     ] = None,
     device: Annotated[str | None, typer.Option(envvar="OVERTURE_DEVICE", help="cuda, cpu, ... (default: auto).")] = None,
+    batch_memory_gb: Annotated[
+        float | None,
+        typer.Option(
+            envvar="OVERTURE_BATCH_MEMORY_GB",
+            min=0,
+            help="Key/value memory of one running MusicGen batch (default: 1/4 of RAM, 1/2 of free GPU memory).",
+        ),
+    ] = None,
+    batch_slots: Annotated[
+        int | None,
+        typer.Option(
+            envvar="OVERTURE_BATCH_SLOTS",
+            min=1,
+            help="Most rows in one running MusicGen batch; guidance takes two per prediction (default: 32).",
+        ),
+    ] = None,
     riffusion_seed_images: Annotated[
         Path | None,
         typer.Option(
@@ -97,7 +113,7 @@ def serve(
         typer.Option(
             envvar="OVERTURE_CONFIG",
             help="TOML file: checkpoints, substitutes (tables), allowed_checkpoints, model_memory_gb, device, "
-            "riffusion_seed_images.",
+            "batch_memory_gb, batch_slots, riffusion_seed_images.",
         ),
     ] = None,
     ssl_certfile: Annotated[
@@ -134,7 +150,15 @@ def serve(
         webhook_backoff_seconds=webhook_backoff_seconds,
         model_modules=_split(model_module),
         checkpoints=_checkpoint_settings(
-            checkpoint, substitute, allow_checkpoint, model_memory_gb, device, riffusion_seed_images, config
+            checkpoint,
+            substitute,
+            allow_checkpoint,
+            model_memory_gb,
+            device,
+            riffusion_seed_images,
+            config,
+            batch_memory_gb=batch_memory_gb,
+            batch_slots=batch_slots,
         ),
     )
     generated = not settings.tokens
@@ -179,9 +203,12 @@ def _checkpoint_settings(
     device: str | None,
     seed_images: Path | None,
     config: Path | None,
+    batch_memory_gb: float | None = None,
+    batch_slots: int | None = None,
 ) -> CheckpointSettings:
     """Options first, then the config file for whatever they leave out."""
     table: dict[str, Any] = tomllib.loads(config.read_text()) if config else {}
+    batch_memory = batch_memory_gb if batch_memory_gb is not None else table.get("batch_memory_gb")
     dirs = {**table.get("checkpoints", {}), **_pairs(checkpoint, "--checkpoint")}
     allowed = _split(allow) or table.get("allowed_checkpoints")
     memory = memory_gb if memory_gb is not None else table.get("model_memory_gb")
@@ -198,6 +225,8 @@ def _checkpoint_settings(
         allowed=frozenset(allowed) if allowed else None,
         memory_budget_bytes=int(memory * 2**30) if memory is not None else None,
         device=device or table.get("device"),
+        batch_memory_bytes=int(batch_memory * 2**30) if batch_memory is not None else None,
+        batch_slots=batch_slots or table.get("batch_slots"),
         riffusion_seed_images=seed_images,
     )
 

@@ -66,7 +66,7 @@ class MusicgenPredictor(ContinuousPredictor):
         return batch.has_room(slots, batch.positions_needed(checkpoint.frames(inputs["duration"]), prefix))
 
     def admit(self, ctx: Context, inputs: dict[str, Any], done: Callable[[Any], None]) -> None:
-        from overture.models.musicgen.batching import ContinuousBatch
+        from overture.models.musicgen.batching import MAX_SLOTS, ContinuousBatch
         from overture.models.musicgen.runner import load, prepare
 
         request = Request.parse(inputs)
@@ -75,7 +75,10 @@ class MusicgenPredictor(ContinuousPredictor):
         served = self.checkpoints.served(request.hub_id)
         batch = self._batches.get(served)
         if batch is None or batch.checkpoint is not checkpoint:
-            batch = self._batches[served] = ContinuousBatch(checkpoint)
+            settings = self.checkpoints.settings
+            batch = self._batches[served] = ContinuousBatch(
+                checkpoint, settings.batch_memory_bytes, settings.batch_slots or MAX_SLOTS
+            )
         windows = ""
         if request.duration > MAX_WINDOW_SECONDS:
             windows = f" in windows of {MAX_WINDOW_SECONDS} s, each {WINDOW_STRIDE_SECONDS} s after the last"

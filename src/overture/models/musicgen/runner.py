@@ -79,7 +79,7 @@ def load(checkpoints: Checkpoints, requested: str, ctx: Context) -> MusicgenChec
         started = time.monotonic()
         checkpoint = load_checkpoint(directory, checkpoints.device(), checkpoints.dtype())
         ctx.log(f"Loaded in {time.monotonic() - started:.1f} s")
-        ctx.log(select_kernels(checkpoint).summary())
+        ctx.log(select_kernels(checkpoint, checkpoints.settings.batch_slots or MAX_SLOTS).summary())
         return checkpoint
 
     checkpoint = checkpoints.load(served, loader, lambda c: module_nbytes(c.model))
@@ -89,13 +89,13 @@ def load(checkpoints: Checkpoints, requested: str, ctx: Context) -> MusicgenChec
     return checkpoint
 
 
-def select_kernels(checkpoint: MusicgenCheckpoint) -> KernelReport:
+def select_kernels(checkpoint: MusicgenCheckpoint, slots: int = MAX_SLOTS) -> KernelReport:
     """Give the decoder's linear layers the fastest batch-invariant kernels for the loop's row
-    counts (``MIN_GEMM_ROWS`` to ``MAX_SLOTS``); cross-attention keys see the text only once."""
+    counts (``MIN_GEMM_ROWS`` up to ``slots``); cross-attention keys see the text only once."""
+    most = max(slots, MIN_GEMM_ROWS)
+    rows = sorted({MIN_GEMM_ROWS, most} | {r for r in (8, 16, 32) if r < most})
     return select_linear_kernels(
-        checkpoint.model.decoder,
-        (MIN_GEMM_ROWS, 8, 16, MAX_SLOTS),
-        skip=("*.encoder_attn.k_proj", "*.encoder_attn.v_proj"),
+        checkpoint.model.decoder, rows, skip=("*.encoder_attn.k_proj", "*.encoder_attn.v_proj")
     )
 
 
