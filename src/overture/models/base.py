@@ -103,8 +103,9 @@ class ContinuousPredictor(Predictor):
     batching), instead of waiting for a whole batch to finish.
 
     The engine's worker admits the oldest queued job whenever ``has_room`` says it fits and calls
-    ``step`` in between; each prediction's result comes back once through its ``done`` callback,
-    possibly from another thread (post-processing may run beside the loop).
+    ``step`` in between; each prediction's result comes back once through its ``done`` callback.
+    Keep the work on the worker's thread: a second thread running torch gets its own OpenMP team,
+    and while two exist every parallel region of the loop waits for its threads to wake.
     """
 
     def has_room(self, inputs: dict[str, Any]) -> bool:
