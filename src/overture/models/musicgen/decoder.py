@@ -32,6 +32,11 @@ TIME_QUANTUM = 64
 MIN_GEMM_ROWS = 4
 
 
+def _quantized(positions: int) -> int:
+    """``positions`` rounded up to a whole number of ``TIME_QUANTUM``."""
+    return -(-positions // TIME_QUANTUM) * TIME_QUANTUM
+
+
 class SlotCache:
     """Self-attention keys/values per layer, (slots, heads, time, head_dim); for text-conditioned
     models also the cross-attention keys/values of each slot's text.
@@ -81,7 +86,7 @@ class SlotCache:
         else:
             slots = have_slots
         if positions > have_positions:
-            positions = -(-positions // TIME_QUANTUM) * TIME_QUANTUM
+            positions = _quantized(positions)
         else:
             positions = have_positions
         return slots, positions, max(text, have_text)
@@ -106,7 +111,7 @@ class SlotCache:
         slots = len(self.lengths)
         needed = self.nbytes(slots, positions, self.capacity[2])
         if self.nbytes(*self.capacity) > 4 * needed:
-            self._resize(slots, -(-positions // TIME_QUANTUM) * TIME_QUANTUM, self.capacity[2])
+            self._resize(slots, _quantized(positions), self.capacity[2])
 
     def _resize(self, slots: int, positions: int, text: int) -> None:
         """New buffers of exactly this capacity, holding what the slots in use have filled."""
@@ -224,6 +229,7 @@ class StepDecoder:
         cache.reserve(len(cache.lengths), length + 1)
         index = torch.tensor(slots, device=self.device)
         hidden = embeds.to(self.dtype) + self.positions(torch.arange(length, device=self.device))
+        text_spans = [cache.text_lengths[slot] for slot in slots]
         for number, layer in enumerate(self.layers):
             x = layer.self_attn_layer_norm(hidden)
             q, k, v = (self._heads(p(x)) for p in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj))
@@ -232,7 +238,7 @@ class StepDecoder:
             attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             hidden = hidden + layer.self_attn.out_proj(self._merge(attended))
             if self.cross_attention:
-                hidden = hidden + self._cross(layer, number, cache, slots, hidden)
+                hidden = hidden + self._cross(layer, number, cache, slots, text_spans, hidden)
             hidden = hidden + self._feed_forward(layer, hidden)
         for slot in slots:
             cache.lengths[slot] = length
@@ -250,18 +256,19 @@ class StepDecoder:
         tokens = F.pad(tokens, (0, 0, 0, padded - rows))
         hidden = self.embed(tokens[:, :, None]).to(self.dtype) + self.positions(position)[:, None]
         slots = list(range(rows))
-        real = torch.arange(rows, device=self.device)
+        real, filled = torch.arange(rows, device=self.device), position[:rows]
+        spans = [length + 1 for length in lengths]
+        text_spans = [cache.text_lengths[slot] for slot in slots]
         for number, layer in enumerate(self.layers):
             x = layer.self_attn_layer_norm(hidden)
             q, k, v = (self._heads(p(x)) for p in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj))
             keys, values = cache.keys[number], cache.values[number]
-            keys[real, :, position[:rows]] = k[:rows, :, 0]
-            values[real, :, position[:rows]] = v[:rows, :, 0]
-            spans = [length + 1 for length in lengths]
+            keys[real, :, filled] = k[:rows, :, 0]
+            values[real, :, filled] = v[:rows, :, 0]
             attended = self._attend(q, keys, values, slots, spans)
             hidden = hidden + layer.self_attn.out_proj(self._merge(attended))
             if self.cross_attention:
-                hidden = hidden + self._cross(layer, number, cache, slots, hidden)
+                hidden = hidden + self._cross(layer, number, cache, slots, text_spans, hidden)
             hidden = hidden + self._feed_forward(layer, hidden)
         for slot in slots:
             lengths[slot] += 1
@@ -284,10 +291,11 @@ class StepDecoder:
             )
         return out
 
-    def _cross(self, layer: Any, number: int, cache: SlotCache, slots: list[int], hidden: torch.Tensor) -> torch.Tensor:
+    def _cross(
+        self, layer: Any, number: int, cache: SlotCache, slots: list[int], spans: list[int], hidden: torch.Tensor
+    ) -> torch.Tensor:
         attention = layer.encoder_attn
         q = self._heads(attention.q_proj(layer.encoder_attn_layer_norm(hidden)))
-        spans = [cache.text_lengths[slot] for slot in slots]
         attended = self._attend(q, cache.cross_keys[number], cache.cross_values[number], slots, spans)
         return attention.out_proj(self._merge(attended))
 
