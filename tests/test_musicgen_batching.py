@@ -18,7 +18,7 @@ from overture.models.checkpoints import Checkpoints, CheckpointSettings
 from overture.models.musicgen import MUSICGEN
 from overture.models.musicgen.batching import ContinuousBatch, Generation
 from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint
-from overture.models.musicgen.decoder import TIME_QUANTUM, SlotCache
+from overture.models.musicgen.decoder import TIME_QUANTUM, KeyMask, SlotCache, attend
 from overture.models.musicgen.request import Sampling
 from overture.testing import tiny_checkpoint
 
@@ -211,28 +211,62 @@ def test_admission_keeps_to_the_memory_budget_but_never_refuses_an_empty_batch(
     assert roomy.has_room(2, positions) and not roomy.has_room(3, positions)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_rows_attention_is_bitwise_what_it_is_alone_whatever_else_shares_the_call(threads: int) -> None:
+    """The step attends for all rows in one call, every row's keys padded to the longest row's
+    (whole quanta) and masked beyond its own span. At the real model's head sizes, where vector
+    widths matter, each row's result is bit for bit what it gets alone; a row without keys (no
+    text) gets zeros; and it is attention (SDPA over the row's exact keys, within rounding)."""
+    generator = torch.Generator().manual_seed(0)
+    heads, head_dim, capacity = 16, 64, 448
+    spans = [1, 63, 64, 65, 130, 200, 257, 0]
+    # What lies beyond a row's span is whatever the slot held before: never zeros on purpose.
+    keys, values = (torch.randn(len(spans), heads, capacity, head_dim, generator=generator) for _ in range(2))
+    queries = torch.randn(len(spans), heads, 1, head_dim, generator=generator)
+
+    def attended(rows: slice, mask: KeyMask) -> torch.Tensor:
+        keys_in, values_in = keys[rows, :, : mask.span], values[rows, :, : mask.span]
+        return attend(queries[rows], keys_in, values_in, mask.bias).masked_fill_(mask.empty, 0.0)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        together = attended(slice(None), KeyMask(spans, torch.device("cpu")))
+        for row, span in enumerate(spans):
+            alone = attended(slice(row, row + 1), KeyMask([span], torch.device("cpu")))
+            assert torch.equal(alone, together[row : row + 1]), f"row of {span} keys"
+    finally:
+        torch.set_num_threads(before)
+    assert not together[-1].any()
+    for row, span in enumerate(spans[:-1]):
+        exact = torch.nn.functional.scaled_dot_product_attention(
+            queries[row : row + 1], keys[row : row + 1, :, :span], values[row : row + 1, :, :span]
+        )
+        torch.testing.assert_close(together[row : row + 1], exact)
+
+
 def test_key_value_buffers_grow_only_where_asked_keep_their_contents_and_shrink_after_a_burst() -> None:
     cache = SlotCache(layers=2, heads=2, head_dim=4, dtype=torch.float32, device=torch.device("cpu"), max_slots=6)
     for _ in range(3):
         cache.add_slot()
-    cache.reserve(3, 100, 10)
-    assert cache.capacity == (3, 128, 10)
+    cache.reserve(3, 100, 10)  # positions and text tokens round up to whole quanta
+    assert cache.capacity == (3, 128, 64)
     for slot in range(3):
         cache.keys[1][slot, :, :50] = slot + 1
         cache.lengths[slot] = 50
     cache.reserve(3, 300, 10)  # longer rows: more positions, not more slots
-    cache.reserve(3, 300, 20)  # a longer text: more text tokens only
-    assert cache.capacity == (3, 320, 20)
+    cache.reserve(3, 300, 70)  # a longer text: more text tokens only
+    assert cache.capacity == (3, 320, 128)
     for _ in range(2):
         cache.add_slot()
     cache.reserve(5, 300)  # more rows: doubled, but never past the slot limit
-    assert cache.capacity == (6, 320, 20)
-    assert cache.peak_bytes(5, 300) == cache.nbytes(6, 320, 20)
-    assert cache.peak_bytes(5, 400) == cache.nbytes(6, 320, 20) + cache.nbytes(6, 448, 20)
+    assert cache.capacity == (6, 320, 128)
+    assert cache.peak_bytes(5, 300) == cache.nbytes(6, 320, 128)
+    assert cache.peak_bytes(5, 400) == cache.nbytes(6, 320, 128) + cache.nbytes(6, 448, 128)
     for slot in (4, 3):  # the burst ends: two short rows remain
         cache.move(len(cache.lengths) - 1, slot)
     cache.fit(60)
-    assert cache.capacity == (3, 64, 20)
+    assert cache.capacity == (3, 64, 128)
     for slot in range(3):
         assert bool((cache.keys[1][slot, :, :50] == slot + 1).all()) and bool((cache.keys[1][slot, :, 50:] == 0).all())
 

@@ -11,12 +11,18 @@ Rows are slots ``0..n-1`` of the buffer; the caller keeps them contiguous (``mov
 left by a row that ended).
 
 A row's logits must not depend on what else is in the batch, or a seeded prediction would sound
-different alone and batched. Two kernels break that bitwise: a matrix product of fewer than
-``MIN_GEMM_ROWS`` rows takes MKL's matrix-vector path, which rounds differently from its matrix
-path, so steps are padded to that many rows (above it, ``F.linear`` is row-invariant on one
-thread only; ``overture.models.linear`` picks kernels that are, and says so when it cannot); and
-attention over keys padded to the batch's longest row sums in a different order, so each row
-attends over exactly its own keys, one call per row (views, nothing copied).
+different alone and batched. Two kernels break that bitwise when used plainly:
+
+- A matrix product of fewer than ``MIN_GEMM_ROWS`` rows takes MKL's matrix-vector path, which
+  rounds differently from its matrix path, so steps are padded to that many rows (above it,
+  ``F.linear`` is row-invariant on one thread only; ``overture.models.linear`` picks kernels that
+  are, and says so when it cannot).
+- Attention sums over the keys in vector-wide chunks, so a row's sums change with the number of
+  keys it is given. Every row therefore attends over its keys padded to a whole ``TIME_QUANTUM``
+  and masked beyond its own: the padding adds exact zeros to whole chunks, so the batch's longest
+  row, which sets how far all rows are padded, changes nothing. This makes one batched call per
+  layer equal, bitwise, to the row alone (``tests/test_musicgen_batching.py`` holds it to that),
+  where fused attention kernels split the work by the batch's shape.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-#: Buffers grow in steps of this many positions, so that joining rows rarely reallocate.
+#: Buffers grow, and attention pads keys, in steps of this many positions: a multiple of every
+#: vector width, so that padding adds whole chunks of zeros (see the module docstring).
 TIME_QUANTUM = 64
 #: Fewest rows a step's matrix products run with (see the module docstring).
 MIN_GEMM_ROWS = 4
@@ -89,7 +96,7 @@ class SlotCache:
             positions = _quantized(positions)
         else:
             positions = have_positions
-        return slots, positions, max(text, have_text)
+        return slots, positions, _quantized(text) if text > have_text else have_text
 
     def peak_bytes(self, slots: int, positions: int, text: int = 0) -> int:
         """Memory while ``reserve(slots, positions, text)`` runs: a growth copies into new buffers
@@ -221,7 +228,7 @@ class StepDecoder:
     def prefill(self, cache: SlotCache, slots: list[int], embeds: torch.Tensor) -> None:
         """Run ``slots``' known prefix, embeddings (rows, length, hidden) without positions, into the
         cache from position 0; the last known token is left for ``step``."""
-        rows, length, _ = embeds.shape
+        length = embeds.shape[1]
         if length == 0:
             for slot in slots:
                 cache.lengths[slot] = 0
@@ -229,7 +236,7 @@ class StepDecoder:
         cache.reserve(len(cache.lengths), length + 1)
         index = torch.tensor(slots, device=self.device)
         hidden = embeds.to(self.dtype) + self.positions(torch.arange(length, device=self.device))
-        text_spans = [cache.text_lengths[slot] for slot in slots]
+        text = self._text_mask(cache, slots)
         for number, layer in enumerate(self.layers):
             x = layer.self_attn_layer_norm(hidden)
             q, k, v = (self._heads(p(x)) for p in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj))
@@ -237,8 +244,9 @@ class StepDecoder:
             cache.values[number][index, :, :length] = v
             attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             hidden = hidden + layer.self_attn.out_proj(self._merge(attended))
-            if self.cross_attention:
-                hidden = hidden + self._cross(layer, number, cache, slots, text_spans, hidden)
+            if text is not None:
+                keys, values = (t[number][index, :, : text.span] for t in (cache.cross_keys, cache.cross_values))
+                hidden = hidden + self._cross(layer, hidden, keys, values, text)
             hidden = hidden + self._feed_forward(layer, hidden)
         for slot in slots:
             cache.lengths[slot] = length
@@ -255,49 +263,43 @@ class StepDecoder:
         position = torch.tensor(lengths + [0] * (padded - rows), device=self.device)
         tokens = F.pad(tokens, (0, 0, 0, padded - rows))
         hidden = self.embed(tokens[:, :, None]).to(self.dtype) + self.positions(position)[:, None]
-        slots = list(range(rows))
         real, filled = torch.arange(rows, device=self.device), position[:rows]
-        spans = [length + 1 for length in lengths]
-        text_spans = [cache.text_lengths[slot] for slot in slots]
+        own = KeyMask([length + 1 for length in lengths], self.device)
+        text = self._text_mask(cache, list(range(rows)))
         for number, layer in enumerate(self.layers):
             x = layer.self_attn_layer_norm(hidden)
             q, k, v = (self._heads(p(x)) for p in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj))
             keys, values = cache.keys[number], cache.values[number]
             keys[real, :, filled] = k[:rows, :, 0]
             values[real, :, filled] = v[:rows, :, 0]
-            attended = self._attend(q, keys, values, slots, spans)
-            hidden = hidden + layer.self_attn.out_proj(self._merge(attended))
-            if self.cross_attention:
-                hidden = hidden + self._cross(layer, number, cache, slots, text_spans, hidden)
+            attended = attend(q[:rows], keys[:rows, :, : own.span], values[:rows, :, : own.span], own.bias)
+            hidden = hidden + layer.self_attn.out_proj(self._merge(_pad_rows(attended, padded)))
+            if text is not None:
+                keys, values = (t[number][:rows, :, : text.span] for t in (cache.cross_keys, cache.cross_values))
+                hidden = hidden + self._cross(layer, hidden, keys, values, text)
             hidden = hidden + self._feed_forward(layer, hidden)
-        for slot in slots:
+        for slot in range(rows):
             lengths[slot] += 1
         hidden = self.final_norm(hidden)[:, 0]
         return torch.stack([head(hidden)[:rows] for head in self.heads], dim=1).float()
 
-    @staticmethod
-    def _attend(
-        q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, slots: list[int], spans: list[int]
-    ) -> torch.Tensor:
-        """Each query row i over the first ``spans[i]`` keys of slot ``slots[i]``; rows with no
-        keys and extra query rows (padding) get zeros. One call per row: rows batched in one call
-        are split across threads differently, which changes a row's sums bitwise."""
-        out = torch.zeros_like(q)
-        for row, (slot, span) in enumerate(zip(slots, spans, strict=True)):
-            if span == 0:
-                continue
-            out[row : row + 1] = F.scaled_dot_product_attention(
-                q[row : row + 1], keys[slot : slot + 1, :, :span], values[slot : slot + 1, :, :span]
-            )
-        return out
+    def _text_mask(self, cache: SlotCache, slots: list[int]) -> KeyMask | None:
+        """Cross-attention's mask over ``slots``' texts; None where the model has no cross-attention
+        or none of the slots has text (there is nothing to add)."""
+        if not self.cross_attention:
+            return None
+        spans = [cache.text_lengths[slot] for slot in slots]
+        return KeyMask(spans, self.device) if any(spans) else None
 
     def _cross(
-        self, layer: Any, number: int, cache: SlotCache, slots: list[int], spans: list[int], hidden: torch.Tensor
+        self, layer: Any, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, text: KeyMask
     ) -> torch.Tensor:
+        """Cross-attention of the first ``len(keys)`` rows of ``hidden``; zero for the others and
+        for rows without text."""
         attention = layer.encoder_attn
         q = self._heads(attention.q_proj(layer.encoder_attn_layer_norm(hidden)))
-        attended = self._attend(q, cache.cross_keys[number], cache.cross_values[number], slots, spans)
-        return attention.out_proj(self._merge(attended))
+        attended = attend(q[: keys.shape[0]], keys, values, text.bias).masked_fill_(text.empty, 0.0)
+        return attention.out_proj(self._merge(_pad_rows(attended, q.shape[0])))
 
     @staticmethod
     def _feed_forward(layer: Any, hidden: torch.Tensor) -> torch.Tensor:
@@ -310,3 +312,33 @@ class StepDecoder:
     @staticmethod
     def _merge(x: torch.Tensor) -> torch.Tensor:
         return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+
+
+class KeyMask:
+    """Which keys each row attends to: its first ``spans[i]``, out of ``span`` (the longest,
+    rounded up to ``TIME_QUANTUM``; see the module docstring). ``bias`` is the additive mask
+    (rows, 1, 1, span). A row with no keys gets key 0 instead, so that its softmax stays finite,
+    and ``empty`` (rows, 1, 1, 1) marks it for the caller to zero."""
+
+    def __init__(self, spans: list[int], device: torch.device):
+        self.span = _quantized(max(spans))
+        lengths = torch.tensor(spans, device=device)
+        keep = torch.arange(self.span, device=device) < lengths.clamp(min=1)[:, None]
+        self.bias = torch.zeros(keep.shape, device=device).masked_fill_(~keep, float("-inf"))[:, None, None]
+        self.empty = (lengths == 0)[:, None, None, None]
+
+
+def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Attention of queries (rows, heads, queries, head_dim) over keys and values (rows, heads,
+    time, head_dim), with ``bias`` (rows, 1, 1, time) added to the scores. Plain batched matrix
+    products: each (row, head) is a product of its own, with no split that depends on the batch."""
+    rows, heads, queries, head_dim = q.shape
+    time = keys.shape[2]
+    bias = bias.expand(rows, heads, 1, time).reshape(rows * heads, 1, time)
+    scores = torch.baddbmm(bias, q.flatten(0, 1), keys.flatten(0, 1).transpose(1, 2), alpha=head_dim**-0.5)
+    return torch.bmm(torch.softmax(scores, dim=-1), values.flatten(0, 1)).view(rows, heads, queries, head_dim)
+
+
+def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """``x`` with zero rows appended up to ``rows``."""
+    return x if x.shape[0] == rows else F.pad(x, (0, 0, 0, 0, 0, 0, 0, rows - x.shape[0]))
