@@ -1,4 +1,7 @@
-"""What a route needs from the running server, as FastAPI dependencies."""
+"""What a route needs from the running server, as FastAPI dependencies.
+
+They are ``async`` because they never block: FastAPI runs a plain ``def`` dependency on its thread
+pool, and those hand-offs were most of what a poll cost the server (CPU a running model wants)."""
 
 from __future__ import annotations
 
@@ -22,11 +25,11 @@ class Services:
     keys: Keys
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     return request.app.state.services
 
 
-def presenter(request: Request) -> Presenter:
+async def presenter(request: Request) -> Presenter:
     svc: Services = request.app.state.services
     base = Presenter.public_base(request, svc.settings.public_url)
     return Presenter(base, svc.keys, svc.settings.signed_url_ttl_seconds, svc.settings.retention_hours)
