@@ -224,16 +224,15 @@ def test_a_rows_attention_is_bitwise_what_it_is_alone_whatever_else_shares_the_c
     keys, values = (torch.randn(len(spans), heads, capacity, head_dim, generator=generator) for _ in range(2))
     queries = torch.randn(len(spans), heads, 1, head_dim, generator=generator)
 
-    def attended(rows: slice, mask: KeyMask) -> torch.Tensor:
-        keys_in, values_in = keys[rows, :, : mask.span], values[rows, :, : mask.span]
-        return attend(queries[rows], keys_in, values_in, mask.bias).masked_fill_(mask.empty, 0.0)
+    def attended(rows: slice, spans: list[int]) -> torch.Tensor:
+        return attend(queries[rows], keys[rows], values[rows], KeyMask(spans, heads, torch.device("cpu")))
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        together = attended(slice(None), KeyMask(spans, torch.device("cpu")))
+        together = attended(slice(None), spans)
         for row, span in enumerate(spans):
-            alone = attended(slice(row, row + 1), KeyMask([span], torch.device("cpu")))
+            alone = attended(slice(row, row + 1), [span])
             assert torch.equal(alone, together[row : row + 1]), f"row of {span} keys"
     finally:
         torch.set_num_threads(before)

@@ -264,7 +264,7 @@ class StepDecoder:
         tokens = F.pad(tokens, (0, 0, 0, padded - rows))
         hidden = self.embed(tokens[:, :, None]).to(self.dtype) + self.positions(position)[:, None]
         real, filled = torch.arange(rows, device=self.device), position[:rows]
-        own = KeyMask([length + 1 for length in lengths], self.device)
+        own = KeyMask([length + 1 for length in lengths], self.num_heads, self.device)
         text = self._text_mask(cache, list(range(rows)))
         for number, layer in enumerate(self.layers):
             x = layer.self_attn_layer_norm(hidden)
@@ -272,10 +272,10 @@ class StepDecoder:
             keys, values = cache.keys[number], cache.values[number]
             keys[real, :, filled] = k[:rows, :, 0]
             values[real, :, filled] = v[:rows, :, 0]
-            attended = attend(q[:rows], keys[:rows, :, : own.span], values[:rows, :, : own.span], own.bias)
+            attended = attend(q[:rows], keys[:rows], values[:rows], own)
             hidden = hidden + layer.self_attn.out_proj(self._merge(_pad_rows(attended, padded)))
             if text is not None:
-                keys, values = (t[number][:rows, :, : text.span] for t in (cache.cross_keys, cache.cross_values))
+                keys, values = cache.cross_keys[number][:rows], cache.cross_values[number][:rows]
                 hidden = hidden + self._cross(layer, hidden, keys, values, text)
             hidden = hidden + self._feed_forward(layer, hidden)
         for slot in range(rows):
@@ -289,7 +289,7 @@ class StepDecoder:
         if not self.cross_attention:
             return None
         spans = [cache.text_lengths[slot] for slot in slots]
-        return KeyMask(spans, self.device) if any(spans) else None
+        return KeyMask(spans, self.num_heads, self.device) if any(spans) else None
 
     def _cross(
         self, layer: Any, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, text: KeyMask
@@ -298,7 +298,7 @@ class StepDecoder:
         for rows without text."""
         attention = layer.encoder_attn
         q = self._heads(attention.q_proj(layer.encoder_attn_layer_norm(hidden)))
-        attended = attend(q[: keys.shape[0]], keys, values, text.bias).masked_fill_(text.empty, 0.0)
+        attended = attend(q[: keys.shape[0]], keys, values, text)
         return attention.out_proj(self._merge(_pad_rows(attended, q.shape[0])))
 
     @staticmethod
@@ -316,27 +316,29 @@ class StepDecoder:
 
 class KeyMask:
     """Which keys each row attends to: its first ``spans[i]``, out of ``span`` (the longest,
-    rounded up to ``TIME_QUANTUM``; see the module docstring). ``bias`` is the additive mask
-    (rows, 1, 1, span). A row with no keys gets key 0 instead, so that its softmax stays finite,
-    and ``empty`` (rows, 1, 1, 1) marks it for the caller to zero."""
+    rounded up to ``TIME_QUANTUM``; see the module docstring). Built once per step for all layers.
+    A row with no keys (no text) attends to key 0 instead, so that its softmax stays finite, and
+    ``attend`` then gives it zeros."""
 
-    def __init__(self, spans: list[int], device: torch.device):
+    def __init__(self, spans: list[int], heads: int, device: torch.device):
         self.span = _quantized(max(spans))
         lengths = torch.tensor(spans, device=device)
         keep = torch.arange(self.span, device=device) < lengths.clamp(min=1)[:, None]
-        self.bias = torch.zeros(keep.shape, device=device).masked_fill_(~keep, float("-inf"))[:, None, None]
-        self.empty = (lengths == 0)[:, None, None, None]
+        bias = torch.zeros(keep.shape, device=device).masked_fill_(~keep, float("-inf"))
+        #: Added to the scores, laid out as the batched products are: (rows * heads, 1, span).
+        self.bias = bias.repeat_interleave(heads, dim=0)[:, None]
+        self.empty = (lengths == 0)[:, None, None, None] if 0 in spans else None
 
 
-def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Attention of queries (rows, heads, queries, head_dim) over keys and values (rows, heads,
-    time, head_dim), with ``bias`` (rows, 1, 1, time) added to the scores. Plain batched matrix
-    products: each (row, head) is a product of its own, with no split that depends on the batch."""
+def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: KeyMask) -> torch.Tensor:
+    """Attention of queries (rows, heads, queries, head_dim) over the keys and values (rows, heads,
+    time, head_dim) that ``mask`` lets each row see. Plain batched matrix products: each (row,
+    head) is a product of its own, with no split of the work that depends on the batch."""
     rows, heads, queries, head_dim = q.shape
-    time = keys.shape[2]
-    bias = bias.expand(rows, heads, 1, time).reshape(rows * heads, 1, time)
-    scores = torch.baddbmm(bias, q.flatten(0, 1), keys.flatten(0, 1).transpose(1, 2), alpha=head_dim**-0.5)
-    return torch.bmm(torch.softmax(scores, dim=-1), values.flatten(0, 1)).view(rows, heads, queries, head_dim)
+    keys, values = keys[:, :, : mask.span].flatten(0, 1), values[:, :, : mask.span].flatten(0, 1)
+    scores = torch.baddbmm(mask.bias, q.flatten(0, 1), keys.transpose(1, 2), alpha=head_dim**-0.5)
+    attended = torch.bmm(torch.softmax(scores, dim=-1), values).view(rows, heads, queries, head_dim)
+    return attended if mask.empty is None else attended.masked_fill_(mask.empty, 0.0)
 
 
 def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
