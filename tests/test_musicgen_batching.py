@@ -107,6 +107,21 @@ def test_generations_joining_and_leaving_at_any_step_get_what_they_get_alone(
         assert torch.equal(codes, alone(checkpoint, make))
 
 
+def test_a_half_precision_checkpoint_runs_in_the_loop(checkpoints: dict[str, MusicgenCheckpoint]) -> None:
+    """GPUs load checkpoints in bfloat16 or float16: the step's attention works in the model's
+    dtype (here bfloat16 on the CPU), with guided, unguided and text-less rows together."""
+    checkpoint = load_checkpoint(checkpoints["musicgen"].source, "cpu", torch.bfloat16)
+    unguided = Sampling(top_k=250, top_p=0.0, temperature=1.0, guidance=1.0)
+    textless = generation(checkpoint, 2, 15, unguided)
+    textless.text = checkpoint.encode_text(None)
+    schedule = [(0, generation(checkpoint, 0, 20, SAMPLED)), (3, generation(checkpoint, 1, 12, unguided)), (5, textless)]
+    results, sizes = run(checkpoint, schedule)
+    assert max(sizes) == 3
+    for codes, frames in zip(results, (20, 12, 15), strict=True):
+        assert codes.shape == (checkpoint.num_codebooks, frames)
+        assert 0 <= int(codes.min()) and int(codes.max()) < checkpoint.model.decoder.config.vocab_size
+
+
 def test_guided_and_unguided_generations_with_their_own_settings_share_a_batch(
     checkpoints: dict[str, MusicgenCheckpoint],
 ) -> None:
@@ -225,7 +240,7 @@ def test_a_rows_attention_is_bitwise_what_it_is_alone_whatever_else_shares_the_c
     queries = torch.randn(len(spans), heads, 1, head_dim, generator=generator)
 
     def attended(rows: slice, spans: list[int]) -> torch.Tensor:
-        return attend(queries[rows], keys[rows], values[rows], KeyMask(spans, heads, torch.device("cpu")))
+        return attend(queries[rows], keys[rows], values[rows], KeyMask(spans, heads, torch.float32, torch.device("cpu")))
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

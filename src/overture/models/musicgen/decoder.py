@@ -264,7 +264,7 @@ class StepDecoder:
         tokens = F.pad(tokens, (0, 0, 0, padded - rows))
         hidden = self.embed(tokens[:, :, None]).to(self.dtype) + self.positions(position)[:, None]
         real, filled = torch.arange(rows, device=self.device), position[:rows]
-        own = KeyMask([length + 1 for length in lengths], self.num_heads, self.device)
+        own = KeyMask([length + 1 for length in lengths], self.num_heads, self.dtype, self.device)
         text = self._text_mask(cache, list(range(rows)))
         for number, layer in enumerate(self.layers):
             x = layer.self_attn_layer_norm(hidden)
@@ -289,7 +289,7 @@ class StepDecoder:
         if not self.cross_attention:
             return None
         spans = [cache.text_lengths[slot] for slot in slots]
-        return KeyMask(spans, self.num_heads, self.device) if any(spans) else None
+        return KeyMask(spans, self.num_heads, self.dtype, self.device) if any(spans) else None
 
     def _cross(
         self, layer: Any, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, text: KeyMask
@@ -320,11 +320,11 @@ class KeyMask:
     A row with no keys (no text) attends to key 0 instead, so that its softmax stays finite, and
     ``attend`` then gives it zeros."""
 
-    def __init__(self, spans: list[int], heads: int, device: torch.device):
+    def __init__(self, spans: list[int], heads: int, dtype: torch.dtype, device: torch.device):
         self.span = _quantized(max(spans))
         lengths = torch.tensor(spans, device=device)
         keep = torch.arange(self.span, device=device) < lengths.clamp(min=1)[:, None]
-        bias = torch.zeros(keep.shape, device=device).masked_fill_(~keep, float("-inf"))
+        bias = torch.zeros(keep.shape, dtype=dtype, device=device).masked_fill_(~keep, float("-inf"))
         #: Added to the scores, laid out as the batched products are: (rows * heads, 1, span).
         self.bias = bias.repeat_interleave(heads, dim=0)[:, None]
         self.empty = (lengths == 0)[:, None, None, None] if 0 in spans else None
@@ -337,7 +337,9 @@ def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: KeyM
     rows, heads, queries, head_dim = q.shape
     keys, values = keys[:, :, : mask.span].flatten(0, 1), values[:, :, : mask.span].flatten(0, 1)
     scores = torch.baddbmm(mask.bias, q.flatten(0, 1), keys.transpose(1, 2), alpha=head_dim**-0.5)
-    attended = torch.bmm(torch.softmax(scores, dim=-1), values).view(rows, heads, queries, head_dim)
+    # Half-precision models normalise in float32, as fused attention kernels do.
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)
+    attended = torch.bmm(weights, values).view(rows, heads, queries, head_dim)
     return attended if mask.empty is None else attended.masked_fill_(mask.empty, 0.0)
 
 
