@@ -239,8 +239,9 @@ def test_a_rows_attention_is_bitwise_what_it_is_alone_whatever_else_shares_the_c
     keys, values = (torch.randn(len(spans), heads, capacity, head_dim, generator=generator) for _ in range(2))
     queries = torch.randn(len(spans), heads, 1, head_dim, generator=generator)
 
-    def attended(rows: slice, spans: list[int]) -> torch.Tensor:
-        return attend(queries[rows], keys[rows], values[rows], KeyMask(spans, heads, torch.float32, torch.device("cpu")))
+    def attended(rows: slice, row_spans: list[int]) -> torch.Tensor:
+        mask = KeyMask(row_spans, heads, torch.float32, torch.device("cpu"))
+        return attend(queries[rows], keys[rows], values[rows], mask)
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
