@@ -66,8 +66,8 @@ class MusicgenPredictor(ContinuousPredictor):
         return batch.has_room(slots, batch.positions_needed(checkpoint.frames(inputs["duration"]), prefix))
 
     def admit(self, ctx: Context, inputs: dict[str, Any], done: Callable[[Any], None]) -> None:
-        from overture.models.musicgen.batching import MAX_SLOTS, ContinuousBatch
-        from overture.models.musicgen.runner import load, prepare
+        from overture.models.musicgen.batching import ContinuousBatch
+        from overture.models.musicgen.runner import batch_slots, load, prepare
 
         request = Request.parse(inputs)
         checkpoint = load(self.checkpoints, request.hub_id, ctx)
@@ -75,9 +75,8 @@ class MusicgenPredictor(ContinuousPredictor):
         served = self.checkpoints.served(request.hub_id)
         batch = self._batches.get(served)
         if batch is None or batch.checkpoint is not checkpoint:
-            settings = self.checkpoints.settings
             batch = self._batches[served] = ContinuousBatch(
-                checkpoint, settings.batch_memory_bytes, settings.batch_slots or MAX_SLOTS
+                checkpoint, self.checkpoints.settings.batch_memory_bytes, batch_slots(self.checkpoints)
             )
         windows = ""
         if request.duration > MAX_WINDOW_SECONDS:

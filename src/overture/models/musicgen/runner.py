@@ -79,7 +79,7 @@ def load(checkpoints: Checkpoints, requested: str, ctx: Context) -> MusicgenChec
         started = time.monotonic()
         checkpoint = load_checkpoint(directory, checkpoints.device(), checkpoints.dtype())
         ctx.log(f"Loaded in {time.monotonic() - started:.1f} s")
-        ctx.log(select_kernels(checkpoint, checkpoints.settings.batch_slots or MAX_SLOTS).summary())
+        ctx.log(select_kernels(checkpoint, batch_slots(checkpoints)).summary())
         return checkpoint
 
     checkpoint = checkpoints.load(served, loader, lambda c: module_nbytes(c.model))
@@ -87,6 +87,11 @@ def load(checkpoints: Checkpoints, requested: str, ctx: Context) -> MusicgenChec
     dtype = str(checkpoint.dtype).removeprefix("torch.")
     ctx.log(f"Checkpoint: {served}{serving} ({checkpoint.device}, {dtype})")
     return checkpoint
+
+
+def batch_slots(checkpoints: Checkpoints) -> int:
+    """Most rows a running batch holds: the operator's ``--batch-slots``, else ``MAX_SLOTS``."""
+    return checkpoints.settings.batch_slots or MAX_SLOTS
 
 
 def select_kernels(checkpoint: MusicgenCheckpoint, slots: int = MAX_SLOTS) -> KernelReport:
