@@ -123,13 +123,18 @@ def get_output(prediction_id: str, name: str, owner: Owner, svc: Svc) -> FileRes
 
 @router.get("/signed/outputs/{prediction_id}/{name}")
 def get_signed_output(
-    prediction_id: str, name: str, svc: Svc, expires: int = Query(default=0), signature: str = Query(default="")
+    prediction_id: str, name: str, svc: Svc, expires: str = Query(default=""), signature: str = Query(default="")
 ) -> FileResponse:
-    """An output without a header, for ``<audio src>``: the URL carries an expiring HMAC instead."""
+    """An output without a header, for ``<audio src>``: the URL carries an expiring HMAC instead.
+
+    Anyone can call this, so every part is checked as untrusted text: the HMAC covers the expiry
+    exactly as it was sent, and the expiry is read as a number only once the HMAC proves the
+    server wrote it."""
     rel = f"{prediction_id}/{name}"
-    expected = svc.keys.sign(f"{rel}:{expires}")
-    if not hmac.compare_digest(expected, signature):
+    expected = svc.keys.sign(f"{rel}:{expires}").encode()
+    # Bytes, not str: compare_digest refuses a str with non-ASCII characters (a TypeError, a 500).
+    if not hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass")):
         raise ApiError(403, "The signature of this URL is not valid")
-    if expires < time.time():
+    if not (expires.isascii() and expires.isdigit()) or int(expires) < time.time():
         raise ApiError(403, "This signed URL has expired; fetch the prediction again for a fresh one")
     return _output_response(svc, prediction_id, name)

@@ -33,7 +33,8 @@ class Keys:
         return read_or_create(self.data_dir / "api-token", "r8_" + secrets.token_urlsafe(30))
 
     def sign(self, message: str) -> str:
-        return hmac.new(self.signing_key, message.encode(), hashlib.sha256).hexdigest()
+        # surrogatepass: a message built from a request's text may hold lone surrogates.
+        return hmac.new(self.signing_key, message.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
     def webhook_secret(self, owner: str) -> str:
         """One ``whsec_`` secret per token owner, derived so it needs no storage of its own.
