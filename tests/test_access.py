@@ -16,7 +16,7 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from overture.api.auth import TokenAuth
+from overture.api.auth import TokenAuth, owner_of
 from overture.api.errors import ApiError
 
 from conftest import OTHER_TOKEN, TOKEN, Server
@@ -105,13 +105,19 @@ def test_tokens_are_compared_in_constant_time_against_every_token(monkeypatch: p
         return real(a, b)
 
     monkeypatch.setattr(hmac, "compare_digest", counting)
-    for given in [*tokens, "r8_aaab", "x"]:
+
+    def request(given: str) -> Request:
+        return Request({"type": "http", "headers": [(b"authorization", f"Bearer {given}".encode())]})
+
+    for given in tokens:
         calls.clear()
-        request = Request({"type": "http", "headers": [(b"authorization", f"Bearer {given}".encode())]})
-        try:
-            auth(request)
-        except ApiError as exc:
-            assert exc.status == 401
+        assert auth(request(given)) == owner_of(given)
+        assert calls == [t.encode() for t in tokens]
+    for given in ("r8_aaab", "x"):
+        calls.clear()
+        with pytest.raises(ApiError) as refused:
+            auth(request(given))
+        assert refused.value.status == 401 and refused.value.detail == "You did not pass a valid authentication token"
         assert calls == [t.encode() for t in tokens]
 
 
@@ -154,11 +160,14 @@ def test_each_token_sees_only_its_own_files_and_outputs(server: Server) -> None:
             ("GET", output),
         ]:
             assert other.request(method, path).status_code == 404, (method, path)
-        # Nor can another token use my file or my output as an input.
-        for url in (file["urls"]["get"], output):
-            response = other.post("/v1/models/tests/file-echo/predictions", json={"input": {"audio": url}}, headers={"Prefer": "wait"})
-            body = response.json()
-            assert response.status_code == 422 or body["status"] == "failed", body
+        # Nor can another token use my file or my output as an input: to it they do not exist.
+        for url, missing in (
+            (file["urls"]["get"], f"file {file['id']} does not exist"),
+            (output, f"output file {pid}/{output.rsplit('/', 1)[1]} does not exist"),
+        ):
+            response = other.post("/v1/models/tests/file-echo/predictions", json={"input": {"audio": url}})
+            assert response.status_code == 422, response.text
+            assert response.json()["invalid_fields"] == [{"field": "audio", "message": missing}]
         # All of it is still there for its owner.
         assert mine.get(f"/v1/files/{file['id']}/download").content == b"private bytes"
         assert mine.get(output).content == b"private bytes"
