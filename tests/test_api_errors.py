@@ -146,8 +146,18 @@ def test_health_and_landing_need_no_token(server: Server) -> None:
     assert page.status_code == 200 and "overture/synth" in page.text
 
 
-def test_no_trailing_slash_redirects(http: httpx.Client) -> None:
-    assert http.get("/v1/predictions/").status_code == 404
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/v1/predictions/"), ("POST", "/v1/predictions/"), ("GET", "/v1/models/"), ("GET", "/v1/files/")],
+)
+def test_a_trailing_slash_is_a_404_not_a_redirect(http: httpx.Client, method: str, path: str) -> None:
+    """The app is built with ``redirect_slashes=False``: a path with a trailing slash names no route,
+    and the server answers so instead of redirecting (a redirect would resend the token to a URL
+    built from the request's Host header, not from ``--public-url``)."""
+    assert http.request(method, path.rstrip("/"), json={}).status_code != 404  # the route without it exists
+    response = http.request(method, path, json={})
+    assert _problem(response, 404) == "The requested resource does not exist"
+    assert "location" not in response.headers
 
 
 def test_huge_json_body_is_413(http: httpx.Client) -> None:
