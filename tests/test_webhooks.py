@@ -115,7 +115,7 @@ def test_webhook_must_be_http(server: Server) -> None:
         response = http.post(
             "/v1/models/tests/steps/predictions", json={"input": {}, "webhook": "ftp://example.com/hook"}
         )
-        assert response.status_code == 422 and "input.webhook: must be an http(s) URL" in response.json()["detail"]
+        assert response.status_code == 422 and "- webhook: must be an http(s) URL" in response.json()["detail"]
 
 
 def test_private_addresses_can_be_forbidden(tmp_path: Path, receiver: Receiver) -> None:

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from overture.api.errors import ApiError
+from overture.api.errors import invalid_request
 from overture.api.present import Presenter
 from overture.config import Settings
 from overture.engine.engine import Engine
@@ -51,4 +51,4 @@ def decode_cursor(cursor: str | None) -> int | None:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         return int(text.removeprefix("seq:"))
     except ValueError:
-        raise ApiError(422, "- cursor: malformed pagination cursor\n") from None
+        raise invalid_request([("cursor", "malformed pagination cursor")]) from None

@@ -46,10 +46,21 @@ def invalid_input(exc: InvalidInput) -> JSONResponse:
     return problem(422, str(exc), invalid_fields=fields)
 
 
+def invalid_request(errors: list[tuple[str, str]]) -> ApiError:
+    """A 422 for fields of the request itself (body, query, headers), named as the client sent
+    them: only a model's inputs read ``input.<name>`` (``InvalidInput``)."""
+    detail = "".join(f"- {name}: {message}\n" for name, message in errors)
+    return ApiError(422, detail, invalid_fields=[{"field": name, "message": message} for name, message in errors])
+
+
+def _answer(exc: ApiError) -> JSONResponse:
+    return problem(exc.status, exc.detail, **exc.extra)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return problem(exc.status, exc.detail, **exc.extra)
+        return _answer(exc)
 
     @app.exception_handler(InvalidInput)
     async def _invalid_input(_: Request, exc: InvalidInput) -> JSONResponse:
@@ -71,7 +82,8 @@ def install(app: FastAPI) -> None:
                 errors.append(("body", "the request body is not valid JSON"))
             else:
                 errors.append((".".join(loc) or "body", err.get("msg", "invalid")))
-        return invalid_input(InvalidInput(errors))
+        # Every field FastAPI validates is the request's own: the model's inputs are checked later.
+        return _answer(invalid_request(errors))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 
 from overture.api.auth import Owner
 from overture.api.deps import Present, Svc, decode_cursor, encode_cursor
-from overture.api.errors import ApiError
+from overture.api.errors import ApiError, invalid_request
 from overture.ids import new_id
 from overture.store.db import FileRow
 from overture.store.store import TooLarge, utcnow
@@ -32,10 +32,10 @@ async def create_file(request: Request, owner: Owner, svc: Svc, present: Present
     except HTTPException:
         raise
     except Exception as exc:  # python-multipart raises several types for broken bodies
-        raise ApiError(422, f"- content: the body is not valid multipart/form-data ({exc})\n") from None
+        raise invalid_request([("content", f"the body is not valid multipart/form-data ({exc})")]) from None
     content = form.get("content")
     if not isinstance(content, UploadFile):
-        raise ApiError(422, "- content: field required (a multipart part named 'content' with the file)\n")
+        raise invalid_request([("content", "field required (a multipart part named 'content' with the file)")])
     metadata = _metadata(form.get("metadata"))
     fid = new_id()
     try:
@@ -68,7 +68,7 @@ def _metadata(raw: Any) -> dict[str, Any]:
     except json.JSONDecodeError:
         value = None
     if not isinstance(value, dict):
-        raise ApiError(422, "- metadata: must be a JSON object\n")
+        raise invalid_request([("metadata", "must be a JSON object")])
     return value
 
 

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict
 from overture.api.auth import Owner
 from overture.api.deps import Present, Services, Svc, decode_cursor, encode_cursor
 from overture.api.present import Presenter
-from overture.api.errors import ApiError
-from overture.engine.webhooks import delivery_summary
+from overture.api.errors import ApiError, invalid_request
+from overture.engine.webhooks import WebhookRefused, check_url, delivery_summary
 from overture.models.registry import UnknownModel
 from overture.store.db import PredictionRow
 from overture.store.store import TERMINAL
@@ -82,9 +82,9 @@ def cancel_after(value: str | None) -> float | None:
         except ValueError:
             seconds = math.nan
     if not math.isfinite(seconds):
-        raise ApiError(422, f"- Cancel-After: {value!r} is not a duration such as 30s, 5m or 1h30m\n")
+        raise invalid_request([("Cancel-After", f"{value!r} is not a duration such as 30s, 5m or 1h30m")])
     if seconds < _MIN_CANCEL_AFTER:
-        raise ApiError(422, f"- Cancel-After: must be at least {_MIN_CANCEL_AFTER:g} seconds\n")
+        raise invalid_request([("Cancel-After", f"must be at least {_MIN_CANCEL_AFTER:g} seconds")])
     return seconds
 
 
@@ -97,6 +97,22 @@ def prefer_wait(prefer: str | None) -> float | None:
         if match:
             return float(min(max(int(match.group(1) or 60), 1), 60))
     return None
+
+
+def _check_webhooks(body: ModelPredictionRequest, allow_private: bool) -> None:
+    """Refuse a webhook URL the server must not call, naming the field that carried it."""
+    errors = []
+    for field, url in (("webhook", body.webhook), ("webhook_completed", body.webhook_completed)):
+        if url is None:
+            continue
+        try:
+            check_url(url, allow_private)
+        except WebhookRefused as exc:
+            errors.append((field, str(exc)))
+        except ValueError:  # urlsplit's verdict on a URL it cannot parse, such as "http://[::1"
+            errors.append((field, "must be an http(s) URL"))
+    if errors:
+        raise invalid_request(errors)
 
 
 async def _create(
@@ -117,8 +133,11 @@ async def _create(
     if body.webhook is None and body.webhook_completed is not None:
         events = ["completed"]
     deadline = cancel_after(headers.cancel_after)
-    row = await anyio.to_thread.run_sync(
-        lambda: svc.engine.create(
+
+    def create() -> PredictionRow:
+        # In the thread too: checking a webhook's address may resolve its host name.
+        _check_webhooks(body, svc.settings.webhook_allow_private)
+        return svc.engine.create(
             owner,
             model,
             version,
@@ -128,7 +147,8 @@ async def _create(
             stream=bool(body.stream),
             cancel_after=deadline,
         )
-    )
+
+    row = await anyio.to_thread.run_sync(create)
     response.status_code = 201
     response.headers["Location"] = f"{present.base}/v1/predictions/{row.id}"
     wait = prefer_wait(headers.prefer)

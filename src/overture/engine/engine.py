@@ -20,7 +20,7 @@ from overture.config import Settings
 from overture.engine.inputs import InputResolver, content_digest, file_input_errors, file_values
 from overture.engine.notify import Notifier
 from overture.engine.queue import Job, JobQueue
-from overture.engine.webhooks import EVENTS, WebhookDispatcher, WebhookRefused, check_url
+from overture.engine.webhooks import EVENTS, WebhookDispatcher
 from overture.engine.worker import JobContext, Worker
 from overture.ids import new_id
 from overture.models.base import Canceled, Model, Predictor, Version
@@ -110,15 +110,12 @@ class Engine:
         stream: bool = False,
         cancel_after: float | None = None,
     ) -> PredictionRow:
-        """Validate and queue a prediction; raises ``InvalidInput`` naming every bad field."""
+        """Validate and queue a prediction; raises ``InvalidInput`` naming every bad input field.
+
+        ``webhook`` is checked by the caller, which knows the request field that carried it."""
         values = version.inputs.validate(raw_input)
         errors = version.predictor.check_inputs(raw_input or {}, values)
         errors += file_input_errors(version.inputs, values, self.store, owner, self.settings.max_input_file_bytes)
-        if webhook is not None:
-            try:
-                check_url(webhook, self.settings.webhook_allow_private)
-            except WebhookRefused as exc:
-                errors.append(("webhook", str(exc)))
         if errors:
             raise InvalidInput(errors)
         now = utcnow()
