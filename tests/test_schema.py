@@ -70,7 +70,25 @@ def test_integral_float_is_an_integer_and_int_is_a_number() -> None:
         ({"required_text": "x", "steps": 75}, "- input.steps: 75 is not one of the allowed values: 50, 100\n"),
         ({"required_text": "x", "continuation_start": -1}, "must be greater than or equal to 0"),
         ({"required_text": "x", "input_audio": "/etc/passwd"}, "input.input_audio: must be a file"),
-        ({"required_text": "x", "top_p": float("nan")}, "input.top_p: must be a number"),
+        ({"required_text": "x", "top_p": float("nan")}, "- input.top_p: must be a finite number (got NaN)\n"),
+        ({"required_text": "x", "top_p": float("inf")}, "- input.top_p: must be a finite number (got Infinity)\n"),
+        ({"required_text": "x", "duration": -float("inf")}, "- input.duration: must be a finite number (got -Infinity)\n"),
+        ({"required_text": "x", "top_p": True}, "- input.top_p: must be a number (got boolean)\n"),
+        ({"required_text": "x", "duration": 1.5}, "- input.duration: must be an integer (got 1.5)\n"),
+        ({"required_text": float("nan")}, "- input.required_text: must be a string (got NaN)\n"),
+        (
+            {"required_text": "x", "continuation_start": -(10**400)},
+            "- input.continuation_start: must be greater than or equal to 0 (got an integer of 401 digits)\n",
+        ),
+        (
+            {"required_text": "x", "top_p": 10**400},
+            "- input.top_p: must be a number between -1.8e+308 and 1.8e+308 (got an integer of 401 digits)\n",
+        ),
+        (
+            {"required_text": "x\ud800"},
+            "- input.required_text: must be valid Unicode text (got a lone surrogate \\ud800 at index 1)\n",
+        ),
+        ({"required_text": "x", "other": [float("nan")]}, "- input.other: must hold only finite numbers (got NaN)\n"),
     ],
 )
 def test_invalid(raw: dict, message: str) -> None:

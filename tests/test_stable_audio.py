@@ -188,7 +188,7 @@ def test_the_remaining_inputs(client: replicate.Client, server: Server) -> None:
         (STACKADOC_VERSION, {"seconds_start": -1}, "must not be negative (got -1)"),
         (STACKADOC_VERSION, {"steps": 0}, "must be at least 1 (got 0)"),
         (STACKADOC_VERSION, {"batch_size": 0}, "must be at least 1 (got 0)"),
-        (STACKADOC_VERSION, {"sigma_min": 600}, "must be above 0 and below sigma_max (got 600.0 and 500)"),
+        (STACKADOC_VERSION, {"sigma_min": 600}, "must be below sigma_max (got sigma_min 600.0 and sigma_max 500)"),
         (STACKADOC_VERSION, {"sampler_type": "k-dpm-adaptive"}, "'k-dpm-adaptive' is not supported; use one of"),
         (STACKADOC_VERSION, {"seconds_total": 48}, "must be less than or equal to 47"),
         (STABILITY_VERSION, {"duration": 0}, "must be greater than or equal to 1"),

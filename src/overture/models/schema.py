@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -157,7 +158,9 @@ class InputSchema:
         """Apply defaults and check every field; raise ``InvalidInput`` listing each bad one.
 
         File fields stay as the URL strings the client sent: resolving them to bytes is the
-        engine's job, after the prediction is accepted. Unknown keys are ignored, as in Cog.
+        engine's job, after the prediction is accepted. Unknown keys are ignored, as in Cog, but
+        they are stored and shown with the prediction, so one that JSON has no spelling for (NaN,
+        a lone surrogate) is refused like a bad field.
         """
         raw = raw or {}
         values: dict[str, Any] = {}
@@ -174,6 +177,11 @@ class InputSchema:
                 values[f.name] = _check(f, value)
             except ValueError as exc:
                 errors.append((f.name, str(exc)))
+        for name, value in raw.items():
+            if name not in self.by_name:
+                problem = _unshowable_name(name) or _unshowable(value)
+                if problem is not None:
+                    errors.append((_printable(name), problem))
         if errors:
             raise InvalidInput(errors)
         return values
@@ -192,11 +200,11 @@ def _check(f: Field, value: Any) -> Any:
     spec = f.spec
     if spec.choices is not None and value not in spec.choices:
         allowed = ", ".join(repr(c) for c in spec.choices)
-        raise ValueError(f"{value!r} is not one of the allowed values: {allowed}")
+        raise ValueError(f"{shown(value)} is not one of the allowed values: {allowed}")
     if spec.ge is not None and value < spec.ge:
-        raise ValueError(f"must be greater than or equal to {_num(spec.ge)} (got {value})")
+        raise ValueError(f"must be greater than or equal to {_num(spec.ge)} (got {shown(value)})")
     if spec.le is not None and value > spec.le:
-        raise ValueError(f"must be less than or equal to {_num(spec.le)} (got {value})")
+        raise ValueError(f"must be less than or equal to {_num(spec.le)} (got {shown(value)})")
     if isinstance(value, str) and f.kind is str:
         if spec.min_length is not None and len(value) < spec.min_length:
             raise ValueError(f"must be at least {spec.min_length} characters long")
@@ -204,34 +212,107 @@ def _check(f: Field, value: Any) -> Any:
             raise ValueError(f"must be at most {spec.max_length} characters long")
         if spec.regex is not None and not re.fullmatch(spec.regex, value):
             raise ValueError(f"does not match the pattern {spec.regex!r}")
+    if f.kind is float:
+        # Only now: an integer beyond any float still gets the bounds' message when it breaks them.
+        try:
+            return float(value)
+        except OverflowError:
+            limit = f"{sys.float_info.max:.2g}"
+            raise ValueError(f"must be a number between -{limit} and {limit} (got {shown(value)})") from None
     return value
 
 
 def _coerce(kind: type, value: Any) -> Any:
+    """``value`` as ``kind`` when JSON gave that kind (an integral float is an integer, an integer
+    is a number), else ``ValueError``; numbers are left exact for ``_check`` to bound."""
     if kind is bool:
         if isinstance(value, bool):
             return value
         raise ValueError(f"must be a boolean (got {_kind_of(value)})")
-    if kind is int:
+    if kind is int or kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"must be an integer (got {_kind_of(value)})")
-        if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
-            raise ValueError(f"must be an integer (got {value})")
-        return int(value)
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ValueError(f"must be a number (got {_kind_of(value)})")
-        return float(value)
-    if kind is Path:
-        if not isinstance(value, str) or not re.match(r"^(https?://|data:)", value, re.IGNORECASE):
-            raise ValueError("must be a file: an http(s) URL, a data: URI or an uploaded file's URL")
+            raise ValueError(f"must be {'an integer' if kind is int else 'a number'} (got {_kind_of(value)})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"must be a finite number (got {shown(value)})")
+        if kind is int and isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"must be an integer (got {value})")
+            return int(value)
         return value
     if not isinstance(value, str):
+        if kind is Path:
+            raise ValueError(_NOT_A_FILE)
         raise ValueError(f"must be a string (got {_kind_of(value)})")
+    problem = _unshowable_text(value)
+    if problem is not None:
+        raise ValueError(problem)
+    if kind is Path and not re.match(r"^(https?://|data:)", value, re.IGNORECASE):
+        raise ValueError(_NOT_A_FILE)
     return value
 
 
+_NOT_A_FILE = "must be a file: an http(s) URL, a data: URI or an uploaded file's URL"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: Longer strings and integers are quoted in part: a message need not echo a megabyte back.
+_QUOTED_CHARS = 40
+_QUOTED_DIGITS = 20
+
+
+def _unshowable_text(text: str) -> str | None:
+    """Why UTF-8, and so a JSON response, cannot carry ``text``; None when it can."""
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    return f"must be valid Unicode text (got a lone surrogate {_printable(found.group())} at index {found.start()})"
+
+
+def _unshowable_name(name: str) -> str | None:
+    problem = _unshowable_text(name)
+    return None if problem is None else f"its name {problem}"
+
+
+def _unshowable(value: Any) -> str | None:
+    """Why JSON cannot show ``value`` back as it came (a number that is not finite, text that is
+    not Unicode), looking inside arrays and objects; None when it can. Iterative, so nesting as
+    deep as the JSON parser allows cannot exhaust the stack."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number (got {shown(value)})"
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"must hold only finite numbers (got {shown(item)})"
+        if isinstance(item, str) and (problem := _unshowable_text(item)) is not None:
+            return problem
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None
+
+
+def _printable(text: str) -> str:
+    """``text`` with each lone surrogate written as its escape, so that a message can quote it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def shown(value: Any) -> str:
+    """A value as an error message quotes it: NaN and the infinities as JSON spells them, and no more
+    than the start of a long string or the length of a huge integer."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, int) and not isinstance(value, bool):
+        digits = len(str(abs(value)))
+        return str(value) if digits <= _QUOTED_DIGITS else f"an integer of {digits} digits"
+    if isinstance(value, str) and len(value) > _QUOTED_CHARS:
+        return f"'{repr(value[:_QUOTED_CHARS])[1:-1]}…' ({len(value)} characters)"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def _kind_of(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return shown(value)
     return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}.get(
         type(value), type(value).__name__
     )

@@ -63,7 +63,7 @@ def load(checkpoints: Checkpoints) -> StableAudioPipeline:
 class _StableAudioPredictor(Predictor):
     @classmethod
     def check_inputs(cls, raw: Mapping[str, Any], values: dict[str, Any]) -> list[tuple[str, str]]:
-        return Request.from_inputs(values).problems()
+        return Request.from_inputs(values).problems(given=[name for name, value in raw.items() if value is not None])
 
     def _run(self, ctx: Context, inputs: Mapping[str, Any], output_format: str) -> Path:
         from overture.models.stable_audio.generate import frames_for, generate, joined_clips, sample_rate

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from overture.models.schema import shown
 
 #: stable-audio-tools' ``sampler_type`` names that Overture runs (``sampling.SAMPLERS``); its
 #: ``k-dpm-fast`` and ``k-dpm-adaptive`` are not offered. Kept here, free of torch, because the
 #: server checks requests against it before any model is loaded.
 SAMPLER_TYPES = ("dpmpp-3m-sde", "dpmpp-2m-sde", "k-heun", "k-lms", "k-dpmpp-2s-ancestral", "k-dpm-2")
+#: torch's generators take seeds below 2**64 (a negative seed asks for a random one).
+SEED_LIMIT = 2**64
+SIGMAS = ("sigma_min", "sigma_max")
 
 
 @dataclass(frozen=True)
@@ -34,18 +39,28 @@ class Request:
         names = {field.name for field in dataclasses.fields(cls)}
         return cls(**{name: value for name, value in inputs.items() if name in names})
 
-    def problems(self) -> list[tuple[str, str]]:
-        """``(field, message)`` for each value the schema lets through but generation cannot use."""
+    def problems(self, given: Collection[str] = SIGMAS) -> list[tuple[str, str]]:
+        """``(field, message)`` for each value the schema lets through but generation cannot use.
+
+        ``given`` holds the inputs the client set: a wrong pair of sigmas is reported on the one(s)
+        among them, since the other is the default."""
         problems = []
         for name in ("seconds_total", "steps", "batch_size"):
             if getattr(self, name) < 1:
-                problems.append((name, f"must be at least 1 (got {getattr(self, name)})"))
+                problems.append((name, f"must be at least 1 (got {shown(getattr(self, name))})"))
         if self.seconds_start < 0:
-            problems.append(("seconds_start", f"must not be negative (got {self.seconds_start})"))
-        if not 0 < self.sigma_min < self.sigma_max:
-            problems.append(
-                ("sigma_min", f"must be above 0 and below sigma_max (got {self.sigma_min} and {self.sigma_max})")
-            )
+            problems.append(("seconds_start", f"must not be negative (got {shown(self.seconds_start)})"))
+        if self.seed >= SEED_LIMIT:
+            problems.append(("seed", f"must be less than 2**64, or -1 for a random seed (got {shown(self.seed)})"))
+        if self.sigma_min <= 0:
+            problems.append(("sigma_min", f"must be above 0 (got {shown(self.sigma_min)})"))
+        elif self.sigma_min >= self.sigma_max:
+            pair = f"(got sigma_min {shown(self.sigma_min)} and sigma_max {shown(self.sigma_max)})"
+            chosen = [name for name in SIGMAS if name in given] or list(SIGMAS)
+            if "sigma_min" in chosen:
+                problems.append(("sigma_min", f"must be below sigma_max {pair}"))
+            if "sigma_max" in chosen:
+                problems.append(("sigma_max", f"must be above sigma_min {pair}"))
         if self.sampler_type not in SAMPLER_TYPES:
             problems.append(
                 ("sampler_type", f"{self.sampler_type!r} is not supported; use one of {', '.join(SAMPLER_TYPES)}")

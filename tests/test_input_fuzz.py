@@ -1,0 +1,197 @@
+"""Any JSON value in any input of any model version gets a 201, or a 422 that names that input.
+
+The server reads request bodies with Python's ``json``, which takes ``NaN``, ``Infinity`` and
+``-Infinity`` and integers of hundreds of digits; a JSON string may also hold a lone UTF-16
+surrogate (``"\\ud800"``) that no UTF-8 response can carry back. The examples pin what each of
+those gets; the properties send Hypothesis' values to every field of every version the server
+registers (``default_registry``), over real HTTP and, for many more cases, to the validator itself.
+
+The server here has no checkpoints: a created prediction of a model with weights fails when it
+loads them, and each one is canceled as soon as it is created, which stops the synth too. The
+verdict under test is the create call's, and no model needs to run for it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from overture.models.base import Version
+from overture.models.registry import default_registry
+from overture.models.schema import Field
+from overture.models.stable_audio import STABILITY_VERSION, STACKADOC_VERSION
+from overture.models.synth_model import SYNTH_VERSION
+
+from conftest import TOKEN, Server
+
+pytestmark = pytest.mark.timeout(240)
+
+REGISTRY = default_registry()
+#: Every version once (``melody`` is an alias of Replicate's MusicGen version).
+VERSIONS: list[Version] = list({version.id: version for _, version in REGISTRY.versions.values()}.values())
+#: JSON's own spelling of each number that is not finite, as a message quotes it.
+NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def ref(version: Version) -> str:
+    model, _ = REGISTRY.version(version.id)
+    return f"{model.ref}@{version.id[:8]}"
+
+
+def numeric_fields() -> list[Any]:
+    """Each integer and number input of each version, as a test parameter."""
+    return [
+        pytest.param(version, field, id=f"{ref(version)}:{field.name}")
+        for version in VERSIONS
+        for field in version.inputs.fields
+        if field.kind in (int, float)
+    ]
+
+
+def required_inputs(version: Version) -> dict[str, Any]:
+    """The least a prediction of ``version`` needs to be created: its required fields, filled in."""
+    filled: dict[str, Any] = {}
+    for field in version.inputs.fields:
+        if field.required:
+            assert field.kind is str and field.spec.choices is None, f"no sample value for {field.name}"
+            filled[field.name] = "a tune"
+    return filled
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("data") / "overture-data").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def http(server: Server) -> Iterator[httpx.Client]:
+    # A connection per request: a 500 closes its connection, and the next report should not be
+    # about that instead of its own request.
+    headers = {"Authorization": f"Bearer {TOKEN}", "Connection": "close"}
+    with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as client:
+        yield client
+
+
+def create(http: httpx.Client, version: Version, inputs: dict[str, Any]) -> httpx.Response:
+    """POST the inputs as Python's ``json`` writes them (NaN and all), canceling what is created."""
+    body = json.dumps({"version": version.id, "input": inputs})
+    response = http.post("/v1/predictions", content=body, headers={"Content-Type": "application/json"})
+    if response.status_code == 201:
+        http.post(f"/v1/predictions/{response.json()['id']}/cancel").raise_for_status()
+    return response
+
+
+def named(response: httpx.Response) -> list[str]:
+    """The fields a 422 names, in its order, as its ``detail`` spells them."""
+    return re.findall(r"^- (.+?): ", response.json()["detail"], re.MULTILINE)
+
+
+def refusal(response: httpx.Response, name: str) -> str:
+    """The message of a 422 that names the input ``name`` and nothing else."""
+    assert response.status_code == 422, response.text
+    assert named(response) == [f"input.{name}"], response.text
+    return response.json()["detail"].removeprefix(f"- input.{name}: ").rstrip("\n")
+
+
+# -- examples ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("version", "field"), numeric_fields())
+def test_a_number_that_is_not_finite_is_refused_by_name(http: httpx.Client, version: Version, field: Field) -> None:
+    for spelling, value in NON_FINITE.items():
+        response = create(http, version, {**required_inputs(version), field.name: value})
+        assert refusal(response, field.name) == f"must be a finite number (got {spelling})"
+
+
+def test_an_integer_beyond_any_float_is_held_to_the_bounds_or_refused_as_too_large(http: httpx.Client) -> None:
+    synth, riffusion = REGISTRY.version(SYNTH_VERSION)[1], REGISTRY.version("riffusion/riffusion")[1]
+    musicgen = REGISTRY.version("meta/musicgen")[1]
+    huge = 10**400
+    response = create(http, synth, {"duration": huge})
+    assert refusal(response, "duration") == "must be less than or equal to 600 (got an integer of 401 digits)"
+    response = create(http, riffusion, {"alpha": -huge})
+    assert refusal(response, "alpha") == "must be greater than or equal to 0 (got an integer of 401 digits)"
+    # top_p has no bounds: the number itself does not fit.
+    response = create(http, musicgen, {"top_p": huge})
+    assert refusal(response, "top_p") == "must be a number between -1.8e+308 and 1.8e+308 (got an integer of 401 digits)"
+
+
+def test_an_integer_input_quotes_a_huge_value_briefly(http: httpx.Client) -> None:
+    riffusion = REGISTRY.version("riffusion/riffusion")[1]
+    response = create(http, riffusion, {"num_inference_steps": -(10**30)})
+    assert refusal(response, "num_inference_steps") == "must be greater than or equal to 1 (got an integer of 31 digits)"
+
+
+def test_a_boolean_is_not_a_number_and_an_integral_float_is_an_integer(http: httpx.Client) -> None:
+    synth = REGISTRY.version(SYNTH_VERSION)[1]
+    assert refusal(create(http, synth, {"duration": True}), "duration") == "must be a number (got boolean)"
+    assert refusal(create(http, synth, {"seed": False}), "seed") == "must be an integer (got boolean)"
+    assert refusal(create(http, synth, {"seed": 1.5}), "seed") == "must be an integer (got 1.5)"
+    created = create(http, synth, {"seed": 7.0, "duration": 1})
+    assert created.status_code == 201, created.text
+
+
+def test_text_with_a_lone_surrogate_is_refused_by_name(http: httpx.Client) -> None:
+    """UTF-8 cannot encode ``\\ud800``: accepted, the prediction could never be shown."""
+    synth = REGISTRY.version(SYNTH_VERSION)[1]
+    response = create(http, synth, {"prompt": "jazz \ud800 in D minor"})
+    assert refusal(response, "prompt") == "must be valid Unicode text (got a lone surrogate \\ud800 at index 5)"
+    musicgen = REGISTRY.version("meta/musicgen")[1]
+    response = create(http, musicgen, {"prompt": "x", "input_audio": "data:audio/wav;base64,\udfff"})
+    assert refusal(response, "input_audio") == "must be valid Unicode text (got a lone surrogate \\udfff at index 22)"
+
+
+def test_an_unknown_input_is_ignored_unless_json_could_not_show_it_back(http: httpx.Client) -> None:
+    """Unknown inputs are ignored, as in Cog, but stored and shown with the prediction and its
+    webhooks: what JSON has no spelling for (NaN, a lone surrogate) is refused by name."""
+    synth = REGISTRY.version(SYNTH_VERSION)[1]
+    created = create(http, synth, {"duration": 1, "extra": {"nested": [1, "é", None]}})
+    assert created.status_code == 201 and created.json()["input"]["extra"] == {"nested": [1, "é", None]}
+    response = create(http, synth, {"duration": 1, "extra": {"nested": [1, math.nan]}})
+    assert refusal(response, "extra") == "must hold only finite numbers (got NaN)"
+    response = create(http, synth, {"duration": 1, "extra": -math.inf})
+    assert refusal(response, "extra") == "must be a finite number (got -Infinity)"
+    response = create(http, synth, {"duration": 1, "extra": ["\ud800"]})
+    assert refusal(response, "extra") == "must be valid Unicode text (got a lone surrogate \\ud800 at index 0)"
+    response = create(http, synth, {"duration": 1, "ex\udc80tra": 1})
+    assert refusal(response, "ex\\udc80tra") == "its name must be valid Unicode text (got a lone surrogate \\udc80 at index 2)"
+
+
+def test_a_long_value_is_quoted_briefly(http: httpx.Client) -> None:
+    synth = REGISTRY.version(SYNTH_VERSION)[1]
+    response = create(http, synth, {"output_format": "w" * 2**20})
+    message = refusal(response, "output_format")
+    assert message == f"'{'w' * 40}…' (1048576 characters) is not one of the allowed values: 'wav', 'mp3'"
+
+
+@pytest.mark.parametrize("version_id", [STABILITY_VERSION, STACKADOC_VERSION])
+def test_stable_audio_names_the_sigma_the_client_chose(http: httpx.Client, version_id: str) -> None:
+    """``sigma_min`` must be below ``sigma_max``: a wrong pair is reported on the one the client set."""
+    version = REGISTRY.version(version_id)[1]
+    order = "must be above sigma_min (got sigma_min 0.03 and sigma_max 0)"
+    assert refusal(create(http, version, {"prompt": "a", "sigma_max": 0}), "sigma_max") == order
+    response = create(http, version, {"prompt": "a", "sigma_min": 600})
+    assert refusal(response, "sigma_min") == "must be below sigma_max (got sigma_min 600.0 and sigma_max 500)"
+    response = create(http, version, {"prompt": "a", "sigma_min": 0})
+    assert refusal(response, "sigma_min") == "must be above 0 (got 0.0)"
+    response = create(http, version, {"prompt": "a", "sigma_min": 2, "sigma_max": 1})
+    assert response.status_code == 422 and named(response) == ["input.sigma_min", "input.sigma_max"]
+
+
+@pytest.mark.parametrize("version_id", [STABILITY_VERSION, STACKADOC_VERSION])
+def test_stable_audio_refuses_a_seed_its_generator_cannot_take(http: httpx.Client, version_id: str) -> None:
+    """torch's generator takes seeds below 2**64; any negative seed means a random one."""
+    version = REGISTRY.version(version_id)[1]
+    response = create(http, version, {"prompt": "a", "seed": 2**64})
+    assert refusal(response, "seed") == "must be less than 2**64, or -1 for a random seed (got 18446744073709551616)"
+    assert create(http, version, {"prompt": "a", "seed": 2**64 - 1}).status_code == 201
+    assert create(http, version, {"prompt": "a", "seed": -(10**30)}).status_code == 201
