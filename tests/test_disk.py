@@ -18,21 +18,26 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Server
+from conftest import Server, require
 
 pytestmark = pytest.mark.timeout(180)
 
 
-def _mount(target: Path, options: str) -> bool:
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True).returncode == 0
+def _mount_tmpfs(target: Path, options: str) -> str | None:
+    """None once mounted; else why not."""
+    try:
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True)
+    except FileNotFoundError:
+        return "mount(8) is not installed"
+    return None if result.returncode == 0 else result.stderr.strip()
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     target = tmp_path / "disk"
     target.mkdir()
-    if not _mount(target, "size=48m"):
-        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN); this machine refused it")
+    refused = _mount_tmpfs(target, "size=48m")
+    require(refused is None, f"mounting a tmpfs needs root with CAP_SYS_ADMIN and mount(8): {refused}")
     yield target
     subprocess.run(["umount", "-l", str(target)], check=True)
 

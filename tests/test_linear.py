@@ -20,9 +20,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from overture.models import linear as L
 
-pytestmark = pytest.mark.skipif(
-    not (L.mkl_packed_available() and L.onednn_available()), reason="torch build without MKL packed or oneDNN ops"
-)
+from conftest import require
+
+
+@pytest.fixture(autouse=True)
+def kernels_available() -> None:
+    """The ops come with the torch build, not the CPU: the x86 Linux wheels have both."""
+    require(L.mkl_packed_available(), "this torch build has no MKL packed linear ops (torch.ops.mkl._mkl_linear)")
+    require(L.onednn_available(), "this torch build has no oneDNN linear ops (torch.ops.mkldnn._linear_pointwise)")
+
 
 # The reordered kernels and plain sgemm add in different orders; on O(1) outputs of 64-256 term
 # sums the difference is fp32 rounding, ~1e-7. Anything wrong (a stale or misread weight) is O(1).

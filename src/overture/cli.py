@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from overture.config import Settings
+from overture.engine.netpolicy import parse_networks
 from overture.models.checkpoints import CheckpointSettings
 
 app = typer.Typer(help="Overture: Replicate's music models on your own machines.", no_args_is_help=True)
@@ -59,10 +60,45 @@ def serve(
         float | None,
         typer.Option(envvar="OVERTURE_PREDICTION_TIMEOUT", help="Fail predictions unfinished after this many seconds."),
     ] = None,
+    input_allow_private: Annotated[
+        bool | None,
+        typer.Option(
+            "--input-allow-private/--no-input-allow-private",
+            envvar="OVERTURE_INPUT_ALLOW_PRIVATE",
+            help="Fetch file inputs from private/loopback addresses (default: yes).",
+        ),
+    ] = None,
+    input_allow_cidr: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="OVERTURE_INPUT_ALLOW_CIDRS",
+            help="Fetch file inputs from this range even where the rules refuse it, e.g. 169.254.0.0/16 "
+            "(repeatable; the longest matching range wins).",
+        ),
+    ] = None,
+    input_deny_cidr: Annotated[
+        list[str] | None,
+        typer.Option(envvar="OVERTURE_INPUT_DENY_CIDRS", help="Never fetch file inputs from this range (repeatable)."),
+    ] = None,
     webhook_allow_private: Annotated[
-        bool,
-        typer.Option(envvar="OVERTURE_WEBHOOK_ALLOW_PRIVATE", help="Allow webhooks to private/loopback addresses."),
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--webhook-allow-private/--no-webhook-allow-private",
+            envvar="OVERTURE_WEBHOOK_ALLOW_PRIVATE",
+            help="Allow webhooks to private/loopback addresses (default: yes).",
+        ),
+    ] = None,
+    webhook_allow_cidr: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="OVERTURE_WEBHOOK_ALLOW_CIDRS",
+            help="Send webhooks to this range even where the rules refuse it (repeatable).",
+        ),
+    ] = None,
+    webhook_deny_cidr: Annotated[
+        list[str] | None,
+        typer.Option(envvar="OVERTURE_WEBHOOK_DENY_CIDRS", help="Never send webhooks to this range (repeatable)."),
+    ] = None,
     webhook_retry_hours: Annotated[
         float, typer.Option(envvar="OVERTURE_WEBHOOK_RETRY_HOURS", help="Retry failed webhooks this long.")
     ] = 1.0,
@@ -113,7 +149,8 @@ def serve(
         typer.Option(
             envvar="OVERTURE_CONFIG",
             help="TOML file: checkpoints, substitutes (tables), allowed_checkpoints, model_memory_gb, device, "
-            "batch_memory_gb, batch_slots, riffusion_seed_images.",
+            "batch_memory_gb, batch_slots, riffusion_seed_images, input_allow_private, input_allow_cidrs, "
+            "input_deny_cidrs, webhook_allow_private, webhook_allow_cidrs, webhook_deny_cidrs.",
         ),
     ] = None,
     ssl_certfile: Annotated[
@@ -145,7 +182,16 @@ def serve(
         page_size=page_size,
         max_request_bytes=max_request_bytes,
         prediction_timeout_seconds=prediction_timeout,
-        webhook_allow_private=webhook_allow_private,
+        **_address_settings(
+            config,
+            {"input_allow_private": input_allow_private, "webhook_allow_private": webhook_allow_private},
+            {
+                "input_allow_cidrs": input_allow_cidr,
+                "input_deny_cidrs": input_deny_cidr,
+                "webhook_allow_cidrs": webhook_allow_cidr,
+                "webhook_deny_cidrs": webhook_deny_cidr,
+            },
+        ),
         webhook_retry_hours=webhook_retry_hours,
         webhook_backoff_seconds=webhook_backoff_seconds,
         model_modules=_split(model_module),
@@ -193,6 +239,21 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
             raise typer.BadParameter(f"expected FROM=TO, got {item!r}", param_hint=option)
         pairs[key] = value
     return pairs
+
+
+def _address_settings(
+    config: Path | None, allow_private: dict[str, bool | None], ranges: dict[str, list[str] | None]
+) -> dict[str, Any]:
+    """The address policy's settings (engine/netpolicy.py): options first, then the config file's
+    keys of the same names. Ranges are parsed here, so that a typo stops the server at start-up."""
+    table: dict[str, Any] = tomllib.loads(config.read_text()) if config else {}
+    settings: dict[str, Any] = {key: table.get(key, True) if value is None else value for key, value in allow_private.items()}
+    for key, values in ranges.items():
+        try:
+            settings[key] = parse_networks(_split(values) or table.get(key, []))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint=f"--{key.replace('_', '-').removesuffix('s')}") from None
+    return settings
 
 
 def _checkpoint_settings(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 from overture.models.checkpoints import CheckpointSettings
@@ -29,8 +30,15 @@ class Settings:
     signed_url_ttl_seconds: int = 3600
     #: Results per page of every list route (Replicate uses 100).
     page_size: int = 100
+    #: File inputs may come from private and loopback addresses (fine for a self-hosted server).
+    input_allow_private: bool = True
+    #: Ranges over the built-in address rules (engine/netpolicy.py); the longest match wins.
+    input_allow_cidrs: tuple[IPv4Network | IPv6Network, ...] = ()
+    input_deny_cidrs: tuple[IPv4Network | IPv6Network, ...] = ()
     #: Webhooks may target private and loopback addresses (fine for a self-hosted server).
     webhook_allow_private: bool = True
+    webhook_allow_cidrs: tuple[IPv4Network | IPv6Network, ...] = ()
+    webhook_deny_cidrs: tuple[IPv4Network | IPv6Network, ...] = ()
     webhook_retry_hours: float = 1.0
     #: First webhook retry delay in seconds; doubles with each attempt.
     webhook_backoff_seconds: float = 1.0

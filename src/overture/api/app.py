@@ -17,6 +17,7 @@ from overture.api.deps import Present, Services, Svc
 from overture.api.present import Presenter
 from overture.config import Settings
 from overture.engine.engine import Engine
+from overture.engine.netpolicy import webhook_policy
 from overture.engine.webhooks import WebhookDispatcher, WebhookPolicy
 from overture.models.registry import default_registry
 from overture.store.secrets import Keys
@@ -44,7 +45,7 @@ def build_services(settings: Settings) -> Services:
     policy = WebhookPolicy(
         retry_seconds=settings.webhook_retry_hours * 3600,
         backoff_seconds=settings.webhook_backoff_seconds,
-        allow_private=settings.webhook_allow_private,
+        addresses=webhook_policy(settings),
     )
     engine.webhooks = WebhookDispatcher(store, keys, render, policy)
     if not settings.tokens:

@@ -15,6 +15,8 @@ from overture.api.auth import Owner
 from overture.api.deps import Present, Services, Svc, decode_cursor, encode_cursor
 from overture.api.present import Presenter
 from overture.api.errors import ApiError, invalid_request
+from overture.config import Settings
+from overture.engine.netpolicy import webhook_policy
 from overture.engine.webhooks import WebhookRefused, check_url, delivery_summary
 from overture.models.registry import UnknownModel
 from overture.store.db import PredictionRow
@@ -99,14 +101,14 @@ def prefer_wait(prefer: str | None) -> float | None:
     return None
 
 
-def _check_webhooks(body: ModelPredictionRequest, allow_private: bool) -> None:
+def _check_webhooks(body: ModelPredictionRequest, settings: Settings) -> None:
     """Refuse a webhook URL the server must not call, naming the field that carried it."""
     errors = []
     for field, url in (("webhook", body.webhook), ("webhook_completed", body.webhook_completed)):
         if url is None:
             continue
         try:
-            check_url(url, allow_private)
+            check_url(url, webhook_policy(settings))
         except WebhookRefused as exc:
             errors.append((field, str(exc)))
         except ValueError:  # urlsplit's verdict on a URL it cannot parse, such as "http://[::1"
@@ -136,7 +138,7 @@ async def _create(
 
     def create() -> PredictionRow:
         # In the thread too: checking a webhook's address may resolve its host name.
-        _check_webhooks(body, svc.settings.webhook_allow_private)
+        _check_webhooks(body, svc.settings)
         return svc.engine.create(
             owner,
             model,

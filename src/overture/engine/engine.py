@@ -17,7 +17,8 @@ import anyio
 import numpy as np
 
 from overture.config import Settings
-from overture.engine.inputs import InputResolver, content_digest, file_input_errors, file_values
+from overture.engine.inputs import InputResolver, content_digest, file_values
+from overture.engine.netpolicy import input_policy
 from overture.engine.notify import Notifier
 from overture.engine.queue import Job, JobQueue
 from overture.engine.webhooks import EVENTS, WebhookDispatcher
@@ -46,7 +47,9 @@ class Engine:
         self.store = store
         self.registry = registry
         self.notifier = Notifier()
-        self.resolver = InputResolver(store, settings.max_input_file_bytes, settings.input_download_seconds)
+        self.resolver = InputResolver(
+            store, settings.max_input_file_bytes, settings.input_download_seconds, input_policy(settings)
+        )
         self.checkpoints = Checkpoints(settings.checkpoints)
         self.contexts: dict[str, JobContext] = {}
         self._queues: dict[str, JobQueue] = {}
@@ -115,7 +118,7 @@ class Engine:
         ``webhook`` is checked by the caller, which knows the request field that carried it."""
         values = version.inputs.validate(raw_input)
         errors = version.predictor.check_inputs(raw_input or {}, values)
-        errors += file_input_errors(version.inputs, values, self.store, owner, self.settings.max_input_file_bytes)
+        errors += self.resolver.errors(version.inputs, values, owner)
         if errors:
             raise InvalidInput(errors)
         now = utcnow()

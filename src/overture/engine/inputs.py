@@ -15,11 +15,14 @@ from typing import Any
 
 import httpx
 
+from overture.engine.netpolicy import AddressPolicy, AddressRefused
 from overture.models.schema import InputSchema
 from overture.store.store import Store
 
 _OWN_FILE = re.compile(r"/v1/files/(?P<id>[A-Za-z0-9_-]+)/?$")
 _OWN_OUTPUT = re.compile(r"/v1/outputs/(?P<rel>[A-Za-z0-9_-]+/[^/]+)$")
+#: Redirects a download follows, each hop checked as the first URL is.
+MAX_REDIRECTS = 10
 
 
 class InputFileError(ValueError):
@@ -42,25 +45,6 @@ def _owns_output(store: Store, rel: str, owner: str) -> bool:
     return store.prediction(rel.partition("/")[0], owner) is not None
 
 
-def file_input_errors(
-    schema: InputSchema, values: dict[str, Any], store: Store, owner: str, max_bytes: int
-) -> list[tuple[str, str]]:
-    """Fields naming an uploaded file that does not exist, or holding a ``data:`` URI over the
-    size limit: reported at create time as a 422 rather than as a failed prediction later."""
-    errors = []
-    for name, url in file_values(schema, values):
-        fid = own_file_id(url)
-        rel = own_output(url)
-        if fid is not None and store.file(fid, owner) is None:
-            errors.append((name, f"file {fid} does not exist"))
-        elif rel is not None and not _owns_output(store, rel, owner):
-            # Another token's output is as invisible here as it is at /v1/outputs.
-            errors.append((name, f"output file {rel} does not exist"))
-        elif url[:5].lower() == "data:" and _data_uri_size(url) > max_bytes:
-            errors.append((name, f"data: URI is larger than the {max_bytes} byte limit"))
-    return errors
-
-
 def _data_uri_size(uri: str) -> int:
     """An upper bound of the decoded size, without decoding."""
     return len(uri) * 3 // 4
@@ -71,11 +55,37 @@ def file_values(schema: InputSchema, values: dict[str, Any]) -> list[tuple[str, 
 
 
 class InputResolver:
-    def __init__(self, store: Store, max_bytes: int, max_seconds: float):
+    def __init__(self, store: Store, max_bytes: int, max_seconds: float, policy: AddressPolicy):
         self.store = store
         self.max_bytes = max_bytes
         #: A whole download must finish in this time: a server trickling bytes forever can't hold a worker.
         self.max_seconds = max_seconds
+        #: Where downloads may connect; checked again at every connection, redirects included.
+        self.policy = policy
+
+    def errors(self, schema: InputSchema, values: dict[str, Any], owner: str) -> list[tuple[str, str]]:
+        """What is wrong with file inputs before anything is fetched, for a 422 at create time
+        rather than a failed prediction later: a missing uploaded file or output, a data: URI over
+        the size limit, a URL naming an address the policy refuses. A host name is judged when the
+        download connects, since only that lookup decides where it goes."""
+        errors = []
+        for name, url in file_values(schema, values):
+            fid = own_file_id(url)
+            rel = own_output(url)
+            if fid is not None and self.store.file(fid, owner) is None:
+                errors.append((name, f"file {fid} does not exist"))
+            elif rel is not None and not _owns_output(self.store, rel, owner):
+                # Another token's output is as invisible here as it is at /v1/outputs.
+                errors.append((name, f"output file {rel} does not exist"))
+            elif url[:5].lower() == "data:":
+                if _data_uri_size(url) > self.max_bytes:
+                    errors.append((name, f"data: URI is larger than the {self.max_bytes} byte limit"))
+            elif fid is None and rel is None:
+                try:
+                    self.policy.check_url(url)
+                except AddressRefused as exc:
+                    errors.append((name, str(exc)))
+        return errors
 
     def resolve(self, schema: InputSchema, values: dict[str, Any], owner: str, workdir: Path) -> dict[str, Any]:
         """A copy of ``values`` in which each file URL is a local ``Path``."""
@@ -138,20 +148,40 @@ class InputResolver:
         size = 0
         deadline = time.monotonic() + self.max_seconds
         try:
-            with httpx.stream("GET", url, follow_redirects=True, timeout=min(30.0, self.max_seconds)) as response:
-                if response.status_code >= 400:
-                    raise InputFileError(f"could not download {url}: HTTP {response.status_code}")
-                with open(target, "wb") as out:
-                    for chunk in response.iter_bytes():
-                        size += len(chunk)
-                        if size > self.max_bytes:
-                            raise InputFileError(f"{url} is larger than the {self.max_bytes} byte limit")
-                        if time.monotonic() > deadline:
-                            raise InputFileError(f"could not download {url} within {self.max_seconds:g} s")
-                        out.write(chunk)
-        except httpx.HTTPError as exc:
+            with self.policy.client(timeout=min(30.0, self.max_seconds)) as http:
+                response = self._get(http, url)
+                try:
+                    if response.status_code >= 400:
+                        raise InputFileError(f"could not download {url}: HTTP {response.status_code}")
+                    with open(target, "wb") as out:
+                        for chunk in response.iter_bytes():
+                            size += len(chunk)
+                            if size > self.max_bytes:
+                                raise InputFileError(f"{url} is larger than the {self.max_bytes} byte limit")
+                            if time.monotonic() > deadline:
+                                raise InputFileError(f"could not download {url} within {self.max_seconds:g} s")
+                            out.write(chunk)
+                finally:
+                    response.close()
+        except (httpx.HTTPError, AddressRefused) as exc:
             raise InputFileError(f"could not download {url}: {exc}") from None
         return target
+
+    def _get(self, http: httpx.Client, url: str) -> httpx.Response:
+        """The streamed response at the end of ``url``'s redirects. The client connects only to
+        addresses the policy allows; a hop to a refused address literal is named as a redirect."""
+        request = http.build_request("GET", url)
+        for _ in range(MAX_REDIRECTS + 1):
+            response = http.send(request, stream=True)
+            if response.next_request is None:
+                return response
+            response.close()
+            request = response.next_request
+            try:
+                self.policy.check_url(str(request.url))
+            except AddressRefused as exc:
+                raise AddressRefused(f"redirect to {request.url} {exc}") from None
+        raise InputFileError(f"could not download {url}: more than {MAX_REDIRECTS} redirects")
 
 
 def content_digest(path: Path) -> str:

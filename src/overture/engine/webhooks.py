@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import ipaddress
 import json
 import random
 import secrets
-import socket
 import threading
 import urllib.parse
 from collections.abc import Callable
@@ -25,6 +23,7 @@ from typing import Any
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from overture.engine.netpolicy import AddressPolicy, AddressRefused
 from overture.store.db import DeliveryRow
 from overture.store.secrets import Keys
 from overture.store.store import Store, utcnow
@@ -48,24 +47,20 @@ class WebhookPolicy:
     concurrency: int = 16
     #: ``output``/``logs`` at most this often per prediction.
     throttle_seconds: float = 0.5
-    allow_private: bool = True
+    #: Where deliveries may connect; checked at every connection.
+    addresses: AddressPolicy = AddressPolicy("webhook", "send webhooks to")
 
 
-def check_url(url: str, allow_private: bool) -> None:
-    """Refuse what a webhook must not be: a non-http(s) URL, or a private address when forbidden."""
+def check_url(url: str, addresses: AddressPolicy) -> None:
+    """Refuse what a webhook must not be: a non-http(s) URL, or one naming a refused address.
+    A host name is judged when a delivery connects, since only that lookup decides where it goes."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookRefused("must be an http(s) URL")
-    if allow_private:
-        return
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
-    except OSError as exc:
-        raise WebhookRefused(f"cannot resolve {parts.hostname}: {exc}") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise WebhookRefused(f"{parts.hostname} resolves to a private address ({address}), which this server refuses")
+        addresses.check_url(url)
+    except AddressRefused as exc:
+        raise WebhookRefused(str(exc)) from None
 
 
 def retry_after(value: str | None) -> float | None:
@@ -151,7 +146,7 @@ class WebhookDispatcher:
         self._wake = asyncio.Event()
         limit = asyncio.Semaphore(self.policy.concurrency)
         tasks: set[asyncio.Task[None]] = set()
-        async with httpx.AsyncClient(timeout=self.policy.timeout_seconds, follow_redirects=False) as http:
+        async with self.policy.addresses.async_client(self.policy.timeout_seconds) as http:
             while not self._stopping.is_set():
                 self._wake.clear()
                 next_due = self._dispatch_due(http, limit, tasks)
@@ -193,11 +188,6 @@ class WebhookDispatcher:
     async def _send(self, http: httpx.AsyncClient, row: DeliveryRow) -> None:
         attempts = row.attempts + 1
         self.store.update_delivery(row.id, attempts=attempts)
-        try:
-            await asyncio.to_thread(check_url, row.url, self.policy.allow_private)
-        except WebhookRefused as exc:
-            self.store.update_delivery(row.id, state="failed", last_error=str(exc))
-            return
         now = datetime.now(UTC)
         signature = Webhook(self.keys.webhook_secret(row.owner)).sign(row.id, now, row.body)
         headers = {
@@ -210,6 +200,9 @@ class WebhookDispatcher:
         wait: float | None = None
         try:
             response = await http.post(row.url, content=row.body.encode(), headers=headers)
+        except AddressRefused as exc:
+            self.store.update_delivery(row.id, state="failed", last_error=str(exc))
+            return
         except httpx.HTTPError as exc:
             status, error = None, f"{type(exc).__name__}: {exc}"
         else:
