@@ -102,7 +102,7 @@ def test_unseeded_inputs_are_never_served_from_the_cache(client: replicate.Clien
     assert runs[0].logs.split("\n")[0] != runs[1].logs.split("\n")[0]  # each drew its own seed
 
 
-def test_cancel_after_fails_a_prediction_that_runs_too_long(client: replicate.Client, server: Server) -> None:
+def test_cancel_after_cancels_a_prediction_that_runs_too_long(client: replicate.Client, server: Server) -> None:
     with server.http() as http:
         created = http.post(
             "/v1/models/tests/steps/predictions",
@@ -112,7 +112,7 @@ def test_cancel_after_fails_a_prediction_that_runs_too_long(client: replicate.Cl
     assert created["deadline"] is not None
     prediction = client.predictions.get(created["id"])
     prediction.wait()
-    assert prediction.status == "failed" and "deadline of 5 s" in prediction.error
+    assert prediction.status == "canceled" and "deadline of 5 s" in prediction.error
     assert 4.5 < prediction.metrics["total_time"] < 8
     # The server goes on serving.
     assert client.run("tests/steps", input={"steps": 1}) == "done:None"

@@ -1,5 +1,6 @@
-"""Worker faults: a model that raises, runs out of memory, or hangs past its deadline fails its own
-prediction with a readable error, and the server goes on serving everything else."""
+"""Worker faults: a model that raises or runs out of memory fails its own prediction, one that
+hangs past its deadline is canceled, each with a readable error, and the server goes on serving
+everything else."""
 
 from __future__ import annotations
 
@@ -50,18 +51,18 @@ def test_a_failing_model_fails_only_its_prediction(srv: Server, fault: str, erro
         _still_serving(http)
 
 
-def test_a_hanging_model_fails_at_the_server_timeout(srv: Server) -> None:
+def test_a_hanging_model_is_canceled_at_the_server_timeout(srv: Server) -> None:
     with srv.http() as http:
         started = time.monotonic()
         body = wait_finished(http, _create(http, "tests/faulty", {"fault": "hang", "seconds": 60}))
         assert TIMEOUT <= time.monotonic() - started < TIMEOUT + 3
-        assert body["status"] == "failed"
-        assert body["error"] == f"The prediction did not finish within its deadline of {TIMEOUT} s (Cancel-After or the server's timeout)."
+        assert body["status"] == "canceled"
+        assert body["error"] == f"Canceled: the prediction did not finish within its deadline of {TIMEOUT} s (Cancel-After or the server's timeout)."
         _still_serving(http)
 
 
-def test_a_model_blocked_in_one_call_still_fails_at_its_cancel_after(srv: Server) -> None:
-    """A thread can't be interrupted inside ``time.sleep`` (or C code): the prediction is failed
+def test_a_model_blocked_in_one_call_is_still_canceled_at_its_cancel_after(srv: Server) -> None:
+    """A thread can't be interrupted inside ``time.sleep`` (or C code): the prediction is canceled
     at its deadline anyway, and its worker comes back when the call returns."""
     with srv.http() as http:
         started = time.monotonic()
@@ -70,8 +71,8 @@ def test_a_model_blocked_in_one_call_still_fails_at_its_cancel_after(srv: Server
         _still_serving(http)
         body = wait_finished(http, blocked)
         assert 5 <= time.monotonic() - started < 8
-        assert body["status"] == "failed" and "deadline of 5 s" in body["error"]
-        # Once the call returns, its late result does not overwrite the failure.
+        assert body["status"] == "canceled" and "deadline of 5 s" in body["error"]
+        # Once the call returns, its late result does not overwrite the cancellation.
         time.sleep(max(0.0, 10.5 - (time.monotonic() - started)))
-        assert http.get(f"/v1/predictions/{blocked}").json()["status"] == "failed"
+        assert http.get(f"/v1/predictions/{blocked}").json()["status"] == "canceled"
         _still_serving(http)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.responses import HTMLResponse
 
 from overture.api import catalog, errors, files, openapi, predictions, stream
@@ -53,6 +53,14 @@ def build_services(settings: Settings) -> Services:
     return Services(settings, engine, keys)
 
 
+#: A note on a disc, for ``avatar_url``.
+_AVATAR = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><circle cx="32" cy="32" r="32" fill="#24292f"/>'
+    '<path d="M26 44V18l16-4v26" fill="none" stroke="#fff" stroke-width="4"/>'
+    '<circle cx="21" cy="44" r="6" fill="#fff"/><circle cx="37" cy="40" r="6" fill="#fff"/></svg>'
+)
+
+
 def create_app(settings: Settings) -> FastAPI:
     services = build_services(settings)
 
@@ -77,6 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
         limit_for=lambda path: upload_limit if path == "/v1/files" else settings.max_request_bytes,
     )
     app.include_router(predictions.router)
+    app.include_router(predictions.pages)
     app.include_router(catalog.router)
     app.include_router(files.router)
     app.include_router(stream.router)
@@ -86,8 +95,14 @@ def create_app(settings: Settings) -> FastAPI:
         return {"key": svc.keys.webhook_secret(owner)}
 
     @app.get("/v1/account")
-    def account(_: Owner) -> dict[str, Any]:
-        return {"type": "user", "username": "overture", "name": "Overture", "github_url": None}
+    async def account(_: Owner, present: Present) -> dict[str, Any]:
+        # No github_url: the document has no null for it, and this account has none.
+        return {"type": "user", "username": "overture", "name": "Overture", "avatar_url": f"{present.base}/avatar.svg"}
+
+    @app.get("/avatar.svg", response_class=Response)
+    async def avatar() -> Response:
+        """The account's picture, without a token: an ``<img src>`` cannot send one."""
+        return Response(_AVATAR, media_type="image/svg+xml")
 
     @app.get("/health")
     def health() -> dict[str, str]:

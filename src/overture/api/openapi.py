@@ -35,6 +35,9 @@ _ERRORS = {
     "507": "The data directory is full or read-only",
 }
 
+#: Routes that want the bearer token: the API, and the pages its ``urls.web`` point at.
+_WITH_TOKEN = ("/v1/", "/p/")
+
 _BINARY = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
 
 #: One server-sent event (schema tools validate each event of the stream against this).
@@ -80,13 +83,13 @@ def install(app: FastAPI) -> None:
 
 
 def document(spec: dict[str, Any]) -> dict[str, Any]:
-    """Add to FastAPI's document, in place, what every /v1 and signed route may answer."""
+    """Add to FastAPI's document, in place, what every route with a token or a signature may answer."""
     components = spec.setdefault("components", {})
     components.setdefault("schemas", {})["Problem"] = _PROBLEM_SCHEMA
     components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     for path, operations in spec["paths"].items():
         signed = path.startswith("/signed/")
-        if not (path.startswith("/v1/") or signed):
+        if not (path.startswith(_WITH_TOKEN) or signed):
             continue
         for method, op in operations.items():
             responses = op["responses"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -9,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict
 
 from overture.api.auth import Owner
@@ -125,6 +128,7 @@ async def _create(
     body: ModelPredictionRequest,
     headers: PredictionHeaders,
     response: Response,
+    deployment: str | None = None,
 ) -> dict[str, Any]:
     try:
         model, version = svc.engine.registry.version(ref)
@@ -148,6 +152,7 @@ async def _create(
             webhook_events_filter=events,
             stream=bool(body.stream),
             cancel_after=deadline,
+            deployment=deployment,
         )
 
     row = await anyio.to_thread.run_sync(create)
@@ -171,8 +176,6 @@ async def create_prediction(
 
 
 @router.post("/models/{model_owner}/{model_name}/predictions", status_code=201)
-# A deployment is served by the model of the same name.
-@router.post("/deployments/{model_owner}/{model_name}/predictions", status_code=201)
 async def create_model_prediction(
     model_owner: str,
     model_name: str,
@@ -186,15 +189,48 @@ async def create_model_prediction(
     return await _create(svc, present, owner, f"{model_owner}/{model_name}", body, headers, response)
 
 
+@router.post("/deployments/{deployment_owner}/{deployment_name}/predictions", status_code=201)
+async def create_deployment_prediction(
+    deployment_owner: str,
+    deployment_name: str,
+    body: ModelPredictionRequest,
+    owner: Owner,
+    svc: Svc,
+    present: Present,
+    response: Response,
+    headers: Headers,
+) -> dict[str, Any]:
+    """A deployment is served by the model of the same name; the prediction remembers the deployment."""
+    ref = f"{deployment_owner}/{deployment_name}"
+    return await _create(svc, present, owner, ref, body, headers, response, deployment=ref)
+
+
 # Clients poll this every half second per prediction. A primary-key read from the database takes a
 # fraction of a millisecond, less than the thread-pool round trip a plain def would add, so it
 # runs on the event loop.
 @router.get("/predictions/{prediction_id}")
 async def get_prediction(prediction_id: str, owner: Owner, svc: Svc, present: Present) -> dict[str, Any]:
+    return show(svc, present, _prediction(svc, owner, prediction_id))
+
+
+def _prediction(svc: Services, owner: str, prediction_id: str) -> PredictionRow:
     row = svc.engine.store.prediction(prediction_id, owner)
     if row is None:
         raise ApiError(404, f"Prediction {prediction_id} does not exist")
-    return show(svc, present, row)
+    return row
+
+
+#: Pages for people, outside the JSON API: what ``urls.web`` points at.
+pages = APIRouter()
+
+
+@pages.get("/p/{prediction_id}", response_class=HTMLResponse)
+async def prediction_page(prediction_id: str, owner: Owner, svc: Svc, present: Present) -> str:
+    """The prediction's JSON as a page, until there is a playground to show it in. It wants the
+    bearer token like the API, which a browser's address bar cannot send."""
+    body = json.dumps(show(svc, present, _prediction(svc, owner, prediction_id)), indent=2)
+    title = html.escape(f"Prediction {prediction_id}")
+    return f"<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1><pre>{html.escape(body)}</pre>"
 
 
 @router.post("/predictions/{prediction_id}/cancel")

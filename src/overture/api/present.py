@@ -17,6 +17,10 @@ from overture.store.secrets import Keys
 from overture.store.store import FILE_REF, TERMINAL
 
 
+#: ``expires_at`` of what is never deleted: the last moment a ``date-time`` can name.
+NEVER = "9999-12-31T23:59:59.999Z"
+
+
 def timestamp(value: datetime | None) -> str | None:
     return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
@@ -67,7 +71,7 @@ class Presenter:
             "started_at": timestamp(row.started_at),
             "completed_at": timestamp(row.completed_at),
             "deadline": timestamp(row.deadline),
-            "urls": {"get": url, "cancel": f"{url}/cancel", "stream": f"{url}/stream"},
+            "urls": {"get": url, "cancel": f"{url}/cancel", "stream": f"{url}/stream", "web": f"{self.base}/p/{row.id}"},
             "webhook": row.webhook,
             "webhook_events_filter": row.webhook_events_filter,
         }
@@ -76,6 +80,8 @@ class Presenter:
                 "predict_time": row.predict_time or 0.0,
                 "total_time": round((row.completed_at - row.created_at).total_seconds(), 6),
             }
+        if row.deployment is not None:
+            body["deployment"] = row.deployment
         if webhook is not None:
             body["webhook_delivery"] = webhook
         if row.output is not None:
@@ -138,7 +144,8 @@ class Presenter:
 
     def file(self, row: FileRow) -> dict[str, Any]:
         url = f"{self.base}/v1/files/{row.id}"
-        expires = None
+        # Replicate's document has no null here: a file kept forever expires at the end of time.
+        expires = NEVER
         if self.retention_hours is not None:
             expires = timestamp(row.created_at + timedelta(hours=self.retention_hours))
         return {

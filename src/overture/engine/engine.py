@@ -112,6 +112,7 @@ class Engine:
         webhook_events_filter: list[str] | None = None,
         stream: bool = False,
         cancel_after: float | None = None,
+        deployment: str | None = None,
     ) -> PredictionRow:
         """Validate and queue a prediction; raises ``InvalidInput`` naming every bad input field.
 
@@ -135,6 +136,7 @@ class Engine:
                 webhook=webhook,
                 webhook_events_filter=webhook_events_filter,
                 stream=stream,
+                deployment=deployment,
                 created_at=now,
                 deadline=now + timedelta(seconds=limit) if limit is not None else None,
             )
@@ -152,12 +154,15 @@ class Engine:
         return self.store.prediction(pid)
 
     def expire(self, row: PredictionRow) -> None:
-        """Fail a prediction past its deadline, stopping its model at the next step."""
+        """Cancel a prediction past its deadline, as Replicate does, stopping its model at the next
+        step. Replicate calls one that never started ``aborted``, a status the Python client
+        cannot read, so that one is ``canceled`` too; ``error`` and the logs say why."""
         limit = (row.deadline - row.created_at).total_seconds() if row.deadline else 0
-        error = f"The prediction did not finish within its deadline of {limit:g} s (Cancel-After or the server's timeout)."
-        self._stop(row, status="failed", error=error)
+        reason = f"Canceled: the prediction did not finish within its deadline of {limit:g} s (Cancel-After or the server's timeout)."
+        self._stop(row, log=reason, status="canceled", error=reason)
 
-    def _stop(self, row: PredictionRow, **values: Any) -> None:
+    def _stop(self, row: PredictionRow, log: str = "", **values: Any) -> None:
+        """End an unfinished prediction with ``values``, ``log`` its last line when given."""
         try:
             _, version = self.registry.version(row.version)
         except UnknownModel:
@@ -167,8 +172,11 @@ class Engine:
             queue.remove(row.id)
         ctx = self.contexts.get(row.id)
         if ctx is None:
-            self._complete(row.id, ACTIVE, logs=row.logs, **values)
-        elif self._complete(row.id, ACTIVE, ctx, **values):
+            self._complete(row.id, ACTIVE, logs=row.logs + (log + "\n" if log else ""), **values)
+            return
+        if log:
+            ctx.log(log)
+        if self._complete(row.id, ACTIVE, ctx, **values):
             ctx.canceled.set()
 
     async def wait(self, pid: str, timeout: float) -> PredictionRow | None:

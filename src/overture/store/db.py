@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, create_engine, event
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -32,7 +32,9 @@ class PredictionRow(Base):
     webhook: Mapped[str | None] = mapped_column(Text, nullable=True)
     webhook_events_filter: Mapped[Any] = mapped_column(JSON, nullable=True)
     stream: Mapped[bool] = mapped_column(Boolean, default=False)
-    #: When the prediction is failed if still unfinished (``Cancel-After`` or the server default).
+    #: ``owner/name`` when created through ``/v1/deployments/...``.
+    deployment: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: When the prediction is canceled if still unfinished (``Cancel-After`` or the server default).
     deadline: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
     data_removed: Mapped[bool] = mapped_column(Boolean, default=False)
     cache_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
@@ -112,4 +114,22 @@ def connect(url: str) -> Engine:
             cur.close()
 
     Base.metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Give a database from an earlier release the nullable columns added since, which
+    ``create_all`` (missing tables only) leaves out. Other changes would need a real migration."""
+    inspector = inspect(engine)
+    quote = engine.dialect.identifier_preparer.quote
+    with engine.begin() as conn:
+        for table in Base.metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                if not column.nullable:
+                    raise RuntimeError(f"the database lacks {table.name}.{column.name}, which cannot be added empty")
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(text(f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {kind}"))
