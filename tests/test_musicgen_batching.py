@@ -4,6 +4,7 @@ at any step and leave when done, and each one's codes are exactly what it gets a
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -364,7 +365,11 @@ def test_predictions_fail_alone_when_their_input_or_output_fails(tmp_path: Path,
     ]  # fmt: skip
     results = predictor.predict_batch(jobs)
     assert isinstance(results[0], Path) and results[0].exists()
-    assert isinstance(results[1], Exception) and isinstance(results[2], OSError)
+    # Each of the others fails with its own error, which becomes its prediction's message.
+    unreadable_input, unwritable_output = results[1:]
+    assert type(unreadable_input) is ValueError
+    assert str(unreadable_input).startswith("broken.wav is not a readable audio file: "), unreadable_input
+    assert type(unwritable_output) is FileNotFoundError and unwritable_output.errno == errno.ENOENT, unwritable_output
 
 
 def test_a_streaming_prediction_publishes_its_audio_second_by_second(tmp_path: Path, checkpoints) -> None:
