@@ -29,7 +29,7 @@ import trustme
 from dnslib import QTYPE, RCODE, RR, A
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from conftest import Server, wait_finished
+from conftest import Server, require, wait_finished
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -161,7 +161,7 @@ def strict(
     hosts.write_text("127.0.0.1 localhost\n::1 localhost\n")
     ca_file = tmp / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    assert shutil.which("unshare") and os.geteuid() == 0, "these tests run the server in a mount namespace, as root"
+    require(shutil.which("unshare") is not None and os.geteuid() == 0, "unshare(1), as root, for a mount namespace")
     launcher = (
         "unshare", "--mount", "sh", "-c",
         f'mount --bind {resolv} /etc/resolv.conf && mount --bind {hosts} /etc/hosts && exec "$@"', "sh",
