@@ -439,3 +439,20 @@ def test_dns_rebinding_cannot_steer_a_webhook(
     assert delivery["delivered"] == 1, delivery
     assert refused.requests == []
     assert [(r["method"], r["path"]) for r in allowed.requests] == [("POST", "/hook")]
+
+
+def test_the_config_file_and_environment_set_the_policy(tmp_path: Path) -> None:
+    config = tmp_path / "overture.toml"
+    config.write_text('input_allow_private = false\ninput_allow_cidrs = ["127.0.0.1/32"]\n')
+    srv = Server(tmp_path / "overture-data", "--config", str(config))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OVERTURE_WEBHOOK_DENY_CIDRS", "127.0.0.0/30, ::1/128")
+        srv.start()
+    try:
+        status, body = _create(srv, "http://127.0.0.3:9/a.wav")
+        assert status == 422 and "refers to a private address (127.0.0.3)" in body["detail"]
+        assert _create(srv, "http://127.0.0.1:9/a.wav")[0] == 201  # the allow range
+        status, body = _hook(srv, "http://[::1]:9/hook")
+        assert status == 422 and "an address in a denied range (::1 in ::1/128)" in body["detail"]
+    finally:
+        srv.stop()
