@@ -4,7 +4,8 @@ The server reads request bodies with Python's ``json``, which takes ``NaN``, ``I
 ``-Infinity`` and integers of hundreds of digits; a JSON string may also hold a lone UTF-16
 surrogate (``"\\ud800"``) that no UTF-8 response can carry back. The examples pin what each of
 those gets; the properties send Hypothesis' values to every field of every version the server
-registers (``default_registry``), over real HTTP and, for many more cases, to the validator itself.
+registers (``default_registry``) over real HTTP, and many more cases, several fields at once, to
+the validator itself, the test fixture models' included.
 
 The server here has no checkpoints: a created prediction of a model with weights fails when it
 loads them, and each one is canceled as soon as it is created, which stops the synth too. The
@@ -16,19 +17,23 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from overture.models.base import Version
 from overture.models.registry import default_registry
-from overture.models.schema import Field
+from overture.models.schema import Field, InvalidInput
 from overture.models.stable_audio import STABILITY_VERSION, STACKADOC_VERSION
 from overture.models.synth_model import SYNTH_VERSION
 
+import overture_test_models
 from conftest import TOKEN, Server
 
 pytestmark = pytest.mark.timeout(240)
@@ -45,13 +50,13 @@ def ref(version: Version) -> str:
     return f"{model.ref}@{version.id[:8]}"
 
 
-def numeric_fields() -> list[Any]:
-    """Each integer and number input of each version, as a test parameter."""
+def fields_of_kind(*kinds: type) -> list[Any]:
+    """Each input of each version whose kind is one of ``kinds`` (any, when none), as a test parameter."""
     return [
         pytest.param(version, field, id=f"{ref(version)}:{field.name}")
         for version in VERSIONS
         for field in version.inputs.fields
-        if field.kind in (int, float)
+        if not kinds or field.kind in kinds
     ]
 
 
@@ -105,7 +110,7 @@ def refusal(response: httpx.Response, name: str) -> str:
 # -- examples ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("version", "field"), numeric_fields())
+@pytest.mark.parametrize(("version", "field"), fields_of_kind(int, float))
 def test_a_number_that_is_not_finite_is_refused_by_name(http: httpx.Client, version: Version, field: Field) -> None:
     for spelling, value in NON_FINITE.items():
         response = create(http, version, {**required_inputs(version), field.name: value})
@@ -195,3 +200,124 @@ def test_stable_audio_refuses_a_seed_its_generator_cannot_take(http: httpx.Clien
     assert refusal(response, "seed") == "must be less than 2**64, or -1 for a random seed (got 18446744073709551616)"
     assert create(http, version, {"prompt": "a", "seed": 2**64 - 1}).status_code == 201
     assert create(http, version, {"prompt": "a", "seed": -(10**30)}).status_code == 201
+
+
+# -- properties ----------------------------------------------------------------------------------
+
+#: Any character, control characters and lone surrogates included.
+CHARACTERS = st.characters(exclude_categories=()) | st.characters(categories=["Cs"])
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.floats(),  # NaN and the infinities too
+    st.text(CHARACTERS, max_size=24),
+)
+#: Any JSON value Python's ``json`` can read, nested arrays and objects included.
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(CHARACTERS, max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+#: Every field gets each of these as an explicit example, before the values Hypothesis draws.
+EDGES: list[Any] = [
+    *NON_FINITE.values(),
+    10**400,
+    -(10**400),
+    True,
+    None,
+    {"nested": [math.nan]},
+    "\ud800",
+    "aé🎵\x00" * (2**20 // 8),  # a megabyte of UTF-8: 1, 2, 4 and 1 bytes
+]
+#: Values some field takes, in and out of its bounds, so that predictions get created too.
+PLAUSIBLE = st.one_of(
+    st.sampled_from(sorted({str(c) for v in VERSIONS for f in v.inputs.fields for c in f.spec.choices or ()})),
+    st.booleans(),
+    st.integers(min_value=-3, max_value=60),
+    st.integers(min_value=2**63 - 2, max_value=2**64 + 2),
+    st.floats(min_value=-3, max_value=60),
+    # File inputs, loopback only: a prediction that starts before its cancel fetches nothing else.
+    st.sampled_from(["data:,", "data:audio/wav;base64,UklGRg==", "http://127.0.0.1:9/none.wav"]),
+    st.builds("data:".__add__, st.text(CHARACTERS, max_size=12)),
+)
+ANY_VALUE = JSON_VALUES | PLAUSIBLE
+
+
+def with_edges(test: Any) -> Any:
+    """``test`` with each of ``EDGES`` as an explicit example."""
+    for edge in EDGES:
+        test = example(value=edge)(test)
+    return test
+
+
+@pytest.fixture(scope="module")
+def cases(request: pytest.FixtureRequest) -> Iterator[Counter[str]]:
+    """Counts the cases each property runs, and reports them after the module's tests."""
+    counts: Counter[str] = Counter()
+    yield counts
+    line = "input fuzz: " + ", ".join(f"{count} {name}" for name, count in sorted(counts.items()))
+    with request.config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
+        print(f"\n{line}")
+
+
+#: Reproducible (derandomized, no example database), with no deadline and no complaint about slow
+#: or large examples: the machine is busy, and megabyte strings are meant.
+FUZZ = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+)
+
+
+@pytest.mark.parametrize(("version", "field"), fields_of_kind())
+@settings(FUZZ, max_examples=10)
+@with_edges
+@given(value=ANY_VALUE)
+def test_any_value_in_any_field_is_created_or_refused_by_name_over_http(
+    http: httpx.Client, cases: Counter[str], version: Version, field: Field, value: Any
+) -> None:
+    response = create(http, version, {**required_inputs(version), field.name: value})
+    cases[f"HTTP cases answered {response.status_code}"] += 1
+    assert response.status_code in (201, 422), response.text[:2000]
+    if response.status_code == 422:
+        refusal(response, field.name)
+
+
+#: The fixture models the test server also serves; only the validator sees them here, since some
+#: of them block, sleep or allocate when they run.
+ALL_VERSIONS = VERSIONS + [version for model in overture_test_models.MODELS for version in model.versions]
+
+
+@settings(FUZZ, max_examples=2000)
+@given(data=st.data())
+def test_the_validator_accepts_or_names_only_inputs_the_client_sent(cases: Counter[str], data: st.DataObject) -> None:
+    """Many more cases than over HTTP, several fields at once, with ``validate`` and the model's own
+    ``check_inputs`` as the engine calls them at create time."""
+    version = data.draw(st.sampled_from(ALL_VERSIONS), label="version")
+    names = st.sampled_from([field.name for field in version.inputs.fields]) | st.text(CHARACTERS, max_size=6)
+    raw = data.draw(st.dictionaries(names, st.sampled_from(EDGES) | ANY_VALUE, max_size=5), label="input")
+    cases["validator cases"] += 1
+    try:
+        values = version.inputs.validate(raw)
+        errors = version.predictor.check_inputs(raw, values)
+    except InvalidInput as exc:
+        errors = exc.errors
+    sent = {name.encode("utf-8", "backslashreplace").decode() for name, value in raw.items() if value is not None}
+    required = {field.name for field in version.inputs.fields if field.required}
+    for name, message in errors:
+        assert name in sent or (name in required and message == "field required"), (name, message)
+        # The 422 carries both as UTF-8 JSON.
+        json.dumps([name, message], allow_nan=False, ensure_ascii=False).encode()
+    if errors:
+        return
+    # The prediction stores and shows the input as sent: it must be JSON, and UTF-8 must carry it.
+    json.dumps(raw, allow_nan=False, ensure_ascii=False).encode()
+    # What the client gave reaches the model as the declared kind (defaults are passed as declared).
+    for field in version.inputs.fields:
+        if raw.get(field.name) is not None:
+            value = values[field.name]
+            assert type(value) is (str if field.kind is Path else field.kind), (field.name, value)
+            assert not isinstance(value, float) or math.isfinite(value)
