@@ -255,6 +255,7 @@ def test_ranges_override_the_rules_and_the_longest_match_wins() -> None:
     [
         ("http://169.254.169.254/latest/meta-data/", "a link-local address (169.254.169.254)"),
         ("http://[fe80::1]/a.wav", "a link-local address (fe80::1)"),
+        ("http://[fe80::1%25eth0]/a.wav", "a link-local address (fe80::1%eth0)"),  # with a zone
         ("http://[::ffff:169.254.169.254]/a.wav", "a link-local address (169.254.169.254)"),
         ("http://[::ffff:a9fe:a9fe]:8080/a.wav", "a link-local address (169.254.169.254)"),
         ("http://2852039166/a.wav", "a link-local address (169.254.169.254)"),  # 169.254.169.254 as one number
@@ -270,6 +271,11 @@ def test_never_legitimate_addresses_are_refused_by_default(default: Server, url:
     status, body = _create(default, url)
     assert status == 422
     assert f"input.audio: refers to {what}, which this server does not fetch; see --input-allow-cidr" in body["detail"]
+
+
+def test_an_input_url_that_cannot_be_parsed_is_refused_by_name(default: Server) -> None:
+    status, body = _create(default, "http://[::1")
+    assert status == 422 and "input.audio: is not a valid URL" in body["detail"], body
 
 
 def test_loopback_inputs_are_fetched_by_default(default: Server) -> None:

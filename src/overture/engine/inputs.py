@@ -70,6 +70,11 @@ class InputResolver:
         download connects, since only that lookup decides where it goes."""
         errors = []
         for name, url in file_values(schema, values):
+            try:
+                urllib.parse.urlsplit(url)
+            except ValueError:  # such as "http://[::1"
+                errors.append((name, "is not a valid URL"))
+                continue
             fid = own_file_id(url)
             rel = own_output(url)
             if fid is not None and self.store.file(fid, owner) is None:

@@ -76,6 +76,10 @@ def literal_address(host: str | None) -> Address | None:
     if not host:
         return None
     try:
+        return ip_address(host)  # IPv6 with a zone too, whether or not the interface exists
+    except ValueError:
+        pass
+    try:
         infos = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
     except (socket.gaierror, UnicodeError, ValueError):
         return None
@@ -113,7 +117,7 @@ class AddressPolicy:
     def check_url(self, url: str) -> None:
         """Refuse a URL whose host is a refused address. A name waits for connect time: it is
         resolved once, where the connection is made."""
-        address = literal_address(urllib.parse.urlsplit(url).hostname)
+        address = literal_address(urllib.parse.unquote(urllib.parse.urlsplit(url).hostname or ""))
         if address is not None and (reason := self.refusal(address)):
             raise AddressRefused(f"refers to {reason}")
 
