@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from overture.models.base import Version
 from overture.models.registry import default_registry
 from overture.models.schema import Field, InvalidInput
+from overture.models.riffusion import VERSION as RIFFUSION_VERSION
 from overture.models.stable_audio import STABILITY_VERSION, STACKADOC_VERSION
 from overture.models.synth_model import SYNTH_VERSION
 
@@ -192,14 +193,15 @@ def test_stable_audio_names_the_sigma_the_client_chose(http: httpx.Client, versi
     assert response.status_code == 422 and named(response) == ["input.sigma_min", "input.sigma_max"]
 
 
-@pytest.mark.parametrize("version_id", [STABILITY_VERSION, STACKADOC_VERSION])
-def test_stable_audio_refuses_a_seed_its_generator_cannot_take(http: httpx.Client, version_id: str) -> None:
+@pytest.mark.parametrize("version_id", [STABILITY_VERSION, STACKADOC_VERSION, RIFFUSION_VERSION])
+def test_a_diffusion_model_refuses_a_seed_its_generator_cannot_take(http: httpx.Client, version_id: str) -> None:
     """torch's generator takes seeds below 2**64; any negative seed means a random one."""
     version = REGISTRY.version(version_id)[1]
-    response = create(http, version, {"prompt": "a", "seed": 2**64})
+    base = required_inputs(version)
+    response = create(http, version, {**base, "seed": 2**64})
     assert refusal(response, "seed") == "must be less than 2**64, or -1 for a random seed (got 18446744073709551616)"
-    assert create(http, version, {"prompt": "a", "seed": 2**64 - 1}).status_code == 201
-    assert create(http, version, {"prompt": "a", "seed": -(10**30)}).status_code == 201
+    assert create(http, version, {**base, "seed": 2**64 - 1}).status_code == 201
+    assert create(http, version, {**base, "seed": -(10**30)}).status_code == 201
 
 
 # -- properties ----------------------------------------------------------------------------------

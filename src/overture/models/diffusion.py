@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from overture.models.base import Context
 from overture.models.checkpoints import Checkpoints, module_nbytes
+from overture.models.schema import shown
 
 P = TypeVar("P")
 
@@ -59,6 +60,18 @@ def pipeline_nbytes(pipeline: Any) -> int:
 def resolve_seed(seed: int | None) -> int:
     """``seed`` itself, or a fresh random one when it is None or negative (Replicate's -1)."""
     return secrets.randbelow(2**32 - 1) if seed is None or seed < 0 else seed
+
+
+#: torch's generators take seeds below 2**64.
+SEED_LIMIT = 2**64
+
+
+def seed_problems(seed: int | None) -> list[tuple[str, str]]:
+    """The ``seed`` input's problem, if a generator cannot take it: found at create time, the
+    client gets a 422 rather than a prediction failing on torch's overflow."""
+    if seed is None or seed < SEED_LIMIT:
+        return []
+    return [("seed", f"must be less than 2**64, or -1 for a random seed (got {shown(seed)})")]
 
 
 def step_reporter(ctx: Context, total: int) -> Callable[[int], None]:

@@ -8,13 +8,14 @@ optionally interpolating from ``prompt_a`` towards ``prompt_b`` by ``alpha``, an
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from overture.models.audio import encode
 from overture.models.base import Context, Model, Predictor, Version
 from overture.models.checkpoints import Checkpoints
-from overture.models.diffusion import load_pipeline, resolve_seed, step_reporter
+from overture.models.diffusion import load_pipeline, resolve_seed, seed_problems, step_reporter
 from overture.models.riffusion.seed_images import SEED_IMAGE_IDS, load_seed_image
 from overture.models.schema import Input
 
@@ -62,6 +63,10 @@ def load(checkpoints: Checkpoints) -> StableDiffusionPipeline:
 
 class RiffusionPredictor(Predictor):
     output_schema = OUTPUT_SCHEMA
+
+    @classmethod
+    def check_inputs(cls, raw: Mapping[str, Any], values: dict[str, Any]) -> list[tuple[str, str]]:
+        return seed_problems(values["seed"])
 
     def predict(
         self,

@@ -7,14 +7,13 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from overture.models.diffusion import seed_problems
 from overture.models.schema import shown
 
 #: stable-audio-tools' ``sampler_type`` names that Overture runs (``sampling.SAMPLERS``); its
 #: ``k-dpm-fast`` and ``k-dpm-adaptive`` are not offered. Kept here, free of torch, because the
 #: server checks requests against it before any model is loaded.
 SAMPLER_TYPES = ("dpmpp-3m-sde", "dpmpp-2m-sde", "k-heun", "k-lms", "k-dpmpp-2s-ancestral", "k-dpm-2")
-#: torch's generators take seeds below 2**64 (a negative seed asks for a random one).
-SEED_LIMIT = 2**64
 SIGMAS = ("sigma_min", "sigma_max")
 
 
@@ -50,8 +49,7 @@ class Request:
                 problems.append((name, f"must be at least 1 (got {shown(getattr(self, name))})"))
         if self.seconds_start < 0:
             problems.append(("seconds_start", f"must not be negative (got {shown(self.seconds_start)})"))
-        if self.seed >= SEED_LIMIT:
-            problems.append(("seed", f"must be less than 2**64, or -1 for a random seed (got {shown(self.seed)})"))
+        problems += seed_problems(self.seed)
         if self.sigma_min <= 0:
             problems.append(("sigma_min", f"must be above 0 (got {shown(self.sigma_min)})"))
         elif self.sigma_min >= self.sigma_max:
