@@ -211,7 +211,10 @@ def _run(server: Server, url: str) -> dict:
         ("8.8.8.8", None),
         ("127.0.0.1", None),
         ("10.1.2.3", None),
-        ("169.254.169.254", "a link-local address (169.254.169.254), which this server does not fetch; see --input-allow-cidr"),
+        (
+            "169.254.169.254",
+            "a link-local address (169.254.169.254), which this server does not fetch; see --input-allow-cidr",
+        ),
         ("fe80::1", "a link-local address (fe80::1)"),
         ("::ffff:169.254.169.254", "a link-local address (169.254.169.254)"),
         ("64:ff9b::a9fe:a9fe", "a link-local address (169.254.169.254)"),  # NAT64 reaches the IPv4 address
@@ -357,7 +360,8 @@ def test_dns_rebinding_cannot_steer_an_input_download(
     first = _run(strict, url)
     assert first["status"] == "succeeded" and first["output"]["size"] == len(BODY), first
     assert refused.requests == []
-    assert allowed.requests == [{"method": "GET", "path": "/tone.wav", "host": f"rebind-input.policy.test:{allowed.port}"}]
+    host = f"rebind-input.policy.test:{allowed.port}"
+    assert allowed.requests == [{"method": "GET", "path": "/tone.wav", "host": host}]
     second = _run(strict, url)
     assert second["status"] == "failed"
     assert "rebind-input.policy.test resolves to a private address (127.0.0.2)" in second["error"]

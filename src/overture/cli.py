@@ -247,7 +247,9 @@ def _address_settings(
     """The address policy's settings (engine/netpolicy.py): options first, then the config file's
     keys of the same names. Ranges are parsed here, so that a typo stops the server at start-up."""
     table: dict[str, Any] = tomllib.loads(config.read_text()) if config else {}
-    settings: dict[str, Any] = {key: table.get(key, True) if value is None else value for key, value in allow_private.items()}
+    settings: dict[str, Any] = {
+        key: table.get(key, True) if value is None else value for key, value in allow_private.items()
+    }
     for key, values in ranges.items():
         try:
             settings[key] = parse_networks(_split(values) or table.get(key, []))

@@ -64,7 +64,8 @@ def _kind(address: Address) -> str | None:
         return "a link-local"
     if address.is_multicast:
         return "a multicast"
-    if address.is_loopback or getattr(address, "is_site_local", False) or not (address.is_reserved or address.is_global):
+    site_local = getattr(address, "is_site_local", False)  # fec0::/10, which Python counts as global
+    if address.is_loopback or site_local or not (address.is_reserved or address.is_global):
         return "a private"
     if address.is_reserved:
         return "a reserved"
@@ -185,12 +186,19 @@ class _PinnedAsyncBackend(httpcore.AnyIOBackend):
 
 def input_policy(settings: Settings) -> AddressPolicy:
     return AddressPolicy(
-        "input", "fetch", settings.input_allow_private, settings.input_allow_cidrs, settings.input_deny_cidrs
+        "input",
+        "fetch",
+        allow_private=settings.input_allow_private,
+        allow=settings.input_allow_cidrs,
+        deny=settings.input_deny_cidrs,
     )
 
 
 def webhook_policy(settings: Settings) -> AddressPolicy:
     return AddressPolicy(
-        "webhook", "send webhooks to", settings.webhook_allow_private, settings.webhook_allow_cidrs,
-        settings.webhook_deny_cidrs,
+        "webhook",
+        "send webhooks to",
+        allow_private=settings.webhook_allow_private,
+        allow=settings.webhook_allow_cidrs,
+        deny=settings.webhook_deny_cidrs,
     )
