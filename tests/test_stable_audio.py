@@ -162,23 +162,62 @@ def test_each_sampler_type(client: replicate.Client, server: Server, sampler_typ
     assert fetch_audio(server, output)[0].shape == (SR, 2)
 
 
-def test_the_remaining_inputs(client: replicate.Client, server: Server) -> None:
-    output = client.run(
-        f"stackadoc/stable-audio-open-1.0:{STACKADOC_VERSION}",
-        input={
-            "prompt": "pads",
-            "negative_prompt": "drums",
-            "seconds_start": 10,
-            "seconds_total": 2,
-            "cfg_scale": 1.0,  # 1 switches guidance off
-            "seed": 1,
-            "sigma_min": 0.1,
-            "sigma_max": 80,
-            "init_noise_level": 0.5,
-            **FAST,
-        },
-    )
-    assert fetch_audio(server, output)[0].shape == (2 * SR, 2)
+# -- what each input does --------------------------------------------------------------------------
+# One clip of one second through the server, 16-bit samples compared exactly: an input that reaches
+# the model changes them; a value that the sampling math says changes nothing leaves them identical.
+# (Identical inputs would come from the result cache, so each "identical" pair differs in its input.)
+
+BASE = {"prompt": "warm pads", "seconds_total": 1, "seed": 7, "steps": 3}
+
+
+def clip(client: replicate.Client, server: Server, **changes: object) -> np.ndarray:
+    output = client.run(f"stackadoc/stable-audio-open-1.0:{STACKADOC_VERSION}", input={**BASE, **changes})
+    with server.http() as http:
+        samples, rate = sf.read(io.BytesIO(http.get(output).raise_for_status().content), dtype="int16")
+    assert rate == SR and samples.shape == (SR, 2)
+    return samples
+
+
+@pytest.mark.parametrize(
+    ("changes", "other"),
+    [
+        ({"seed": 7}, {"seed": 8}),
+        ({"prompt": "warm pads"}, {"prompt": "loud drums"}),
+        ({"negative_prompt": ""}, {"negative_prompt": "drums"}),  # under the default guidance, 6
+        ({"cfg_scale": 6.0}, {"cfg_scale": 1.0}),
+        ({"seconds_start": 0}, {"seconds_start": 100}),  # timing conditioning only: same length
+        ({"sigma_max": 500}, {"sigma_max": 80}),
+        ({"sigma_min": 0.03}, {"sigma_min": 0.3}),
+    ],
+    ids=lambda changes: ",".join(f"{k}={v}" for k, v in changes.items()),
+)
+def test_each_input_reaches_the_model(client: replicate.Client, server: Server, changes: dict, other: dict) -> None:
+    assert not np.array_equal(clip(client, server, **changes), clip(client, server, **other))
+
+
+def test_without_guidance_the_negative_prompt_changes_nothing(client: replicate.Client, server: Server) -> None:
+    # v = uncond + cfg_scale * (cond - uncond) is cond at cfg_scale 1: the unconditional side, where
+    # the negative prompt goes, drops out.
+    plain = clip(client, server, cfg_scale=1.0)
+    assert np.array_equal(clip(client, server, cfg_scale=1.0, negative_prompt="drums"), plain)
+
+
+def test_cfg_scale_zero_is_the_unconditional_generation(client: replicate.Client, server: Server) -> None:
+    # v = uncond + cfg_scale * (cond - uncond): at 0 only the unconditional side is left, all zeros
+    # without a negative prompt, so the prompt no longer matters.
+    unconditional = clip(client, server, cfg_scale=0.0)
+    assert np.array_equal(clip(client, server, cfg_scale=0.0, prompt="loud drums"), unconditional)
+    assert not np.array_equal(clip(client, server, cfg_scale=0.0, negative_prompt="drums"), unconditional)
+
+
+def test_with_one_step_the_schedule_is_sigma_max_then_zero(client: replicate.Client, server: Server) -> None:
+    one_step = clip(client, server, steps=1)
+    assert np.array_equal(clip(client, server, steps=1, sigma_min=0.3), one_step)
+    assert not np.array_equal(clip(client, server, steps=1, sigma_max=80), one_step)
+
+
+def test_init_noise_level_has_no_effect_without_init_audio(client: replicate.Client, server: Server) -> None:
+    assert np.array_equal(clip(client, server, init_noise_level=0.2), clip(client, server, init_noise_level=1.0))
 
 
 @pytest.mark.parametrize(
