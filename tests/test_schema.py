@@ -72,7 +72,10 @@ def test_integral_float_is_an_integer_and_int_is_a_number() -> None:
         ({"required_text": "x", "input_audio": "/etc/passwd"}, "input.input_audio: must be a file"),
         ({"required_text": "x", "top_p": float("nan")}, "- input.top_p: must be a finite number (got NaN)\n"),
         ({"required_text": "x", "top_p": float("inf")}, "- input.top_p: must be a finite number (got Infinity)\n"),
-        ({"required_text": "x", "duration": -float("inf")}, "- input.duration: must be a finite number (got -Infinity)\n"),
+        (
+            {"required_text": "x", "duration": -float("inf")},
+            "- input.duration: must be a finite number (got -Infinity)\n",
+        ),
         ({"required_text": "x", "top_p": True}, "- input.top_p: must be a number (got boolean)\n"),
         ({"required_text": "x", "duration": 1.5}, "- input.duration: must be an integer (got 1.5)\n"),
         ({"required_text": float("nan")}, "- input.required_text: must be a string (got NaN)\n"),

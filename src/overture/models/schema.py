@@ -252,7 +252,7 @@ def _coerce(kind: type, value: Any) -> Any:
 
 
 _NOT_A_FILE = "must be a file: an http(s) URL, a data: URI or an uploaded file's URL"
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 #: Longer strings and integers are quoted in part: a message need not echo a megabyte back.
 _QUOTED_CHARS = 40
 _QUOTED_DIGITS = 20
