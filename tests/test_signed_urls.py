@@ -9,6 +9,8 @@ import urllib.parse
 import httpx
 import pytest
 
+from overture.store.secrets import Keys
+
 from conftest import Server, wait_finished
 
 #: An output that exists, so a refusal can only come from the signature or the expiry.
@@ -104,3 +106,19 @@ def test_a_token_that_is_not_ascii_is_401(server: Server, authorization: str) ->
         response = anonymous.get("/v1/predictions", headers={"Authorization": authorization.encode("latin-1")})
     assert response.status_code == 401, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize("route", ["/v1/outputs", "/signed/outputs"])
+@pytest.mark.parametrize("long", ["name", "prediction"])
+def test_an_output_name_longer_than_a_file_name_can_be_is_404(
+    server: Server, signed_url: urllib.parse.SplitResult, route: str, long: str
+) -> None:
+    # Found by the parameter sweep in test_fuzz_api.py: the file system's ENAMETOOLONG was a 500.
+    pid, name = urllib.parse.unquote(signed_url.path).split("/")[-2:]
+    pid, name = ("9" * 5000, name) if long == "prediction" else (pid, "9" * 5000)
+    query = {"expires": "99999999999", "signature": ""}
+    if route == "/signed/outputs":
+        # Signed with the server's key, so only the name can be refused.
+        query["signature"] = Keys(server.data_dir).sign(f"{pid}/{name}:{query['expires']}")
+    with server.http() as http:
+        _refused(http.get(f"{route}/{pid}/{name}", params=query))

@@ -276,9 +276,12 @@ class Store:
         return {FILE_REF: f"{pid}/{source.name}"}
 
     def output_path(self, rel: str) -> Path:
-        """The file behind ``<prediction id>/<name>``; rejects anything that would leave the outputs dir."""
+        """The file behind ``<prediction id>/<name>``; rejects anything that would leave the outputs
+        dir, or that no file could be named (the file system's ENAMETOOLONG would be a 500)."""
         pid, _, name = rel.partition("/")
         if not pid or not name or name != _safe_name(name) or pid != _safe_name(pid):
+            raise FileNotFoundError(rel)
+        if max(len(part.encode("utf-8", "surrogatepass")) for part in (pid, name)) > _NAME_MAX:
             raise FileNotFoundError(rel)
         return self.outputs_dir / pid / name
 
@@ -326,6 +329,10 @@ class Store:
         for row in rows:
             self.delete_file(row)
         return len(rows)
+
+
+#: The longest file name, in bytes, of the file systems a data directory lives on.
+_NAME_MAX = 255
 
 
 def _safe_name(name: str) -> str:
