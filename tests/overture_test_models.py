@@ -65,6 +65,28 @@ class FileEcho(Predictor):
         return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "file": copy}
 
 
+class GatedCopy(Predictor):
+    """Copies a file into its output file, stopping halfway until the path ``gate`` exists: a test
+    can kill the server while the output is half written, then let the copy through."""
+
+    def predict(
+        self,
+        ctx: Context,
+        source: Path = Input(description="The file to copy"),
+        gate: str = Input(description="A path on the server's machine; the copy waits for it halfway"),
+    ) -> Path:
+        data = source.read_bytes()
+        output = ctx.scratch_path("output.bin")
+        with open(output, "wb") as out:
+            out.write(data[: len(data) // 2])
+            out.flush()
+            while not Path(gate).exists():
+                ctx.check_canceled()
+                time.sleep(0.01)
+            out.write(data[len(data) // 2 :])
+        return output
+
+
 class BrokenSetup(Predictor):
     def setup(self) -> None:
         raise RuntimeError("weights are missing")
@@ -128,6 +150,7 @@ MODELS = [
     Model("tests", "steps", "Sleeps in steps.", (Version("tests-steps-v1", Steps),)),
     Model("tests", "batched", "Shares one call between queued jobs.", (Version("tests-batched-v1", Batched),)),
     Model("tests", "file-echo", "Echoes a file input.", (Version("tests-file-echo-v1", FileEcho),)),
+    Model("tests", "gated-copy", "Copies a file, halfway held.", (Version("tests-gated-copy-v1", GatedCopy),)),
     Model("tests", "broken", "Fails in setup.", (Version("tests-broken-v1", BrokenSetup),)),
     Model("tests", "audio-length", "Decodes an audio input.", (Version("tests-audio-length-v1", AudioLength),)),
     Model("tests", "faulty", "Raises, runs out of memory or hangs.", (Version("tests-faulty-v1", Faulty),)),

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 import soundfile
 
-from conftest import Receiver, Server
+from conftest import Receiver, Server, wait_finished
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -98,7 +100,47 @@ def _all_pages(http: httpx.Client, path: str) -> Iterator[dict]:
         path = httpx.URL(page["next"]).raw_path.decode() if page["next"] else ""
 
 
-def test_sigkill_during_an_upload(fresh_server: Server) -> None:
+def test_sigkill_while_an_output_file_is_half_written(fresh_server: Server, tmp_path: Path) -> None:
+    """Output files reach the store whole or not at all: a model writes its output in the
+    prediction's scratch directory and the store takes it whole, by rename, once the model returns.
+    Killed halfway through the writing, the server leaves only scratch, which a restart clears
+    before it runs the prediction again."""
+    srv = fresh_server.start()
+    content = os.urandom(8 << 20)
+    gate = tmp_path / "gate"
+    with srv.http() as http:
+        upload = http.post("/v1/files", files={"content": ("source.bin", content)}).json()
+        created = http.post(
+            "/v1/models/tests/gated-copy/predictions", json={"input": {"source": upload["urls"]["get"], "gate": str(gate)}}
+        )
+        assert created.status_code == 201, created.text
+        pid = created.json()["id"]
+    # The model holds its output at half the bytes until the gate exists: kill it there.
+    half_written = srv.data_dir / "scratch" / pid / "output.bin"
+    deadline = time.monotonic() + 60
+    while not (half_written.exists() and half_written.stat().st_size == len(content) // 2):
+        assert time.monotonic() < deadline, "the model never got halfway"
+        time.sleep(0.01)
+    srv.kill()
+    assert half_written.stat().st_size == len(content) // 2
+    assert not (srv.data_dir / "outputs" / pid).exists()
+    assert _statuses(srv) == Counter({"processing": 1})
+
+    gate.touch()
+    srv.start()
+    with srv.http() as http:
+        body = wait_finished(http, pid)
+        assert body["status"] == "succeeded", body["error"]
+        assert "Server restarted while this prediction ran; running it again." in body["logs"]
+        assert body["output"].endswith(f"/{pid}/output.bin")
+        assert hashlib.sha256(http.get(body["output"]).content).digest() == hashlib.sha256(content).digest()
+    assert [p.name for p in (srv.data_dir / "outputs" / pid).iterdir()] == ["output.bin"]
+    assert not list((srv.data_dir / "scratch").iterdir())
+    _integrity_ok(srv)
+
+
+def test_sigkill_while_an_upload_arrives(fresh_server: Server) -> None:
+    """An upload is received whole before the store copies it: one cut short by a kill is not kept."""
     srv = fresh_server.start()
     kept = b"kept file " * 1000
     with srv.http() as http:
@@ -129,8 +171,6 @@ def test_sigkill_during_an_upload(fresh_server: Server) -> None:
         time.sleep(0.01)
     srv.kill()
     thread.join(10)
-    # What a kill inside the copy to disk leaves behind: a partial file under its temporary name.
-    (srv.data_dir / "files" / ".partial.part").write_bytes(b"half")
 
     srv.start()
     with srv.http() as http:
