@@ -116,16 +116,17 @@ def test_a_database_from_before_deployments_gets_the_column_on_start(fresh_serve
 def test_a_deadline_cancels_the_running_and_the_queued_prediction(http: httpx.Client) -> None:
     """Replicate ends a prediction at its ``Cancel-After`` as ``canceled``; one that never started
     is ``aborted`` there, which the Python client cannot read, so it is ``canceled`` here too."""
-    headers = {"Cancel-After": "5s"}
-    running = http.post("/v1/models/tests/steps/predictions", json={"input": {"steps": 400}}, headers=headers)
-    # tests/steps runs one at a time: this one waits behind the first past its own deadline.
-    queued = http.post("/v1/models/tests/steps/predictions", json={"input": {"steps": 1}}, headers=headers)
-    for response in (running, queued):
+    running = http.post(
+        "/v1/models/tests/steps/predictions", json={"input": {"steps": 400}}, headers={"Cancel-After": "6s"}
+    )
+    # tests/steps runs one at a time: this one waits behind the first, which outlives its deadline.
+    queued = http.post("/v1/models/tests/steps/predictions", json={"input": {"steps": 1}}, headers={"Cancel-After": "5s"})
+    for response, seconds in ((running, 6), (queued, 5)):
         body = wait_finished(http, response.json()["id"])
         assert_prediction_shape(body)
         assert body["status"] == "canceled", body
-        assert "did not finish within its deadline of 5 s" in body["error"]
-        assert "did not finish within its deadline of 5 s" in body["logs"]
+        assert f"did not finish within its deadline of {seconds} s" in body["error"]
+        assert f"did not finish within its deadline of {seconds} s" in body["logs"]
     assert wait_finished(http, queued.json()["id"])["started_at"] is None
 
 
