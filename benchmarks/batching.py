@@ -1,22 +1,34 @@
 """Continuous batching: many concurrent MusicGen predictions on one device.
 
 Random weights with the real ``facebook/musicgen-small`` shape (see ``musicgen.py``, which builds
-and caches them). Side by side in one run:
+and caches them; ``--shape smoke`` builds a small one instead, for a smoke run). The
+checkpoint is loaded here by the server's own loader (``overture.models.musicgen.runner.load``),
+which picks the decoder's linear kernels at load as the server does. Side by side in one run:
 
-  (a) plain ``generate``, the requests one after another;
-  (b) plain ``generate`` with all requests in one batch (one call; every row runs the longest);
-  (c) Overture serving them as concurrent API predictions: a real server subprocess on loopback,
-      driven by the real ``replicate`` client from one thread per request.
+  (a)  plain ``generate``, the requests one after another, with ``F.linear`` (as transformers ships);
+  (b)  plain ``generate`` with all requests in one batch (one call; every row runs the longest),
+       with ``F.linear``;
+  (b') the same one batch of plain ``generate``, with the kernels the loader chose (the server's);
+  (c)  Overture serving them as concurrent API predictions: a real server subprocess on loopback,
+       driven by the real ``replicate`` client from one thread per request.
+
+(c)/(b) is the gain over what a user would script, kernels included; (c)/(b') is the gain of the
+serving loop alone, on the same kernels. Each ratio line says what differs between its two sides.
 
 Each request has its own prompt and seed (top-k 250, guidance 3); the clients poll at the
 ``replicate`` client's own interval (0.5 s, ``REPLICATE_POLL_INTERVAL``). Throughput is audio
-seconds per wall second. First the batch-1 decoder step: Overture's (with the linear kernels the
-server picks at load) against plain ``generate``'s (``F.linear``), and both against the
-memory-bandwidth floor (one matrix-vector pass over every decoder weight, measured here); the
-baselines then run with ``F.linear``, as transformers ships. A second scenario submits requests at
-intervals with durations of 2 to 10 s and reports each one's latency.
+seconds per wall second. First the batch-1 decoder step: Overture's loop against plain
+``generate`` with ``F.linear``, and both against the memory-bandwidth floor (one matrix-vector
+pass over every decoder weight, measured here).
 
-    .venv/bin/python benchmarks/batching.py [--requests 8] [--seconds 5] [--staggered 6] [--dir DIR]
+A second scenario submits requests at intervals with durations of 2 to 10 s: each one's latency
+(finish - arrival) at the server, against (b') run as a static-batching server would run it
+(whenever the previous batch has finished, every request that has arrived so far runs as one
+``generate`` batch, as long as its longest clip; a clock that skips idle time). Then the server's
+step rate, peak resident memory (VmHWM) and CPU time per GET of a finished prediction.
+
+    .venv/bin/python benchmarks/batching.py [--requests 8] [--seconds 5] [--staggered 6]
+        [--interval 4] [--gets 400] [--shape small|smoke] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -38,13 +50,16 @@ import httpx  # noqa: E402
 import replicate  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from musicgen import HUB_ID, build  # noqa: E402
+from _machine import machine_line  # noqa: E402
+from musicgen import HUB_ID, SHAPES, Context, build  # noqa: E402
+from replicate.prediction import Prediction  # noqa: E402
 
-from overture.models.linear import restore_linears  # noqa: E402
+from overture.models.checkpoints import Checkpoints, CheckpointSettings  # noqa: E402
+from overture.models.linear import DispatchLinear, set_packed_enabled  # noqa: E402
+from overture.models.musicgen import runner  # noqa: E402
 from overture.models.musicgen.batching import ContinuousBatch, Generation  # noqa: E402
-from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint  # noqa: E402
+from overture.models.musicgen.checkpoint import MusicgenCheckpoint  # noqa: E402
 from overture.models.musicgen.request import Sampling  # noqa: E402
-from overture.models.musicgen.runner import select_kernels  # noqa: E402
 
 PROMPTS = [
     "80s pop track with bassy drums and synth",
@@ -60,28 +75,54 @@ TOKEN = "r8_benchmark_token"
 SAMPLING = Sampling(top_k=250, top_p=0.0, temperature=1.0, guidance=3.0)
 
 
-def plain_sequential(checkpoint: MusicgenCheckpoint, count: int, seconds: int) -> float:
-    steps = checkpoint.frames(seconds) + checkpoint.max_delay
-    started = time.perf_counter()
-    for i in range(count):
-        tokens = checkpoint.tokenizer([PROMPTS[i % len(PROMPTS)]], return_tensors="pt")
-        torch.manual_seed(i)
-        with torch.inference_mode():
-            checkpoint.model.generate(**tokens, do_sample=True, top_k=250, guidance_scale=3.0, max_new_tokens=steps)
-    return time.perf_counter() - started
+class LoadLog(Context):
+    """What the server's loader logs (the kernel report among it), kept to be printed."""
+
+    def __init__(self) -> None:
+        super().__init__(Path(tempfile.mkdtemp(prefix="batching-load-")))
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.extend(message.splitlines())
 
 
-def plain_batched(checkpoint: MusicgenCheckpoint, count: int, seconds: int) -> float:
+def kernel_line(lines: list[str]) -> str:
+    """The kernel report's first line (choice, threads) from a loader's log lines."""
+    return next((line for line in lines if line.startswith("linear kernels:")), "no kernel report in the log")
+
+
+def generate(checkpoint: MusicgenCheckpoint, prompts: list[str], seconds: int, seed: int) -> float:
+    """One plain ``generate`` call for these prompts as one batch; its wall time."""
     steps = checkpoint.frames(seconds) + checkpoint.max_delay
-    tokens = checkpoint.tokenizer([PROMPTS[i % len(PROMPTS)] for i in range(count)], return_tensors="pt", padding=True)
+    tokens = checkpoint.tokenizer(prompts, return_tensors="pt", padding=True)
+    torch.manual_seed(seed)
     started = time.perf_counter()
     with torch.inference_mode():
         checkpoint.model.generate(**tokens, do_sample=True, top_k=250, guidance_scale=3.0, max_new_tokens=steps)
     return time.perf_counter() - started
 
 
+def static_batches(
+    checkpoint: MusicgenCheckpoint, arrivals: list[float], durations: list[int]
+) -> tuple[list[float], list[list[int]]]:
+    """A static-batching server on a clock: whenever the previous batch has finished, every
+    request that has arrived runs as one ``generate`` batch, as long as its longest clip. Each
+    request's latency (finish - arrival) and the batches. Idle time is skipped, not slept."""
+    clock, waiting = 0.0, list(range(len(arrivals)))
+    latencies, batches = [0.0] * len(arrivals), []
+    while waiting:
+        clock = max(clock, arrivals[waiting[0]])
+        batch = [i for i in waiting if arrivals[i] <= clock]
+        clock += generate(checkpoint, [PROMPTS[i % len(PROMPTS)] for i in batch], max(durations[i] for i in batch), 300 + batch[0])
+        for i in batch:
+            latencies[i] = clock - arrivals[i]
+        waiting = [i for i in waiting if i not in batch]
+        batches.append(batch)
+    return latencies, batches
+
+
 class Served:
-    """A real Overture server on loopback, serving the random checkpoint."""
+    """A real Overture server on loopback, serving the checkpoint in ``directory``."""
 
     def __init__(self, directory: Path):
         self.data = Path(tempfile.mkdtemp(prefix="overture-batching-"))
@@ -99,52 +140,65 @@ class Served:
                 time.sleep(0.1)
         raise RuntimeError(f"server did not start; see {self.data / 'server.log'}")
 
-    def client(self) -> replicate.Client:
-        return replicate.Client(api_token=TOKEN, base_url=self.url)
-
-    def predict(self, prompt: str, seed: int, seconds: int) -> float:
-        """One prediction start to finish; its latency."""
+    def predict(self, prompt: str, seed: int, seconds: int) -> tuple[float, Prediction]:
+        """One prediction start to finish: its latency, and the prediction as it ended."""
         started = time.perf_counter()
-        prediction = self.client().predictions.create(
+        prediction = replicate.Client(api_token=TOKEN, base_url=self.url).predictions.create(
             model="meta/musicgen",
             input={"prompt": prompt, "model_version": "small", "duration": seconds, "seed": seed},
         )
         prediction.wait()
         if prediction.status != "succeeded":
             raise RuntimeError(f"prediction {prediction.id} {prediction.status}: {prediction.error}")
-        return time.perf_counter() - started
+        return time.perf_counter() - started, prediction
 
-    def peak_rss_gb(self) -> float:
-        """The server process's resident-memory high-water mark so far."""
+    def peak_rss_gib(self) -> float:
+        """The server process's resident-memory high-water mark so far (VmHWM)."""
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         kilobytes = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
         return kilobytes / 2**20
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used (/proc/PID/stat)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def get_cpu_ms(self, prediction_id: str, count: int) -> tuple[float, float]:
+        """Server CPU and client wall time per GET of one prediction, ``count`` sequential GETs."""
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        with httpx.Client(base_url=self.url, headers=headers) as http:
+            http.get(f"/v1/predictions/{prediction_id}").raise_for_status()
+            cpu, wall = self.cpu_seconds(), time.perf_counter()
+            for _ in range(count):
+                http.get(f"/v1/predictions/{prediction_id}").raise_for_status()
+            wall, cpu = time.perf_counter() - wall, self.cpu_seconds() - cpu
+        return 1000 * cpu / count, 1000 * wall / count
 
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(30)
 
 
-def concurrently(jobs: list[tuple[float, Callable[[], float]]]) -> tuple[float, list[float]]:
-    """Start each job at its delay (seconds from now) on its own thread; wall time and latencies."""
-    latencies = [0.0] * len(jobs)
+def concurrently(jobs: list[tuple[float, Callable[[], tuple[float, Prediction]]]]) -> tuple[float, list[float], list[Prediction]]:
+    """Start each job at its delay (seconds from now) on its own thread; wall time, latencies and predictions."""
+    results: list[tuple[float, Prediction]] = [(0.0, None)] * len(jobs)  # type: ignore[list-item]
     started = time.perf_counter()
 
-    def run(index: int, delay: float, job: Callable[[], float]) -> None:
+    def run(index: int, delay: float, job: Callable[[], tuple[float, Prediction]]) -> None:
         time.sleep(max(0.0, started + delay - time.perf_counter()))
-        latencies[index] = job()
+        results[index] = job()
 
     threads = [threading.Thread(target=run, args=(i, d, j)) for i, (d, j) in enumerate(jobs)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return time.perf_counter() - started, latencies
+    return time.perf_counter() - started, [r[0] for r in results], [r[1] for r in results]
 
 
 def step_times(checkpoint: MusicgenCheckpoint, steps: int = 40) -> tuple[float, float, float]:
-    """Median batch-1 decoder step of Overture's loop and of plain ``generate``, and the floor."""
-    select_kernels(checkpoint)
+    """Median batch-1 decoder step of Overture's loop (selected kernels) and of plain
+    ``generate`` (F.linear), and the bandwidth floor."""
     batch = ContinuousBatch(checkpoint)
 
     class Quiet:
@@ -159,7 +213,7 @@ def step_times(checkpoint: MusicgenCheckpoint, steps: int = 40) -> tuple[float, 
         started = time.perf_counter()
         batch.step()
         ours.append(time.perf_counter() - started)
-    restore_linears(checkpoint.model.decoder)
+    set_packed_enabled(checkpoint.model.decoder, False)
     plain = []
     tokens = checkpoint.tokenizer([PROMPTS[0]], return_tensors="pt")
     with torch.inference_mode():
@@ -168,13 +222,15 @@ def step_times(checkpoint: MusicgenCheckpoint, steps: int = 40) -> tuple[float, 
             started = time.perf_counter()
             checkpoint.model.generate(**tokens, do_sample=True, top_k=250, guidance_scale=3.0, max_new_tokens=count)
             plain.append(time.perf_counter() - started)
+    set_packed_enabled(checkpoint.model.decoder, True)
     plain_step = (plain[1] - plain[0]) / (steps - steps // 2)
     return statistics.median(ours), plain_step, bandwidth_floor(checkpoint)
 
 
 def bandwidth_floor(checkpoint: MusicgenCheckpoint) -> float:
     """One matrix-vector product with every linear weight of the decoder: reading each byte once."""
-    weights = [m.weight for m in checkpoint.model.decoder.modules() if isinstance(m, torch.nn.Linear)]
+    linears = (torch.nn.Linear, DispatchLinear)
+    weights = [m.weight for m in checkpoint.model.decoder.modules() if isinstance(m, linears)]
     inputs = {w.shape[1]: torch.randn(1, w.shape[1]) for w in weights}
     times = []
     with torch.inference_mode():
@@ -186,55 +242,96 @@ def bandwidth_floor(checkpoint: MusicgenCheckpoint) -> float:
     return min(times)
 
 
+def percentile_row(name: str, server: list[float], static: list[float]) -> str:
+    """Mean, p50 and max of both latency lists, and static/server for each."""
+    cells = []
+    for label, summary in (("mean", statistics.mean), ("p50", statistics.median), ("max", max)):
+        ours, theirs = summary(server), summary(static)
+        cells.append(f"{label} {ours:.1f} s vs {theirs:.1f} s = {theirs / ours:.2f}x")
+    return f"{name}: " + "; ".join(cells)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--staggered", type=int, default=6, help="requests in the staggered scenario (0: skip)")
     parser.add_argument("--interval", type=float, default=4.0, help="seconds between staggered arrivals")
-    parser.add_argument("--dir", type=Path, default=Path.home() / ".cache" / "overture" / "musicgen-small-random")
+    parser.add_argument("--gets", type=int, default=400, help="sequential GETs to time the server's CPU per GET")
+    parser.add_argument("--shape", choices=SHAPES, default="small", help="smoke: a small model, timings mean nothing")
+    parser.add_argument("--dir", type=Path, help="caches the weights (default ~/.cache/overture/musicgen-SHAPE-random)")
     args = parser.parse_args()
+    args.dir = args.dir or Path.home() / ".cache" / "overture" / f"musicgen-{args.shape}-random"
     if not (args.dir / "model.safetensors").exists():
         args.dir.mkdir(parents=True, exist_ok=True)
-        build(args.dir)
-    checkpoint = load_checkpoint(args.dir, "cpu", torch.float32)
-    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"musicgen-small shape, random weights; {args.requests} requests of {args.seconds} s, top-k 250, guidance 3")
+        build(args.dir, args.shape)
+    print(machine_line())
+    print(f"musicgen-{args.shape} shape, random weights; {args.requests} requests of {args.seconds} s, top-k 250, guidance 3")
+    loaded = LoadLog()
+    checkpoint = runner.load(Checkpoints(CheckpointSettings(local_dirs={HUB_ID: args.dir})), HUB_ID, loaded)
+    here = kernel_line(loaded.lines)
+    print(f"this process, loaded by the server's loader: {here}")
+    decoder = checkpoint.model.decoder
 
     ours, plain_step, floor = step_times(checkpoint)
-    print(f"batch-1 step: overture {1000 * ours:.0f} ms, plain generate {1000 * plain_step:.0f} ms, "
+    print(f"batch-1 step: overture {1000 * ours:.0f} ms, plain generate (F.linear) {1000 * plain_step:.0f} ms, "
           f"bandwidth floor {1000 * floor:.0f} ms -> overture {ours / floor:.2f}x floor, plain {plain_step / floor:.2f}x")  # fmt: skip
 
     audio = args.requests * args.seconds
-    sequential = plain_sequential(checkpoint, args.requests, args.seconds)
-    print(f"(a) plain generate, one after another: {sequential:7.1f} s, {audio / sequential:.3f} audio-s/s")
-    batched = plain_batched(checkpoint, args.requests, args.seconds)
-    print(f"(b) plain generate, one batch of {args.requests}:   {batched:7.1f} s, {audio / batched:.3f} audio-s/s")
-    del checkpoint
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.requests)]
+    set_packed_enabled(decoder, False)
+    sequential = sum(generate(checkpoint, [prompt], args.seconds, i) for i, prompt in enumerate(prompts))
+    print(f"(a)  plain generate, one after another, F.linear:       {sequential:7.1f} s, {audio / sequential:.3f} audio-s/s")  # fmt: skip
+    batched = generate(checkpoint, prompts, args.seconds, 0)
+    print(f"(b)  plain generate, one batch of {args.requests}, F.linear:          {batched:7.1f} s, {audio / batched:.3f} audio-s/s")  # fmt: skip
+    set_packed_enabled(decoder, True)
+    selected = generate(checkpoint, prompts, args.seconds, 0)
+    print(f"(b') plain generate, one batch of {args.requests}, server's kernels:  {selected:7.1f} s, {audio / selected:.3f} audio-s/s")  # fmt: skip
+    steps = checkpoint.frames(args.seconds) + checkpoint.max_delay
+    durations = [2 + (8 * i) // max(1, args.staggered - 1) for i in range(args.staggered)]
+    arrivals = [i * args.interval for i in range(args.staggered)]
+    static, batches = static_batches(checkpoint, arrivals, durations) if args.staggered else ([], [])
+    threads = torch.get_num_threads()
+    del checkpoint, decoder
 
     server = Served(args.dir)
     try:
-        server.predict("warm-up: loads the checkpoint", 1, 1)
-        jobs = [
-            (0.0, lambda i=i: server.predict(PROMPTS[i % len(PROMPTS)], 100 + i, args.seconds))
-            for i in range(args.requests)
-        ]
-        served, latencies = concurrently(jobs)
-        print(f"(c) overture, {args.requests} concurrent API predictions: {served:7.1f} s, {audio / served:.3f} audio-s/s "
+        _, warm = server.predict("warm-up: loads the checkpoint", 1, 1)
+        print(f"server, its own load log:                        {kernel_line((warm.logs or '').splitlines())}")
+        jobs = [(0.0, lambda i=i: server.predict(PROMPTS[i % len(PROMPTS)], 100 + i, args.seconds)) for i in range(args.requests)]  # fmt: skip
+        served, latencies, predictions = concurrently(jobs)
+        print(f"(c)  overture, {args.requests} concurrent API predictions:     {served:7.1f} s, {audio / served:.3f} audio-s/s "
               f"(latency median {statistics.median(latencies):.1f} s, max {max(latencies):.1f} s)")  # fmt: skip
-        print(f"ratios: (c)/(a) {sequential / served:.2f}x, (c)/(b) {batched / served:.2f}x")
+        predict_time = statistics.median(p.metrics["predict_time"] for p in predictions)
+        print(f"server step rate in (c): {steps} steps per prediction in a median predict_time of {predict_time:.1f} s "
+              f"= {steps / predict_time:.2f} steps/s (predict_time includes text encoding and writing the WAV)")  # fmt: skip
+        print(f"ratio (c)/(a) {sequential / served:.2f}x  differs: kernels (server's vs F.linear), one request at a time "
+              f"vs continuous batch, in-process vs HTTP server with polling clients")  # fmt: skip
+        print(f"ratio (c)/(b) {batched / served:.2f}x  differs: kernels (server's vs F.linear), one static batch "
+              f"vs continuous batch, in-process vs HTTP server with polling clients")  # fmt: skip
+        print(f"ratio (c)/(b') {selected / served:.2f}x  differs: one static batch vs continuous batch, in-process vs "
+              f"HTTP server with polling clients; same kernels and threads (the two load logs above)")  # fmt: skip
         if args.staggered:
-            durations = [2 + (8 * i) // max(1, args.staggered - 1) for i in range(args.staggered)]
             jobs = [
-                (i * args.interval, lambda i=i, d=d: server.predict(PROMPTS[i % len(PROMPTS)], 200 + i, d))
+                (arrivals[i], lambda i=i, d=d: server.predict(PROMPTS[i % len(PROMPTS)], 200 + i, d))
                 for i, d in enumerate(durations)
             ]
-            wall, latencies = concurrently(jobs)
-            print(f"staggered: a request every {args.interval:g} s, {sum(durations)} audio-s in {wall:.1f} s, "
+            wall, latencies, _ = concurrently(jobs)
+            print(f"staggered: a request every {args.interval:g} s, {sum(durations)} audio-s; overture done in {wall:.1f} s, "
                   f"{sum(durations) / wall:.3f} audio-s/s")  # fmt: skip
-            for i, (d, latency) in enumerate(zip(durations, latencies, strict=True)):
-                print(f"  request {i}: {d:2d} s clip, arrived at {i * args.interval:5.1f} s, latency {latency:6.1f} s")
-        print(f"server peak resident memory: {server.peak_rss_gb():.1f} GiB")
+            batch_of = {i: n for n, batch in enumerate(batches, 1) for i in batch}
+            for i, (d, ours_s, theirs_s) in enumerate(zip(durations, latencies, static, strict=True)):
+                print(f"  request {i}: {d:2d} s clip, arrived at {arrivals[i]:5.1f} s, latency overture {ours_s:6.1f} s, "
+                      f"static (b') {theirs_s:6.1f} s (its batch {batch_of[i]})")  # fmt: skip
+            print(f"  static (b') batches: {' '.join('[' + ','.join(map(str, b)) + ']' for b in batches)}")
+            print(percentile_row("latency overture vs static (b'), static/overture", latencies, static))
+            print("  differs: continuous batch (HTTP server, polling clients) vs static batches of what has arrived "
+                  f"(in-process, idle time skipped); same kernels; {threads} threads here")  # fmt: skip
+        print(f"server peak resident memory (VmHWM): {server.peak_rss_gib():.1f} GiB")
+        if args.gets:
+            cpu_ms, wall_ms = server.get_cpu_ms(predictions[0].id, args.gets)
+            print(f"server CPU per GET of a finished prediction: {cpu_ms:.2f} ms ({args.gets} sequential GETs from one "
+                  f"httpx client, server otherwise idle; client wall {wall_ms:.2f} ms per GET)")  # fmt: skip
     finally:
         server.stop()
 

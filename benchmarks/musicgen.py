@@ -34,6 +34,7 @@ import torch  # noqa: E402
 from overture.models.checkpoints import Checkpoints, CheckpointSettings  # noqa: E402
 from overture.models.linear import set_packed_enabled  # noqa: E402
 from overture.models.musicgen import MUSICGEN  # noqa: E402
+from overture.models.musicgen.tiny import _TINY_ENCODEC, _TINY_T5  # noqa: E402
 from overture.models.tokenizers import t5_tokenizer  # noqa: E402
 
 PROMPT = "80s pop track with bassy drums and synth"
@@ -59,10 +60,15 @@ ENCODEC_32KHZ = {
     "use_conv_shortcut": False,
 }
 SMALL_DECODER = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "ffn_dim": 4096}
+#: Smoke runs: the tiny test checkpoint's text encoder and codec, and a decoder wide enough that
+#: the kernel choice at load needs no thousands of weight copies (each timing streams 64 MiB: the
+#: tiny checkpoint's 4 KiB weights took over 2 minutes to choose for).
+SMOKE_DECODER = {"hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4, "ffn_dim": 1024}
+SHAPES = {"small": (T5_BASE, ENCODEC_32KHZ, SMALL_DECODER), "smoke": (_TINY_T5, _TINY_ENCODEC, SMOKE_DECODER)}
 
 
-def build(directory: Path) -> None:
-    """Write random musicgen-small-shaped weights (about 2.4 GB) and a tokenizer built offline."""
+def build(directory: Path, shape: str = "small") -> None:
+    """Write random weights of ``shape`` (musicgen-small's: about 2.4 GB) and a tokenizer built offline."""
     from transformers import (
         EncodecConfig,
         MusicgenConfig,
@@ -71,17 +77,18 @@ def build(directory: Path) -> None:
         T5Config,
     )
 
+    text, codec, layers = SHAPES[shape]
     decoder = MusicgenDecoderConfig(
         vocab_size=2048,
         max_position_embeddings=2048,
         num_codebooks=4,
         pad_token_id=2048,
         bos_token_id=2048,
-        **SMALL_DECODER,
+        **layers,
     )
     config = MusicgenConfig(
-        text_encoder=T5Config(**T5_BASE, feed_forward_proj="relu").to_dict(),
-        audio_encoder=EncodecConfig(**ENCODEC_32KHZ).to_dict(),
+        text_encoder=T5Config(**{"feed_forward_proj": "relu", **text}).to_dict(),
+        audio_encoder=EncodecConfig(**codec).to_dict(),
         decoder=decoder.to_dict(),
     )
     torch.manual_seed(0)
