@@ -21,6 +21,7 @@ from overture.models.base import Canceled
 from overture.models.musicgen.checkpoint import BOS_TOKEN, MusicgenCheckpoint
 from overture.models.musicgen.decoder import StepDecoder
 from overture.models.musicgen.request import MAX_WINDOW_SECONDS, WINDOW_STRIDE_SECONDS, Sampling
+from overture.models.schema import shown
 
 #: On CPU, rows beyond this add time per step about linearly: nothing is gained by more.
 MAX_SLOTS = 32
@@ -39,6 +40,13 @@ def sample_tokens(logits: torch.Tensor, sampling: Sampling, generators: Sequence
     elif sampling.top_k > 0:
         probs = _keep_top_k(probs, sampling.top_k)
     return torch.stack([torch.multinomial(p, 1, generator=g)[:, 0] for p, g in zip(probs, generators, strict=True)])
+
+
+def _unsampleable(sampling: Sampling, exc: Exception) -> ValueError:
+    """The error of a row whose sampling inputs the schema allows but no float arithmetic can use:
+    a temperature so small that the logits overflow to NaN, a guidance beyond any float."""
+    inputs = f"temperature={shown(sampling.temperature)} and classifier_free_guidance={shown(sampling.guidance)}"
+    return ValueError(f"Could not sample with {inputs}: {type(exc).__name__}: {exc}")
 
 
 def _keep_top_k(probs: torch.Tensor, k: int) -> torch.Tensor:
@@ -257,11 +265,11 @@ class ContinuousBatch:
         logits = self.decoder.step(self.cache, tokens)
         ended: list[tuple[Generation, Any]] = []
         for generation in list(self.rows):
-            row = logits[generation.slot]
-            if generation.null_slot is not None:
-                unconditional = logits[generation.null_slot]
-                row = unconditional + (row - unconditional) * generation.sampling.guidance
-            sampled = sample_tokens(row[None], generation.sampling, [generation.generator])[0]
+            try:
+                sampled = self._sample(generation, logits)
+            except (RuntimeError, OverflowError) as exc:  # its own inputs broke it: it ends alone
+                ended.append((generation, _unsampleable(generation.sampling, exc)))
+                continue
             result = self._advance(generation, sampled)
             if result is not None:
                 ended.append((generation, result))
@@ -269,6 +277,14 @@ class ContinuousBatch:
         for generation, _ in ended:
             self._remove(generation)
         return ended
+
+    def _sample(self, generation: Generation, logits: torch.Tensor) -> torch.Tensor:
+        """A row's next tokens, guided by its unconditional row when it has one."""
+        row = logits[generation.slot]
+        if generation.null_slot is not None:
+            unconditional = logits[generation.null_slot]
+            row = unconditional + (row - unconditional) * generation.sampling.guidance
+        return sample_tokens(row[None], generation.sampling, [generation.generator])[0]
 
     def _advance(self, generation: Generation, tokens: torch.Tensor) -> Any:
         """Place a row's new tokens; its result when it has ended, else None."""
