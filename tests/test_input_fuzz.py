@@ -35,7 +35,7 @@ from overture.models.stable_audio import STABILITY_VERSION, STACKADOC_VERSION
 from overture.models.synth_model import SYNTH_VERSION
 
 import overture_test_models
-from conftest import TOKEN, Server
+from conftest import TOKEN, Server, wait_finished
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -208,6 +208,31 @@ def test_a_diffusion_model_refuses_a_seed_its_generator_cannot_take(http: httpx.
     assert message == "must be less than 2**64, or -1 for a random seed (got 18446744073709551616)"
     assert create(http, version, {**base, "seed": 2**64 - 1}).status_code == 201
     assert create(http, version, {**base, "seed": -(10**30)}).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("inputs", "error"),
+    [
+        # Planning 10**12 s window by window never ended, holding the worker that every MusicGen
+        # prediction shares while its memory grew.
+        ({"duration": 10**12}, "`duration` must be at most 86400 seconds (a day of audio; got 1000000000000)."),
+        (
+            {"seed": 10**400},
+            "`seed` must be between 0 and 4294967295, or -1 for a random seed (got an integer of 401 digits).",
+        ),
+    ],
+    ids=["duration", "seed"],
+)
+def test_musicgen_fails_a_prediction_it_cannot_generate_before_any_work(
+    http: httpx.Client, inputs: dict[str, int], error: str
+) -> None:
+    """Replicate's MusicGen schema sets no maximum, and its errors fail the prediction rather than
+    the request; the message says what is wrong in a line."""
+    body = {"version": version_of("meta/musicgen").id, "input": {"prompt": "jazz", **inputs}}
+    created = http.post("/v1/predictions", json=body)
+    assert created.status_code == 201, created.text
+    ended = wait_finished(http, created.json()["id"])
+    assert ended["status"] == "failed" and ended["error"] == error, ended["error"]
 
 
 # -- properties ----------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from overture.models.schema import shown
+
 #: Replicate's choices, in its order.
 REPLICATE_MODEL_VERSIONS = ("stereo-melody-large", "stereo-large", "melody-large", "large")
 #: Overture's newer version adds the checkpoints that fit modest hardware.
@@ -35,6 +37,9 @@ MULTI_BAND_DIFFUSION_MISSING = (
 MAX_WINDOW_SECONDS = 30
 #: How far each further window moves forward (audiocraft's ``extend_stride``).
 WINDOW_STRIDE_SECONDS = 18
+#: Replicate's schema sets no maximum; without one, planning the windows of a huge duration (10**12 s)
+#: never ended, holding the worker all MusicGen predictions share. A day is past any real use.
+MAX_DURATION_SECONDS = 24 * 60 * 60
 #: audiocraft's seeds go to numpy, which takes them below 2**32.
 SEED_LIMIT = 2**32
 
@@ -97,7 +102,12 @@ class Request:
         if inputs.get("multi_band_diffusion"):
             raise ValueError(MULTI_BAND_DIFFUSION_MISSING)
         if inputs["duration"] < 1:
-            raise ValueError(f"`duration` must be at least 1 second (got {inputs['duration']}).")
+            raise ValueError(f"`duration` must be at least 1 second (got {shown(inputs['duration'])}).")
+        if inputs["duration"] > MAX_DURATION_SECONDS:
+            raise ValueError(
+                f"`duration` must be at most {MAX_DURATION_SECONDS} seconds "
+                f"(a day of audio; got {shown(inputs['duration'])})."
+            )
         return cls(
             model_version=model_version,
             prompt=prompt,
@@ -136,5 +146,7 @@ def _seed(seed: int | None) -> int | None:
     if not seed or seed == -1:
         return None
     if not 0 < seed < SEED_LIMIT:
-        raise ValueError(f"`seed` must be between 0 and {SEED_LIMIT - 1}, or -1 for a random seed (got {seed}).")
+        raise ValueError(
+            f"`seed` must be between 0 and {SEED_LIMIT - 1}, or -1 for a random seed (got {shown(seed)})."
+        )
     return seed
