@@ -87,6 +87,19 @@ class GatedCopy(Predictor):
         return output
 
 
+class Weights(Predictor):
+    """Loads a checkpoint the operator mapped (``--checkpoint ID=DIR``, its ``weights.bin``) into the
+    server's LRU of loaded models, which every model shares, or with no ``hub_id`` only looks.
+    Returns what the LRU holds, least recently used first."""
+
+    output_schema = {"type": "array", "items": {"type": "string"}, "title": "Output"}
+
+    def predict(self, ctx: Context, hub_id: str = Input(default="", description="A mapped checkpoint")) -> list[str]:
+        if hub_id:
+            self.checkpoints.load(hub_id, lambda: (self.checkpoints.path(hub_id) / "weights.bin").read_bytes(), len)
+        return self.checkpoints.loaded()
+
+
 class BrokenSetup(Predictor):
     def setup(self) -> None:
         raise RuntimeError("weights are missing")
@@ -151,6 +164,7 @@ MODELS = [
     Model("tests", "batched", "Shares one call between queued jobs.", (Version("tests-batched-v1", Batched),)),
     Model("tests", "file-echo", "Echoes a file input.", (Version("tests-file-echo-v1", FileEcho),)),
     Model("tests", "gated-copy", "Copies a file, halfway held.", (Version("tests-gated-copy-v1", GatedCopy),)),
+    Model("tests", "weights", "Loads mapped weights; lists the loaded.", (Version("tests-weights-v1", Weights),)),
     Model("tests", "broken", "Fails in setup.", (Version("tests-broken-v1", BrokenSetup),)),
     Model("tests", "audio-length", "Decodes an audio input.", (Version("tests-audio-length-v1", AudioLength),)),
     Model("tests", "faulty", "Raises, runs out of memory or hangs.", (Version("tests-faulty-v1", Faulty),)),
