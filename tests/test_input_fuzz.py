@@ -211,6 +211,27 @@ def test_a_diffusion_model_refuses_a_seed_its_generator_cannot_take(http: httpx.
 
 
 @pytest.mark.parametrize(
+    ("version_id", "field", "limit"),
+    [
+        (STABILITY_VERSION, "steps", 10_000),
+        (STACKADOC_VERSION, "steps", 10_000),
+        (RIFFUSION_VERSION, "num_inference_steps", 10_000),
+        (STABILITY_VERSION, "batch_size", 16),
+    ],
+)
+def test_a_diffusion_model_refuses_more_work_than_it_could_hold(
+    http: httpx.Client, version_id: str, field: str, limit: int
+) -> None:
+    """A billion steps would allocate gigabytes of timesteps before the first step, and a batch has
+    no memory bound of its own: both are refused when the prediction is created."""
+    version = version_of(version_id)
+    base = required_inputs(version)
+    response = create(http, version, {**base, field: 10**9})
+    assert refusal(response, field) == f"must be at most {limit} (got 1000000000)"
+    assert create(http, version, {**base, field: limit}).status_code == 201
+
+
+@pytest.mark.parametrize(
     ("inputs", "error"),
     [
         # Planning 10**12 s window by window never ended, holding the worker that every MusicGen

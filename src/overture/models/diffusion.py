@@ -74,6 +74,18 @@ def seed_problems(seed: int | None) -> list[tuple[str, str]]:
     return [("seed", f"must be less than 2**64, or -1 for a random seed (got {shown(seed)})")]
 
 
+#: Most denoising steps a request may ask for. The published schemas set no maximum, but the
+#: schedulers allocate their timesteps up front: a billion steps is gigabytes before the first one.
+MAX_STEPS = 10_000
+
+
+def steps_problems(name: str, steps: int) -> list[tuple[str, str]]:
+    """The ``(name, message)`` problem of a step count no schedule should be built for."""
+    if steps <= MAX_STEPS:
+        return []
+    return [(name, f"must be at most {MAX_STEPS} (got {shown(steps)})")]
+
+
 def step_reporter(ctx: Context, total: int) -> Callable[[int], None]:
     """A callback for the end of each denoising step: progress, and a chance to stop when canceled."""
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from overture.models.audio import encode
 from overture.models.base import Context, Model, Predictor, Version
 from overture.models.checkpoints import Checkpoints
-from overture.models.diffusion import load_pipeline, resolve_seed, seed_problems, step_reporter
+from overture.models.diffusion import load_pipeline, resolve_seed, seed_problems, step_reporter, steps_problems
 from overture.models.riffusion.seed_images import SEED_IMAGE_IDS, load_seed_image
 from overture.models.schema import Input
 
@@ -66,7 +66,7 @@ class RiffusionPredictor(Predictor):
 
     @classmethod
     def check_inputs(cls, raw: Mapping[str, Any], values: dict[str, Any]) -> list[tuple[str, str]]:
-        return seed_problems(values["seed"])
+        return seed_problems(values["seed"]) + steps_problems("num_inference_steps", values["num_inference_steps"])
 
     def predict(
         self,

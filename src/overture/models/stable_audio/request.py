@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from overture.models.diffusion import seed_problems
+from overture.models.diffusion import seed_problems, steps_problems
 from overture.models.schema import shown
 
 #: stable-audio-tools' ``sampler_type`` names that Overture runs (``sampling.SAMPLERS``); its
@@ -15,6 +15,9 @@ from overture.models.schema import shown
 #: server checks requests against it before any model is loaded.
 SAMPLER_TYPES = ("dpmpp-3m-sde", "dpmpp-2m-sde", "k-heun", "k-lms", "k-dpmpp-2s-ancestral", "k-dpm-2")
 SIGMAS = ("sigma_min", "sigma_max")
+#: Most clips one request may ask for: they are generated as one batch, and the published schemas
+#: set no maximum, so without one a single request could ask for any amount of memory.
+MAX_BATCH_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,9 @@ class Request:
         for name in ("seconds_total", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 problems.append((name, f"must be at least 1 (got {shown(getattr(self, name))})"))
+        problems += steps_problems("steps", self.steps)
+        if self.batch_size > MAX_BATCH_SIZE:
+            problems.append(("batch_size", f"must be at most {MAX_BATCH_SIZE} (got {shown(self.batch_size)})"))
         if self.seconds_start < 0:
             problems.append(("seconds_start", f"must not be negative (got {shown(self.seconds_start)})"))
         problems += seed_problems(self.seed)
