@@ -21,14 +21,14 @@ seconds per wall second. First the batch-1 decoder step: Overture's loop against
 ``generate`` with ``F.linear``, and both against the memory-bandwidth floor (one matrix-vector
 pass over every decoder weight, measured here).
 
-A second scenario submits requests at intervals with durations of 2 to 10 s: each one's latency
+A second scenario submits requests at intervals with durations of 2 to 10 s (``--longest``): each one's latency
 (finish - arrival) at the server, against (b') run as a static-batching server would run it
 (whenever the previous batch has finished, every request that has arrived so far runs as one
 ``generate`` batch, as long as its longest clip; a clock that skips idle time). Then the server's
 step rate, peak resident memory (VmHWM) and CPU time per GET of a finished prediction.
 
     .venv/bin/python benchmarks/batching.py [--requests 8] [--seconds 5] [--staggered 6]
-        [--interval 4] [--gets 400] [--shape small|smoke] [--dir DIR]
+        [--interval 4] [--longest 10] [--gets 400] [--shape small|smoke] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ def static_batches(
     while waiting:
         clock = max(clock, arrivals[waiting[0]])
         batch = [i for i in waiting if arrivals[i] <= clock]
-        clock += generate(checkpoint, [PROMPTS[i % len(PROMPTS)] for i in batch], max(durations[i] for i in batch), 300 + batch[0])
+        prompts = [PROMPTS[i % len(PROMPTS)] for i in batch]
+        clock += generate(checkpoint, prompts, max(durations[i] for i in batch), 300 + batch[0])
         for i in batch:
             latencies[i] = clock - arrivals[i]
         waiting = [i for i in waiting if i not in batch]
@@ -179,12 +180,16 @@ class Served:
         self.process.wait(30)
 
 
-def concurrently(jobs: list[tuple[float, Callable[[], tuple[float, Prediction]]]]) -> tuple[float, list[float], list[Prediction]]:
-    """Start each job at its delay (seconds from now) on its own thread; wall time, latencies and predictions."""
-    results: list[tuple[float, Prediction]] = [(0.0, None)] * len(jobs)  # type: ignore[list-item]
+Job = Callable[[], tuple[float, Prediction]]
+
+
+def concurrently(jobs: list[tuple[float, Job]]) -> tuple[float, list[float], list[Prediction]]:
+    """Start each job at its delay (seconds from now) on its own thread; wall time, latencies and
+    predictions. A job that fails leaves no latency to average: the run stops."""
+    results: dict[int, tuple[float, Prediction]] = {}
     started = time.perf_counter()
 
-    def run(index: int, delay: float, job: Callable[[], tuple[float, Prediction]]) -> None:
+    def run(index: int, delay: float, job: Job) -> None:
         time.sleep(max(0.0, started + delay - time.perf_counter()))
         results[index] = job()
 
@@ -193,7 +198,10 @@ def concurrently(jobs: list[tuple[float, Callable[[], tuple[float, Prediction]]]
         thread.start()
     for thread in threads:
         thread.join()
-    return time.perf_counter() - started, [r[0] for r in results], [r[1] for r in results]
+    wall = time.perf_counter() - started
+    if len(results) < len(jobs):
+        raise RuntimeError(f"{len(jobs) - len(results)} of {len(jobs)} predictions failed (see above)")
+    return wall, [results[i][0] for i in range(len(jobs))], [results[i][1] for i in range(len(jobs))]
 
 
 def step_times(checkpoint: MusicgenCheckpoint, steps: int = 40) -> tuple[float, float, float]:
@@ -257,6 +265,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--staggered", type=int, default=6, help="requests in the staggered scenario (0: skip)")
     parser.add_argument("--interval", type=float, default=4.0, help="seconds between staggered arrivals")
+    parser.add_argument("--longest", type=int, default=10, help="longest staggered clip (s); they start at 2 s")
     parser.add_argument("--gets", type=int, default=400, help="sequential GETs to time the server's CPU per GET")
     parser.add_argument("--shape", choices=SHAPES, default="small", help="smoke: a small model, timings mean nothing")
     parser.add_argument("--dir", type=Path, help="caches the weights (default ~/.cache/overture/musicgen-SHAPE-random)")
@@ -266,7 +275,8 @@ def main() -> None:
         args.dir.mkdir(parents=True, exist_ok=True)
         build(args.dir, args.shape)
     print(machine_line())
-    print(f"musicgen-{args.shape} shape, random weights; {args.requests} requests of {args.seconds} s, top-k 250, guidance 3")
+    print(f"musicgen-{args.shape} shape, random weights; {args.requests} requests of {args.seconds} s, "
+          "top-k 250, guidance 3")  # fmt: skip
     loaded = LoadLog()
     checkpoint = runner.load(Checkpoints(CheckpointSettings(local_dirs={HUB_ID: args.dir})), HUB_ID, loaded)
     here = kernel_line(loaded.lines)
@@ -288,7 +298,9 @@ def main() -> None:
     selected = generate(checkpoint, prompts, args.seconds, 0)
     print(f"(b') plain generate, one batch of {args.requests}, server's kernels:  {selected:7.1f} s, {audio / selected:.3f} audio-s/s")  # fmt: skip
     steps = checkpoint.frames(args.seconds) + checkpoint.max_delay
-    durations = [2 + (8 * i) // max(1, args.staggered - 1) for i in range(args.staggered)]
+    shortest = min(2, args.longest)
+    spread = args.longest - shortest
+    durations = [shortest + (spread * i) // max(1, args.staggered - 1) for i in range(args.staggered)]
     arrivals = [i * args.interval for i in range(args.staggered)]
     static, batches = static_batches(checkpoint, arrivals, durations) if args.staggered else ([], [])
     threads = torch.get_num_threads()
