@@ -110,9 +110,8 @@ def test_sigkill_while_an_output_file_is_half_written(fresh_server: Server, tmp_
     gate = tmp_path / "gate"
     with srv.http() as http:
         upload = http.post("/v1/files", files={"content": ("source.bin", content)}).json()
-        created = http.post(
-            "/v1/models/tests/gated-copy/predictions", json={"input": {"source": upload["urls"]["get"], "gate": str(gate)}}
-        )
+        inputs = {"source": upload["urls"]["get"], "gate": str(gate)}
+        created = http.post("/v1/models/tests/gated-copy/predictions", json={"input": inputs})
         assert created.status_code == 201, created.text
         pid = created.json()["id"]
     # The model holds its output at half the bytes until the gate exists: kill it there.

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.timeout(180)
 def _mount_tmpfs(target: Path, options: str) -> str | None:
     """None once mounted; else why not."""
     try:
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True)
+        mount = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)]
+        result = subprocess.run(mount, capture_output=True, text=True)
     except FileNotFoundError:
         return "mount(8) is not installed"
     return None if result.returncode == 0 else result.stderr.strip()

@@ -123,7 +123,8 @@ def test_the_seed_image_shapes_the_clip(client: replicate.Client, server: Server
     clip again (computed again: this server keeps no result cache)."""
 
     def clip(seed_image_id: str) -> tuple[np.ndarray, np.ndarray]:
-        audio, rate, image = fetch(server, run(client, prompt_a="church bells", seed_image_id=seed_image_id, seed=1, **FAST))
+        output = run(client, prompt_a="church bells", seed_image_id=seed_image_id, seed=1, **FAST)
+        audio, rate, image = fetch(server, output)
         assert_riffusion_clip(audio, rate, image)
         return audio, np.asarray(image)
 
