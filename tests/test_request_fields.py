@@ -67,3 +67,10 @@ def test_a_bad_upload_field_is_named_as_sent(http: httpx.Client) -> None:
 def test_inputs_keep_their_input_prefix(http: httpx.Client) -> None:
     detail, fields = _invalid(http.post("/v1/predictions", json={"version": SYNTH_VERSION, "input": {"duration": "long"}}))
     assert detail.startswith("- input.duration: ") and [f["field"] for f in fields] == ["duration"]
+
+
+def test_one_422_names_a_bad_webhook_and_bad_inputs_together(http: httpx.Client) -> None:
+    body = {"version": SYNTH_VERSION, "input": {"duration": "long"}, "webhook": "file:///etc/passwd"}
+    detail, fields = _invalid(http.post("/v1/predictions", json=body))
+    assert detail.startswith("- webhook: must be an http(s) URL\n- input.duration: "), detail
+    assert [f["field"] for f in fields] == ["webhook", "duration"]

@@ -17,7 +17,7 @@ from overture.api.deps import Present, Services, Svc
 from overture.api.present import Presenter
 from overture.config import Settings
 from overture.engine.engine import Engine
-from overture.engine.netpolicy import webhook_policy
+from overture.engine.netpolicy import address_policy
 from overture.engine.webhooks import WebhookDispatcher, WebhookPolicy
 from overture.models.registry import default_registry
 from overture.store.secrets import Keys
@@ -45,7 +45,7 @@ def build_services(settings: Settings) -> Services:
     policy = WebhookPolicy(
         retry_seconds=settings.webhook_retry_hours * 3600,
         backoff_seconds=settings.webhook_backoff_seconds,
-        addresses=webhook_policy(settings),
+        addresses=address_policy(settings, "webhook"),
     )
     engine.webhooks = WebhookDispatcher(store, keys, render, policy)
     if not settings.tokens:

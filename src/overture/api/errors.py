@@ -42,15 +42,17 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None, **e
 
 
 def invalid_input(exc: InvalidInput) -> JSONResponse:
-    fields = [{"field": name, "message": message} for name, message in exc.errors]
-    return problem(422, str(exc), invalid_fields=fields)
+    return _answer(invalid_request([], exc.errors))
 
 
-def invalid_request(errors: list[tuple[str, str]]) -> ApiError:
+def invalid_request(errors: list[tuple[str, str]], inputs: list[tuple[str, str]] | None = None) -> ApiError:
     """A 422 for fields of the request itself (body, query, headers), named as the client sent
-    them: only a model's inputs read ``input.<name>`` (``InvalidInput``)."""
-    detail = "".join(f"- {name}: {message}\n" for name, message in errors)
-    return ApiError(422, detail, invalid_fields=[{"field": name, "message": message} for name, message in errors])
+    them, and for the model's ``inputs``, which ``detail`` names ``input.<name>`` as Cog does."""
+    inputs = inputs or []
+    lines = errors + [(f"input.{name}", message) for name, message in inputs]
+    detail = "".join(f"- {name}: {message}\n" for name, message in lines)
+    fields = [{"field": name, "message": message} for name, message in errors + inputs]
+    return ApiError(422, detail, invalid_fields=fields)
 
 
 def _answer(exc: ApiError) -> JSONResponse:

@@ -18,10 +18,10 @@ from overture.api.auth import Owner
 from overture.api.deps import Present, Services, Svc, decode_cursor, encode_cursor
 from overture.api.present import Presenter
 from overture.api.errors import ApiError, invalid_request
-from overture.config import Settings
-from overture.engine.netpolicy import webhook_policy
+from overture.engine.netpolicy import AddressPolicy
 from overture.engine.webhooks import WebhookRefused, check_url, delivery_summary
 from overture.models.registry import UnknownModel
+from overture.models.schema import InvalidInput
 from overture.store.db import PredictionRow
 from overture.store.store import TERMINAL
 
@@ -104,20 +104,19 @@ def prefer_wait(prefer: str | None) -> float | None:
     return None
 
 
-def _check_webhooks(body: ModelPredictionRequest, settings: Settings) -> None:
-    """Refuse a webhook URL the server must not call, naming the field that carried it."""
+def _webhook_errors(body: ModelPredictionRequest, addresses: AddressPolicy) -> list[tuple[str, str]]:
+    """Why each webhook URL the server must not call is refused, named by the field that carried it."""
     errors = []
     for field, url in (("webhook", body.webhook), ("webhook_completed", body.webhook_completed)):
         if url is None:
             continue
         try:
-            check_url(url, webhook_policy(settings))
+            check_url(url, addresses)
         except WebhookRefused as exc:
             errors.append((field, str(exc)))
         except ValueError:  # urlsplit's verdict on a URL it cannot parse, such as "http://[::1"
             errors.append((field, "must be an http(s) URL"))
-    if errors:
-        raise invalid_request(errors)
+    return errors
 
 
 async def _create(
@@ -141,8 +140,13 @@ async def _create(
     deadline = cancel_after(headers.cancel_after)
 
     def create() -> PredictionRow:
-        # In the thread too: checking a webhook's address may resolve its host name.
-        _check_webhooks(body, svc.settings)
+        # One 422 names every bad field, the request's own and the inputs alike.
+        if errors := _webhook_errors(body, svc.engine.webhooks.policy.addresses):
+            try:
+                svc.engine.validate(owner, version, body.input)
+            except InvalidInput as exc:
+                raise invalid_request(errors, exc.errors) from None
+            raise invalid_request(errors)
         return svc.engine.create(
             owner,
             model,

@@ -18,7 +18,7 @@ import numpy as np
 
 from overture.config import Settings
 from overture.engine.inputs import InputResolver, content_digest, file_values
-from overture.engine.netpolicy import input_policy
+from overture.engine.netpolicy import address_policy
 from overture.engine.notify import Notifier
 from overture.engine.queue import Job, JobQueue
 from overture.engine.webhooks import EVENTS, WebhookDispatcher
@@ -48,7 +48,7 @@ class Engine:
         self.registry = registry
         self.notifier = Notifier()
         self.resolver = InputResolver(
-            store, settings.max_input_file_bytes, settings.input_download_seconds, input_policy(settings)
+            store, settings.max_input_file_bytes, settings.input_download_seconds, address_policy(settings, "input")
         )
         self.checkpoints = Checkpoints(settings.checkpoints)
         self.contexts: dict[str, JobContext] = {}
@@ -117,11 +117,7 @@ class Engine:
         """Validate and queue a prediction; raises ``InvalidInput`` naming every bad input field.
 
         ``webhook`` is checked by the caller, which knows the request field that carried it."""
-        values = version.inputs.validate(raw_input)
-        errors = version.predictor.check_inputs(raw_input or {}, values)
-        errors += self.resolver.errors(version.inputs, values, owner)
-        if errors:
-            raise InvalidInput(errors)
+        values = self.validate(owner, version, raw_input)
         now = utcnow()
         limit = cancel_after if cancel_after is not None else self.settings.prediction_timeout_seconds
         row = self.store.add(
@@ -144,6 +140,15 @@ class Engine:
         self._watch(row)
         self._enqueue(self._job(row, values))
         return row
+
+    def validate(self, owner: str, version: Version, raw_input: dict[str, Any] | None) -> dict[str, Any]:
+        """The inputs' values, defaults filled in; raises ``InvalidInput`` naming every bad field."""
+        values = version.inputs.validate(raw_input)
+        errors = version.predictor.check_inputs(raw_input or {}, values)
+        errors += self.resolver.errors(version.inputs, values, owner)
+        if errors:
+            raise InvalidInput(errors)
+        return values
 
     def cancel(self, pid: str, owner: str) -> PredictionRow | None:
         """Cancel now: a queued job leaves its queue, a running one stops at its next step."""

@@ -22,7 +22,7 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import httpcore
@@ -141,15 +141,23 @@ class AddressPolicy:
         (a caller that does checks each hop) and ignores proxy variables: a proxy would resolve
         the host itself."""
         transport = httpx.HTTPTransport()
-        # httpx takes no network backend of its own; its connection pool (httpcore) does.
-        transport._pool._network_backend = _PinnedBackend(self)
+        _pin(transport._pool, _PinnedBackend(self))
         return httpx.Client(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
 
     def async_client(self, timeout: float) -> httpx.AsyncClient:
         """``client()`` for asyncio."""
         transport = httpx.AsyncHTTPTransport()
-        transport._pool._network_backend = _PinnedAsyncBackend(self)
+        _pin(transport._pool, _PinnedAsyncBackend(self))
         return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
+
+
+def _pin(pool: Any, backend: Any) -> None:
+    """Give httpx's connection pool (httpcore's) the pinned backend. httpx takes no backend of its
+    own and the pool keeps it in a private attribute: should an httpcore release rename it, the
+    assignment would silently leave the pool connecting by name, so that is refused instead."""
+    if not hasattr(pool, "_network_backend"):
+        raise RuntimeError(f"httpcore {httpcore.__version__} keeps its network backend elsewhere; Overture cannot pin connections")
+    pool._network_backend = backend
 
 
 class _PinnedBackend(httpcore.SyncBackend):
@@ -163,7 +171,7 @@ class _PinnedBackend(httpcore.SyncBackend):
         for address in self.policy.resolve(host, port):
             try:
                 return super().connect_tcp(str(address), port, *args, **kwargs)
-            except httpcore.ConnectError as exc:
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc
         raise failure or httpcore.ConnectError(f"{host} has no address")
 
@@ -179,26 +187,21 @@ class _PinnedAsyncBackend(httpcore.AnyIOBackend):
         for address in await anyio.to_thread.run_sync(self.policy.resolve, host, port):
             try:
                 return await super().connect_tcp(str(address), port, *args, **kwargs)
-            except httpcore.ConnectError as exc:
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc
         raise failure or httpcore.ConnectError(f"{host} has no address")
 
 
-def input_policy(settings: Settings) -> AddressPolicy:
-    return AddressPolicy(
-        "input",
-        "fetch",
-        allow_private=settings.input_allow_private,
-        allow=settings.input_allow_cidrs,
-        deny=settings.input_deny_cidrs,
-    )
+#: What the server does at each kind of address, as refusals name it.
+_ACTIONS = {"input": "fetch", "webhook": "send webhooks to"}
 
 
-def webhook_policy(settings: Settings) -> AddressPolicy:
+def address_policy(settings: Settings, purpose: Literal["input", "webhook"]) -> AddressPolicy:
+    """The policy the ``--<purpose>-allow-private``, ``-allow-cidr`` and ``-deny-cidr`` options set."""
     return AddressPolicy(
-        "webhook",
-        "send webhooks to",
-        allow_private=settings.webhook_allow_private,
-        allow=settings.webhook_allow_cidrs,
-        deny=settings.webhook_deny_cidrs,
+        purpose,
+        _ACTIONS[purpose],
+        allow_private=getattr(settings, f"{purpose}_allow_private"),
+        allow=getattr(settings, f"{purpose}_allow_cidrs"),
+        deny=getattr(settings, f"{purpose}_deny_cidrs"),
     )
