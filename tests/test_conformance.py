@@ -5,6 +5,7 @@ client does not look but clients generated from that document do: ``urls.web``, 
 from __future__ import annotations
 
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ import httpx
 import pytest
 import replicate
 
-from conftest import OTHER_TOKEN, Server, wait_finished
+from conftest import Server, wait_finished
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,19 +58,21 @@ def test_urls_web_is_a_page_that_shows_the_prediction(
     prediction = client.predictions.create(model="tests/steps", input={"label": "<b>tag</b>"})
     prediction.wait()
     web = prediction.urls["web"]
-    assert web == f"{server.base_url}/p/{prediction.id}"
+    assert web.startswith(f"{server.base_url}/p/{prediction.id}?expires=")
 
-    page = http.get(web)
+    # A browser opens it as it is: the URL is signed, as signed_output is, instead of a token.
+    page = anonymous.get(web)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     # The prediction's JSON, escaped: the model's output is never markup on this page.
     assert prediction.id in page.text and "succeeded" in page.text
     assert "&lt;b&gt;tag&lt;/b&gt;" in page.text and "<b>tag</b>" not in page.text
 
-    # Like the rest of the API it wants the owner's token.
-    assert anonymous.get(web).status_code == 401
-    with server.http(OTHER_TOKEN) as other:
-        assert other.get(web).status_code == 404
-    assert http.get("/p/doesnotexist").status_code == 404
+    # Without its signature, or with another prediction's, the page is refused.
+    other = client.predictions.create(model="tests/steps", input={"label": "other"})
+    assert anonymous.get(f"/p/{prediction.id}").status_code == 403
+    assert anonymous.get(f"/p/{other.id}?{urllib.parse.urlsplit(web).query}").status_code == 403
+    assert http.get(f"/p/{prediction.id}").status_code == 403  # the bearer token is no signature
+    assert anonymous.get(other.urls["web"]).status_code == 200
 
 
 # -- deployment --------------------------------------------------------------------------------

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import mimetypes
-import time
 from functools import partial
 from typing import Any
 
@@ -17,6 +15,7 @@ from starlette.datastructures import UploadFile
 from overture.api.auth import Owner
 from overture.api.deps import Present, Svc, decode_cursor, encode_cursor
 from overture.api.errors import ApiError, invalid_request
+from overture.api.signing import check_signed
 from overture.ids import new_id
 from overture.store.db import FileRow
 from overture.store.store import TooLarge, utcnow
@@ -125,16 +124,6 @@ def get_output(prediction_id: str, name: str, owner: Owner, svc: Svc) -> FileRes
 def get_signed_output(
     prediction_id: str, name: str, svc: Svc, expires: str = Query(default=""), signature: str = Query(default="")
 ) -> FileResponse:
-    """An output without a header, for ``<audio src>``: the URL carries an expiring HMAC instead.
-
-    Anyone can call this, so every part is checked as untrusted text: the HMAC covers the expiry
-    exactly as it was sent, and the expiry is read as a number only once the HMAC proves the
-    server wrote it."""
-    rel = f"{prediction_id}/{name}"
-    expected = svc.keys.sign(f"{rel}:{expires}").encode()
-    # Bytes, not str: compare_digest refuses a str with non-ASCII characters (a TypeError, a 500).
-    if not hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass")):
-        raise ApiError(403, "The signature of this URL is not valid")
-    if not (expires.isascii() and expires.isdigit()) or int(expires) < time.time():
-        raise ApiError(403, "This signed URL has expired; fetch the prediction again for a fresh one")
+    """An output without a header, for ``<audio src>``: the URL carries an expiring HMAC instead."""
+    check_signed(svc.keys, f"{prediction_id}/{name}", expires, signature)
     return _output_response(svc, prediction_id, name)

@@ -35,8 +35,9 @@ _ERRORS = {
     "507": "The data directory is full or read-only",
 }
 
-#: Routes that want the bearer token: the API, and the pages its ``urls.web`` point at.
-_WITH_TOKEN = ("/v1/", "/p/")
+#: Routes that want the bearer token, and those signed instead (outputs and ``urls.web``'s pages).
+_WITH_TOKEN = "/v1/"
+_SIGNED = ("/signed/", "/p/")
 
 _BINARY = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
 
@@ -88,7 +89,7 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
     components.setdefault("schemas", {})["Problem"] = _PROBLEM_SCHEMA
     components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     for path, operations in spec["paths"].items():
-        signed = path.startswith("/signed/")
+        signed = path.startswith(_SIGNED)
         if not (path.startswith(_WITH_TOKEN) or signed):
             continue
         for method, op in operations.items():

@@ -18,6 +18,7 @@ from overture.api.auth import Owner
 from overture.api.deps import Present, Services, Svc, decode_cursor, encode_cursor
 from overture.api.present import Presenter
 from overture.api.errors import ApiError, invalid_request
+from overture.api.signing import check_signed, page_subject
 from overture.engine.netpolicy import AddressPolicy
 from overture.engine.webhooks import WebhookRefused, check_url, delivery_summary
 from overture.models.registry import UnknownModel
@@ -229,10 +230,16 @@ pages = APIRouter()
 
 
 @pages.get("/p/{prediction_id}", response_class=HTMLResponse)
-async def prediction_page(prediction_id: str, owner: Owner, svc: Svc, present: Present) -> str:
-    """The prediction's JSON as a page, until there is a playground to show it in. It wants the
-    bearer token like the API, which a browser's address bar cannot send."""
-    body = json.dumps(show(svc, present, _prediction(svc, owner, prediction_id)), indent=2)
+async def prediction_page(
+    prediction_id: str, svc: Svc, present: Present, expires: str = Query(default=""), signature: str = Query(default="")
+) -> str:
+    """The prediction's JSON as a page, until there is a playground to show it in. Signed like
+    ``signed_output``, since a browser's address bar cannot send the bearer token."""
+    check_signed(svc.keys, page_subject(prediction_id), expires, signature)
+    row = svc.engine.store.prediction(prediction_id)
+    if row is None:
+        raise ApiError(404, f"Prediction {prediction_id} does not exist")
+    body = json.dumps(show(svc, present, row), indent=2)
     title = html.escape(f"Prediction {prediction_id}")
     return f"<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1><pre>{html.escape(body)}</pre>"
 

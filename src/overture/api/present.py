@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.parse
 from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import Request
 
+from overture.api.signing import page_subject, signed_query
 from overture.models.base import Model, Version
 from overture.models.schema import COG_VERSION
 from overture.store.db import FileRow, PredictionRow
@@ -71,7 +71,7 @@ class Presenter:
             "started_at": timestamp(row.started_at),
             "completed_at": timestamp(row.completed_at),
             "deadline": timestamp(row.deadline),
-            "urls": {"get": url, "cancel": f"{url}/cancel", "stream": f"{url}/stream", "web": f"{self.base}/p/{row.id}"},
+            "urls": {"get": url, "cancel": f"{url}/cancel", "stream": f"{url}/stream", "web": self.web_url(row.id)},
             "webhook": row.webhook,
             "webhook_events_filter": row.webhook_events_filter,
         }
@@ -107,9 +107,11 @@ class Presenter:
         return f"{self.base}/v1/outputs/{urllib.parse.quote(rel)}"
 
     def signed_output_url(self, rel: str) -> str:
-        expires = int(time.time()) + self.signed_ttl
-        query = urllib.parse.urlencode({"expires": expires, "signature": self.keys.sign(f"{rel}:{expires}")})
-        return f"{self.base}/signed/outputs/{urllib.parse.quote(rel)}?{query}"
+        return f"{self.base}/signed/outputs/{urllib.parse.quote(rel)}?{signed_query(self.keys, rel, self.signed_ttl)}"
+
+    def web_url(self, pid: str) -> str:
+        """The prediction's page, signed: a browser's address bar cannot send the bearer token."""
+        return f"{self.base}/p/{pid}?{signed_query(self.keys, page_subject(pid), self.signed_ttl)}"
 
     # -- models --------------------------------------------------------------------------------
 
