@@ -179,9 +179,7 @@ class Engine:
         if ctx is None:
             self._complete(row.id, ACTIVE, logs=row.logs + (log + "\n" if log else ""), **values)
             return
-        if log:
-            ctx.log(log)
-        if self._complete(row.id, ACTIVE, ctx, **values):
+        if self._complete(row.id, ACTIVE, ctx, last_line=log, **values):
             ctx.canceled.set()
 
     async def wait(self, pid: str, timeout: float) -> PredictionRow | None:
@@ -314,10 +312,13 @@ class Engine:
     def _cancel_from_model(self, pid: str, ctx: JobContext) -> None:
         self._complete(pid, ["processing"], ctx, status="canceled")
 
-    def _complete(self, pid: str, from_status: Any, ctx: JobContext | None = None, **values: Any) -> bool:
+    def _complete(
+        self, pid: str, from_status: Any, ctx: JobContext | None = None, last_line: str = "", **values: Any
+    ) -> bool:
         """Move to a terminal status with ``completed_at`` and ``predict_time``, unless already terminal;
         end the stream (``error`` then ``done``) and send the ``completed`` webhook. With the job's
-        context, its logs and their last unflushed lines are written in the same transaction."""
+        context, its logs, their last unflushed lines and ``last_line`` are written in the same
+        transaction: a prediction that finished first never gets that line."""
         now = utcnow()
         started_at = ctx.started_at if ctx is not None else None
         if started_at is None:
@@ -326,10 +327,11 @@ class Engine:
         status = values["status"]
         events: list[tuple[str, Any]] = []
         if ctx is not None:
-            new = ctx.drain()
+            line = last_line + "\n" if last_line else ""
+            new = ctx.drain() + line
             if new:
                 events.append(("logs", new))
-            values["logs"] = ctx.text
+            values["logs"] = ctx.text + line
         if status == "failed":
             events.append(("error", values["error"]))
         events.append(("done", {} if status == "succeeded" else {"reason": "error" if status == "failed" else status}))
