@@ -29,12 +29,20 @@ MAX_SLOTS = 32
 STREAM_EVERY_FRAMES = 10
 
 
+class Unsampleable(ValueError):
+    """A row's sampling inputs cannot be sampled with: the model is fine, the request is not."""
+
+
 def sample_tokens(logits: torch.Tensor, sampling: Sampling, generators: Sequence[torch.Generator]) -> torch.Tensor:
     """Logits (rows, codebooks, vocabulary) → tokens (rows, codebooks), each row drawing from its
     own generator. Like audiocraft: temperature ≤ 0 is greedy, top-p > 0 overrides top-k."""
     if sampling.temperature <= 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    # Checked here, not left to multinomial: its error would look like any other RuntimeError,
+    # and on CUDA it is a device-side assert that poisons the whole context.
+    if not bool(torch.isfinite(probs).all()):
+        raise Unsampleable("the next token's probabilities are not finite numbers")
     if sampling.top_p > 0:
         probs = _keep_nucleus(probs, sampling.top_p)
     elif sampling.top_k > 0:
@@ -267,7 +275,7 @@ class ContinuousBatch:
         for generation in list(self.rows):
             try:
                 sampled = self._sample(generation, logits)
-            except (RuntimeError, OverflowError) as exc:  # its own inputs broke it: it ends alone
+            except (Unsampleable, OverflowError) as exc:  # its own inputs broke it: it ends alone
                 ended.append((generation, _unsampleable(generation.sampling, exc)))
                 continue
             result = self._advance(generation, sampled)
