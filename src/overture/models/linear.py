@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -58,8 +59,9 @@ log = logging.getLogger(__name__)
 #: musicgen-small shapes), used to bound the copies by a memory budget.
 COPY_SIZE_FACTOR = 1.15
 #: Weights streamed per timing pass: twice a 32 MiB L3 cache, so that each weight is cold when it
-#: is read again, as it is in a real decoder step.
-DEFAULT_SAMPLE_BYTES = 64 * 2**20
+#: is read again, as it is in a real decoder step. ``OVERTURE_KERNEL_SAMPLE_MIB`` changes it, for
+#: the benchmarks' smoke runs only: with small models 64 MiB is thousands of copies, minutes of load.
+DEFAULT_SAMPLE_BYTES = int(float(os.environ.get("OVERTURE_KERNEL_SAMPLE_MIB", "64")) * 2**20)
 
 ShapeKey = tuple[int, int]  # (out_features, in_features)
 
