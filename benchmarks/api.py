@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from _machine import machine_line
 
 from overture.models.audio import encode, normalize
 from overture.models.synth import SAMPLE_RATE, parse_prompt, render
@@ -101,7 +101,8 @@ def main() -> None:
     ms = np.percentile(np.array(latencies) * 1000, [50, 95, 99])
     served = args.requests / elapsed
     direct = 1 / per_clip
-    print(f"machine: {os.cpu_count()} cores; {args.requests} predictions of {args.duration} s, {args.clients} clients")
+    print(machine_line())
+    print(f"load: {args.requests} predictions of {args.duration} s, {args.clients} clients")
     print(f"baseline (model alone, sequential): {per_clip * 1000:.1f} ms/clip = {direct:.1f} clips/s")
     print(f"overture (HTTP, Prefer: wait):       {served:.1f} predictions/s, failures {failures}")
     print(f"create latency p50 {ms[0]:.0f} ms, p95 {ms[1]:.0f} ms, p99 {ms[2]:.0f} ms")

@@ -15,7 +15,7 @@ row count, ms per layer of each kernel, measured at load), the load-time cost an
 M the median step time of each variant, the ratios, and the largest logit difference from (a).
 
     .venv/bin/python benchmarks/linear_kernels.py [--rows 2,4,8,16,32] [--repeats 9]
-        [--threads 2] [--cache 200] [--budget-gib G]
+        [--threads 2] [--cache 200] [--budget-gib G] [--shape small|smoke]
 """
 
 from __future__ import annotations
@@ -23,31 +23,30 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import os
-import platform
 import statistics
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+from _machine import machine_line
+from musicgen import SMALL_DECODER, SMOKE_DECODER
 from transformers import MusicgenDecoderConfig
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.models.musicgen.modeling_musicgen import MusicgenForCausalLM
 
 from overture.models.linear import DispatchLinear, Kernel, select_linear_kernels
 
-# facebook/musicgen-small's decoder (config.json on the hub).
-SMALL = {
-    "hidden_size": 1024,
-    "num_hidden_layers": 24,
-    "num_attention_heads": 16,
-    "ffn_dim": 4096,
+# facebook/musicgen-small's decoder (config.json on the hub); the layer sizes are musicgen.py's.
+DECODER = {
     "vocab_size": 2048,
     "num_codebooks": 4,
     "max_position_embeddings": 2048,
     "pad_token_id": 2048,
     "bos_token_id": 2048,
 }
+#: small: the real shape; smoke: narrow and shallow, for smoke runs (timings mean nothing).
+SHAPES = {"small": {**DECODER, **SMALL_DECODER}, "smoke": {**DECODER, **SMOKE_DECODER}}
 # Cross-attention k/v projections only ever see the text, once per request: not worth packing.
 SKIP = ("*.encoder_attn.k_proj", "*.encoder_attn.v_proj")
 
@@ -55,17 +54,6 @@ SKIP = ("*.encoder_attn.k_proj", "*.encoder_attn.v_proj")
 def rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 class Step:
@@ -116,19 +104,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", type=int, default=200, help="self-attention KV cache length")
     parser.add_argument("--text", type=int, default=16, help="text (cross-attention) length")
+    parser.add_argument("--shape", choices=SHAPES, default="small", help="smoke: a small decoder, timings mean nothing")
     parser.add_argument(
         "--budget-gib", type=float, help="budget for reordered copies (default: one copy of each replaced weight)"
     )
     args = parser.parse_args()
     rows = [int(m) for m in args.rows.split(",")]
     torch.set_num_threads(args.threads)
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads")
+    print(machine_line())
 
     torch.manual_seed(0)
     start = time.perf_counter()
-    model = MusicgenForCausalLM(MusicgenDecoderConfig(**SMALL)).eval()
+    model = MusicgenForCausalLM(MusicgenDecoderConfig(**SHAPES[args.shape])).eval()
     print(
-        f"model: musicgen-small decoder shape, random init {time.perf_counter() - start:.1f} s, RSS {rss_mib():.0f} MiB"
+        f"model: musicgen-{args.shape} decoder shape, random init {time.perf_counter() - start:.1f} s, "
+        f"RSS {rss_mib():.0f} MiB"
     )
 
     before = rss_mib()

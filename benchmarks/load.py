@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from _machine import machine_line
 
 from api import PROMPTS, TOKEN, start_server
 
@@ -175,8 +176,9 @@ def main() -> None:
         proc.wait(15)
         shutil.rmtree(data_dir, ignore_errors=True)
 
+    print(machine_line())
     print(
-        f"machine: {os.cpu_count()} cores; {result['predictions']} predictions in {result['rounds']} round(s), "
+        f"load: {result['predictions']} predictions in {result['rounds']} round(s), "
         f"{result['clients']} clients, {result['seconds']} s; listed {result['listed']}"
     )
     print(f"errors: {len(result['errors'])}, lost or wrong final status: {len(result['problems'])}")
@@ -185,7 +187,11 @@ def main() -> None:
     print(f"{'route':36} {'count':>7} {'p50 ms':>9} {'p99 ms':>9}")
     for route, stats in result["routes"].items():
         print(f"{route:36} {stats['count']:7d} {stats['p50_ms']:9.1f} {stats['p99_ms']:9.1f}")
-    print("server samples (s, RSS MiB, open fds): " + ", ".join(f"{s['t']:.0f}/{s['rss_mib']:.0f}/{s['fds']}" for s in result["samples"]))
+    samples = result["samples"]
+    rss, fds = [s["rss_mib"] for s in samples], [s["fds"] for s in samples]
+    print(f"server RSS MiB first {rss[0]:.0f}, max {max(rss):.0f}, last {rss[-1]:.0f}; "
+          f"open fds first {fds[0]}, max {max(fds)}, last {fds[-1]}; {len(samples)} samples, every 10 s and at the end")  # fmt: skip
+    print("server samples (s, RSS MiB, open fds): " + ", ".join(f"{s['t']:.0f}/{s['rss_mib']:.0f}/{s['fds']}" for s in samples))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -12,9 +12,11 @@ runs alternate (ABBA) so that drift in the machine's load hits both alike.
 
 Prints each run's wall and CPU time, then the best and the median of each side and their ratios.
 
-    .venv/bin/python benchmarks/musicgen.py [--seconds 5] [--rounds 2] [--threads N] [--dir DIR]
+    .venv/bin/python benchmarks/musicgen.py [--seconds 5] [--rounds 2] [--threads N]
+        [--shape small|smoke] [--dir DIR]
 
-DIR caches the weights (default ~/.cache/overture/musicgen-small-random).
+DIR caches the weights (default ~/.cache/overture/musicgen-SHAPE-random); ``--shape smoke`` is a
+small model for smoke runs, whose timings mean nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from _machine import machine_line  # noqa: E402
 
 from overture.models.checkpoints import Checkpoints, CheckpointSettings  # noqa: E402
 from overture.models.linear import set_packed_enabled  # noqa: E402
@@ -172,23 +175,25 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--dir", type=Path, default=Path.home() / ".cache" / "overture" / "musicgen-small-random")
+    parser.add_argument("--shape", choices=SHAPES, default="small", help="smoke: a small model, timings mean nothing")
+    parser.add_argument("--dir", type=Path, help="caches the weights (default ~/.cache/overture/musicgen-SHAPE-random)")
     args = parser.parse_args()
+    args.dir = args.dir or Path.home() / ".cache" / "overture" / f"musicgen-{args.shape}-random"
     if args.threads:
         # On a machine shared with other work, one thread each keeps OpenMP from stalling.
         torch.set_num_threads(args.threads)
     if not (args.dir / "model.safetensors").exists():
         args.dir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        build(args.dir)
-        print(f"built random musicgen-small weights in {time.perf_counter() - started:.0f} s: {args.dir}")
+        build(args.dir, args.shape)
+        print(f"built random musicgen-{args.shape} weights in {time.perf_counter() - started:.0f} s: {args.dir}")
     overture, checkpoints = overture_runner(args.dir, args.seconds, Path(tempfile.mkdtemp(prefix="musicgen-bench-")))
     overture(1)  # loads the checkpoint, as a server's first prediction does
     plain = plain_runner(checkpoints, args.seconds)
     plain(10)
     times: dict[str, list[tuple[float, float]]] = {"plain": [], "overture": []}
-    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"musicgen-small shape, random weights; {args.seconds} s clip, batch 1, top-k 250, guidance 3")
+    print(machine_line())
+    print(f"musicgen-{args.shape} shape, random weights; {args.seconds} s clip, batch 1, top-k 250, guidance 3")
     for round_ in range(1, args.rounds + 1):
         # Plain first in odd rounds, Overture first in even ones: neither always follows the other.
         order = (("plain", plain), ("overture", overture))

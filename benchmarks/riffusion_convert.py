@@ -15,13 +15,13 @@ two outputs are.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from _machine import machine_line
 
 from overture.models.spectrogram import (
     SpectrogramParams,
@@ -80,7 +80,7 @@ def main() -> None:
     fast, fast_times = timed(lambda: audio_from_image(image, generator=torch.Generator().manual_seed(0)), args.repeats)
     slow, slow_times = timed(lambda: reference(image), args.repeats)
 
-    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(machine_line())
     print(f"image 512x512 -> {fast.shape[0]} samples ({fast.shape[0] / SAMPLE_RATE:.2f} s at {SAMPLE_RATE} Hz)")
     for name, times in (
         ("reference (torch.stft/istft, lstsq)", slow_times),

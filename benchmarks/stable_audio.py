@@ -8,18 +8,21 @@ decode, the total, and the integrated loudness of the kept part. The weights are
 checkpoint is gated), so only the timings mean anything, and the loudness only shows both paths
 produce comparable audio.
 
-    .venv/bin/python benchmarks/stable_audio.py [--seconds 5] [--steps 2]
+    .venv/bin/python benchmarks/stable_audio.py [--seconds 5] [--steps 2] [--shape real|smoke]
+
+``--shape smoke`` runs the tiny test checkpoint instead, for smoke runs (timings mean nothing).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
+import tempfile
 import time
 
 import pyloudnorm
 import torch
+from _machine import machine_line
 from diffusers import AutoencoderOobleck, CosineDPMSolverMultistepScheduler, StableAudioDiTModel, StableAudioPipeline
 from diffusers.pipelines.stable_audio import StableAudioProjectionModel
 from transformers import T5Config, T5EncoderModel
@@ -27,6 +30,7 @@ from transformers import T5Config, T5EncoderModel
 from overture.models.stable_audio.generate import frames_for, generate, sample_rate, window_frames
 from overture.models.stable_audio.request import Request
 from overture.models.tokenizers import t5_tokenizer
+from overture.testing import tiny_checkpoint
 
 T5_BASE = {"d_model": 768, "d_kv": 64, "d_ff": 3072, "num_layers": 12, "num_heads": 12, "feed_forward_proj": "relu"}
 
@@ -44,6 +48,12 @@ def real_size_pipeline() -> StableAudioPipeline:
         transformer=StableAudioDiTModel().eval(),
         scheduler=CosineDPMSolverMultistepScheduler(),
     )
+
+
+def smoke_pipeline() -> StableAudioPipeline:
+    """The tiny test checkpoint: the same classes, small enough for a smoke run."""
+    directory = tiny_checkpoint("stable-audio", tempfile.mkdtemp(prefix="stable-audio-"))
+    return StableAudioPipeline.from_pretrained(directory)
 
 
 def run(pipe: StableAudioPipeline, request: Request, frames: int) -> dict[str, float]:
@@ -68,16 +78,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5, help="seconds_total of the request")
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--shape", choices=["real", "smoke"], default="real", help="smoke: tiny, timings mean nothing")
     args = parser.parse_args()
 
     started = time.perf_counter()
-    pipe = real_size_pipeline()
+    pipe = real_size_pipeline() if args.shape == "real" else smoke_pipeline()
     built = time.perf_counter() - started
     params = sum(p.numel() for p in pipe.transformer.parameters()) / 1e6
     request = Request("ambient soundscape with ethereal pads", seconds_total=args.seconds, steps=args.steps, seed=0)
 
-    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, fp32")
-    print(f"DiT {params:.0f} M parameters, built with random weights in {built:.1f} s")
+    print(f"{machine_line()}, fp32")
+    print(f"DiT {params:.4g} M parameters ({args.shape}), built with random weights in {built:.1f} s")
     print(f"request: seconds_total {args.seconds}, {args.steps} steps, dpmpp-3m-sde, cfg 6 (DiT batch 2)")
     results = {
         "trimmed": run(pipe, request, frames_for(pipe, args.seconds + 1)),

@@ -9,6 +9,7 @@ also run with the LSTM's forget-gate biases raised (longer memory). Then the tim
 clip one-shot and streamed on the real config.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/streaming_decode.py [--quick] [--part overhead]
+        [--frames N] [--overhead-seconds 30]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from _machine import machine_line
 
 from overture.models.musicgen.checkpoint import load_checkpoint
 from overture.models.musicgen.streaming import ChunkedDecoder, EncodecStream, StreamDecoder
@@ -76,8 +78,7 @@ def table(
     print(f"EncodecStream        {peak:.1e} / {snr:5.1f}", flush=True)
 
 
-def tiny(quick: bool) -> None:
-    frames = 300 if quick else 500
+def tiny(frames: int) -> None:
     for family in ("musicgen", "musicgen-stereo"):
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = load_checkpoint(tiny_checkpoint(family, directory), "cpu", torch.float32)
@@ -105,7 +106,7 @@ def real_codec() -> Any:
     return codec
 
 
-def real(quick: bool) -> None:
+def real(frames: int) -> None:
     codec = real_codec()
     lstm = codec.decoder.layers[1].lstm
     original = {name: p.detach().clone() for name, p in lstm.named_parameters()}
@@ -114,7 +115,7 @@ def real(quick: bool) -> None:
     def decode(codes: torch.Tensor) -> torch.Tensor:
         return codec.decode(codes[None, None], [None]).audio_values[0]
 
-    codes = torch.randint(0, 2048, (4, 250 if quick else 500), generator=torch.Generator().manual_seed(0))
+    codes = torch.randint(0, 2048, (4, frames), generator=torch.Generator().manual_seed(0))
     for forget in (0.0, 1.0, 2.0):
         with torch.no_grad():  # forget gate = second quarter of the LSTM's biases
             for name, parameter in lstm.named_parameters():
@@ -133,33 +134,35 @@ def real(quick: bool) -> None:
         )
 
 
-def overhead(rounds: int) -> None:
+def overhead(rounds: int, seconds: int) -> None:
     codec = real_codec()
 
     @torch.inference_mode()
     def decode(codes: torch.Tensor) -> torch.Tensor:
         return codec.decode(codes[None, None], [None]).audio_values[0]
 
-    codes = torch.randint(0, 2048, (4, 1500), generator=torch.Generator().manual_seed(1))
+    frames = 50 * seconds
+    codes = torch.randint(0, 2048, (4, frames), generator=torch.Generator().manual_seed(1))
     decode(codes[:, :50])  # warm-up
     margin = EncodecStream.MARGIN
-    # name, work, frames through the upsampling stack (most of the cost) / 1500
+    # name, work, frames through the upsampling stack (most of the cost)
     makers: list[tuple[str, Callable[[], object], int]] = [
-        ("one-shot", lambda: decode(codes), 1500),
-        ("EncodecStream chunk 50", lambda: stream(EncodecStream(codec, 1, 50), codes), _work(1500, 50, margin, margin, margin + 3)),
-        ("EncodecStream chunk 25", lambda: stream(EncodecStream(codec, 1, 25), codes), _work(1500, 25, margin, margin, margin + 3)),
-        ("ChunkedDecoder chunk 50, context 32, lookahead 5", lambda: stream(ChunkedDecoder(decode, 640, 50, 32, 5), codes), _work(1500, 50, 32, 5, 5)),
-        ("ChunkedDecoder chunk 100, context 32, lookahead 5", lambda: stream(ChunkedDecoder(decode, 640, 100, 32, 5), codes), _work(1500, 100, 32, 5, 5)),
+        ("one-shot", lambda: decode(codes), frames),
+        ("EncodecStream chunk 50", lambda: stream(EncodecStream(codec, 1, 50), codes), _work(frames, 50, margin, margin, margin + 3)),
+        ("EncodecStream chunk 25", lambda: stream(EncodecStream(codec, 1, 25), codes), _work(frames, 25, margin, margin, margin + 3)),
+        ("ChunkedDecoder chunk 50, context 32, lookahead 5", lambda: stream(ChunkedDecoder(decode, 640, 50, 32, 5), codes), _work(frames, 50, 32, 5, 5)),
+        ("ChunkedDecoder chunk 100, context 32, lookahead 5", lambda: stream(ChunkedDecoder(decode, 640, 100, 32, 5), codes), _work(frames, 100, 32, 5, 5)),
     ]  # fmt: skip
     # Interleaved rounds, best of each: the machine is shared, and load drifts.
     best = {name: math.inf for name, _, _ in makers}
     for _ in range(rounds):
         for name, work, _ in makers:
             best[name] = min(best[name], _timed(work))
-    print(f"\n30 s clip (1500 frames), real config, {torch.get_num_threads()} thread(s), best of {rounds} interleaved:")
-    for name, _, frames in makers:
-        seconds = best[name]
-        print(f"{name:<52}{seconds:6.2f} s  x{seconds / best['one-shot']:.2f}  frames decoded x{frames / 1500:.2f}")
+    threads = torch.get_num_threads()
+    print(f"\n{seconds} s clip ({frames} frames), real config, {threads} thread(s), best of {rounds} interleaved:")
+    for name, _, work in makers:
+        took = best[name]
+        print(f"{name:<52}{took:6.2f} s  x{took / best['one-shot']:.2f}  frames decoded x{work / frames:.2f}")
     # What one chunk costs the decoding loop that calls feed() inline.
     decoder, times = EncodecStream(codec, 1, 50), []
     for t in range(1, codes.shape[-1] + 1):
@@ -190,15 +193,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter clips")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--part", choices=["tiny", "real", "overhead"], action="append", help="default: all")
+    parser.add_argument("--frames", type=int, help="codes for tiny and real (default 500; --quick 300 and 250)")
+    parser.add_argument("--overhead-seconds", type=int, default=30, help="clip length for the overhead part")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(machine_line())
     parts = args.part or ["tiny", "real", "overhead"]
     if "tiny" in parts:
-        tiny(args.quick)
+        tiny(args.frames or (300 if args.quick else 500))
     if "real" in parts:
-        real(args.quick)
+        real(args.frames or (250 if args.quick else 500))
     if "overhead" in parts:
-        overhead(2 if args.quick else 5)
+        overhead(2 if args.quick else 5, args.overhead_seconds)
 
 
 if __name__ == "__main__":
