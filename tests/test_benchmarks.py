@@ -1,0 +1,89 @@
+"""Every script in ``benchmarks/`` runs at its smallest size and prints its summary lines, so that
+a benchmark cannot rot unnoticed between the runs recorded in ``benchmarks/RESULTS.md``.
+
+Nothing here times anything: the sizes are far too small for the figures to mean something, and
+speed is the benchmarks' business. Each run is a subprocess, as a person would start it; the
+kernel choice at load streams 1 MiB per timing instead of 64 (``OVERTURE_KERNEL_SAMPLE_MIB``),
+which on small models saves minutes and changes no code path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+#: What every benchmark prints first (benchmarks/_machine.py).
+MACHINE = r"^machine: .+, \d+ cores, torch \S+, \d+ threads, \d{4}-\d\d-\d\d \d\d:\d\d UTC"
+RATIO = r"\d+\.\d+x"
+
+#: Script -> (smallest arguments; "{tmp}" is the test's directory, lines its output must match).
+CASES: dict[str, tuple[list[str], list[str]]] = {
+    "api.py": (
+        ["--requests", "8", "--clients", "2", "--duration", "0.5"],
+        [r"^overture \(HTTP, Prefer: wait\): .* failures 0$", r"^ratio overture/baseline throughput: \d+\.\d+$"],
+    ),
+    "load.py": (
+        ["--predictions", "10", "--clients", "2"],
+        [r"^errors: 0, lost or wrong final status: 0$", r"^server RSS MiB first \d+, max \d+, last \d+; open fds"],
+    ),
+    "batching.py": (
+        ["--shape", "smoke", "--dir", "{tmp}/musicgen", "--requests", "2", "--seconds", "1"]
+        + ["--staggered", "2", "--interval", "0.5", "--longest", "1", "--gets", "5"],
+        [
+            r"^this process, loaded by the server's loader: linear kernels: ",
+            r"^server, its own load log: +linear kernels: ",
+            rf"^ratio \(c\)/\(b\) {RATIO}  differs: kernels",
+            rf"^ratio \(c\)/\(b'\) {RATIO}  differs: one static batch vs continuous batch",
+            rf"^latency overture vs static \(b'\), static/overture: mean .* = {RATIO}; p50 .* max .* = {RATIO}$",
+            r"^server step rate in \(c\): \d+ steps per prediction .* steps/s",
+            r"^server peak resident memory \(VmHWM\): \d+\.\d GiB$",
+            r"^server CPU per GET of a finished prediction: \d+\.\d+ ms",
+        ],
+    ),
+    "musicgen.py": (
+        ["--shape", "smoke", "--dir", "{tmp}/musicgen", "--seconds", "1", "--rounds", "1"],
+        [r"^best   wall: plain generate .* ratio \d+\.\d+ ", r"^median CPU : plain generate .* ratio \d+\.\d+ "],
+    ),
+    "linear_kernels.py": (
+        ["--shape", "smoke", "--rows", "4", "--select-rows", "4", "--repeats", "1", "--cache", "8", "--text", "4"],
+        # The step table's row: M, then the three variants' ms and two ratios.
+        [r"^linear kernels: ", r"^load-time cost: measuring ", r"^  4( +\d+\.\d){3}( +\d+\.\d\d){2} "],
+    ),
+    "riffusion_convert.py": (
+        ["--repeats", "1", "--threads", "1"],
+        [rf"^speed-up \(best\): {RATIO}; ", r"^mel spectral convergence vs source: reference \d\.\d+, overture "],
+    ),
+    "stable_audio.py": (
+        ["--shape", "smoke", "--seconds", "1", "--steps", "2"],
+        [r"^trimmed +: +\d+ latent", r"^full window: +\d+ latent", rf"^speed-up: {RATIO} in total, {RATIO} per step$"],
+    ),
+    "streaming_decode.py": (
+        ["--quick", "--frames", "60", "--overhead-seconds", "2", "--part", "tiny", "--part", "overhead"],
+        [r"^EncodecStream +\d\.\de[-+]\d+ / ", r"^one-shot +\d+\.\d+ s  x1\.00  frames decoded x1\.00$"],
+    ),
+}
+
+
+def test_every_benchmark_has_a_smoke_run() -> None:
+    scripts = {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
+    assert scripts == set(CASES)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("script", sorted(CASES))
+def test_benchmark_smoke_run(script: str, tmp_path: Path) -> None:
+    arguments, expected = CASES[script]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OVERTURE_KERNEL_SAMPLE_MIB": "1"}
+    run = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *(a.format(tmp=tmp_path) for a in arguments)],
+        capture_output=True, text=True, timeout=220, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    for pattern in [MACHINE, *expected]:
+        assert re.search(pattern, run.stdout, re.MULTILINE), f"{pattern!r} not in:\n{run.stdout}"
