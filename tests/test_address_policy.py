@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -57,9 +58,18 @@ class ScriptedDNS(BaseResolver):
         return reply
 
 
+def _can_bind_mounts() -> bool:
+    """Whether a mount namespace with a bind mount can be made here (a container may refuse it)."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return False
+    probe = subprocess.run(["unshare", "--mount", "mount", "--bind", "/etc/hosts", "/etc/hosts"], capture_output=True)
+    return probe.returncode == 0
+
+
 @pytest.fixture(scope="module")
 def dns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ScriptedDNS, Path]]:
     """The DNS server, and a resolv.conf that names it (port 53: glibc asks no other)."""
+    require(_can_bind_mounts(), "root and unshare(1) with mount namespaces (CAP_SYS_ADMIN) for the test's DNS")
     resolver = ScriptedDNS()
     for last in range(53, 254):
         address = f"127.0.53.{last}"
@@ -161,7 +171,6 @@ def strict(
     hosts.write_text("127.0.0.1 localhost\n::1 localhost\n")
     ca_file = tmp / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    require(shutil.which("unshare") is not None and os.geteuid() == 0, "unshare(1), as root, for a mount namespace")
     launcher = (
         "unshare", "--mount", "sh", "-c",
         f'mount --bind {resolv} /etc/resolv.conf && mount --bind {hosts} /etc/hosts && exec "$@"', "sh",
