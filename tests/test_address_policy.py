@@ -17,6 +17,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -475,3 +476,27 @@ def test_the_config_file_and_environment_set_the_policy(tmp_path: Path) -> None:
         assert status == 422 and "an address in a denied range (::1 in ::1/128)" in body["detail"]
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize(
+    ("options", "config", "words"),
+    [
+        (["--input-deny-cidr", "10.0.0.0/33"], "", "10.0.0.0/33"),
+        (["--webhook-allow-cidr", "not-a-range"], "", "not-a-range"),
+        ([], 'input_deny_cidrs = ["169.254.0.0/99"]\n', "169.254.0.0/99"),
+        ([], 'input_deny_cidrs = "10.0.0.0/8"\n', "input_deny_cidrs must be a list of ranges"),
+        ([], 'webhook_allow_private = "no"\n', "webhook_allow_private must be true or false, not 'no'"),
+        ([], "input_allow_private = \n", "--config"),
+    ],
+)
+def test_a_policy_the_server_cannot_read_stops_it_at_start_up(
+    tmp_path: Path, options: list[str], config: str, words: str
+) -> None:
+    """A typo in a range or a config value is said before the server serves, not found by a
+    refused (or worse, an allowed) request later."""
+    config_file = tmp_path / "overture.toml"
+    config_file.write_text(config)
+    serve = [sys.executable, "-m", "overture", "serve", "--data-dir", str(tmp_path / "data"), "--config", str(config_file)]
+    wide = {**os.environ, "COLUMNS": "1000"}  # so that rich does not wrap the message inside its error box
+    result = subprocess.run(serve + options, capture_output=True, text=True, timeout=60, env=wide)
+    assert result.returncode == 2 and words in result.stderr, result.stderr

@@ -58,7 +58,7 @@ def serve(
     ] = 32 * 1024 * 1024,
     prediction_timeout: Annotated[
         float | None,
-        typer.Option(envvar="OVERTURE_PREDICTION_TIMEOUT", help="Fail predictions unfinished after this many seconds."),
+        typer.Option(envvar="OVERTURE_PREDICTION_TIMEOUT", help="Cancel predictions unfinished after this many seconds."),
     ] = None,
     input_allow_private: Annotated[
         bool | None,
@@ -167,6 +167,7 @@ def serve(
 
     from overture.api.app import create_app
 
+    table = _config_table(config)
     settings = Settings(
         host=host,
         port=port,
@@ -183,7 +184,7 @@ def serve(
         max_request_bytes=max_request_bytes,
         prediction_timeout_seconds=prediction_timeout,
         **_address_settings(
-            config,
+            table,
             {"input_allow_private": input_allow_private, "webhook_allow_private": webhook_allow_private},
             {
                 "input_allow_cidrs": input_allow_cidr,
@@ -202,7 +203,7 @@ def serve(
             model_memory_gb,
             device,
             riffusion_seed_images,
-            config,
+            table,
             batch_memory_gb=batch_memory_gb,
             batch_slots=batch_slots,
         ),
@@ -241,18 +242,32 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
     return pairs
 
 
+def _config_table(config: Path | None) -> dict[str, Any]:
+    """The config file's keys, read once; a file TOML cannot read stops the server at start-up."""
+    if config is None:
+        return {}
+    try:
+        return tomllib.loads(config.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise typer.BadParameter(f"{config}: {exc}", param_hint="--config") from None
+
+
 def _address_settings(
-    config: Path | None, allow_private: dict[str, bool | None], ranges: dict[str, list[str] | None]
+    table: dict[str, Any], allow_private: dict[str, bool | None], ranges: dict[str, list[str] | None]
 ) -> dict[str, Any]:
     """The address policy's settings (engine/netpolicy.py): options first, then the config file's
     keys of the same names. Ranges are parsed here, so that a typo stops the server at start-up."""
-    table: dict[str, Any] = tomllib.loads(config.read_text()) if config else {}
-    settings: dict[str, Any] = {
-        key: table.get(key, True) if value is None else value for key, value in allow_private.items()
-    }
+    settings: dict[str, Any] = {}
+    for key, value in allow_private.items():
+        settings[key] = table.get(key, True) if value is None else value
+        if not isinstance(settings[key], bool):
+            raise typer.BadParameter(f"{key} must be true or false, not {settings[key]!r}", param_hint="--config")
     for key, values in ranges.items():
+        configured = table.get(key, [])
+        if not (isinstance(configured, list) and all(isinstance(item, str) for item in configured)):
+            raise typer.BadParameter(f"{key} must be a list of ranges, such as [\"10.0.0.0/8\"]", param_hint="--config")
         try:
-            settings[key] = parse_networks(_split(values) or table.get(key, []))
+            settings[key] = parse_networks(_split(values) or configured)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint=f"--{key.replace('_', '-').removesuffix('s')}") from None
     return settings
@@ -265,12 +280,11 @@ def _checkpoint_settings(
     memory_gb: float | None,
     device: str | None,
     seed_images: Path | None,
-    config: Path | None,
+    table: dict[str, Any],
     batch_memory_gb: float | None = None,
     batch_slots: int | None = None,
 ) -> CheckpointSettings:
     """Options first, then the config file for whatever they leave out."""
-    table: dict[str, Any] = tomllib.loads(config.read_text()) if config else {}
     batch_memory = batch_memory_gb if batch_memory_gb is not None else table.get("batch_memory_gb")
     dirs = {**table.get("checkpoints", {}), **_pairs(checkpoint, "--checkpoint")}
     allowed = _split(allow) or table.get("allowed_checkpoints")
