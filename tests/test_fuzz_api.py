@@ -57,7 +57,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.stop()
 
 
-def _known_values(srv: Server) -> dict[str, list[str]]:
+@pytest.fixture(scope="module")
+def known(srv: Server) -> dict[str, list[str]]:
     """Records that exist, by the parameter names that point at them."""
     with srv.http() as http:
         audio = "data:audio/wav;base64," + base64.b64encode(b"RIFF-fuzz").decode()
@@ -92,7 +93,9 @@ def _operations(spec: dict[str, Any]) -> dict[tuple[str, str], re.Pattern[str]]:
     }
 
 
-def test_schemathesis_finds_no_server_error_on_any_operation(srv: Server, tmp_path: Path) -> None:
+def test_schemathesis_finds_no_server_error_on_any_operation(
+    srv: Server, known: dict[str, list[str]], tmp_path: Path
+) -> None:
     config = tmp_path / "schemathesis.toml"
     config.write_text(f'headers = {{ Authorization = "Bearer {TOKEN}" }}\n')
     har = tmp_path / "run.har"
@@ -100,7 +103,7 @@ def test_schemathesis_finds_no_server_error_on_any_operation(srv: Server, tmp_pa
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])),
         "SCHEMATHESIS_HOOKS": "fuzz_hooks",
-        "FUZZ_KNOWN": json.dumps(_known_values(srv)),
+        "FUZZ_KNOWN": json.dumps(known),
     }
     started = time.monotonic()
     run = subprocess.run(
@@ -128,13 +131,14 @@ def test_schemathesis_finds_no_server_error_on_any_operation(srv: Server, tmp_pa
         if method == entry["request"]["method"] and pattern.match(urllib.parse.urlsplit(entry["request"]["url"]).path)
     }
     assert tested == set(operations), set(operations) - tested
-    assert srv.http().get("/health").status_code == 200
+    with srv.http() as http:
+        assert http.get("/health").status_code == 200
 
 
-def test_every_path_and_query_parameter_takes_hostile_characters(srv: Server) -> None:
+def test_every_path_and_query_parameter_takes_hostile_characters(srv: Server, known: dict[str, list[str]]) -> None:
     """Each parameter in turn gets each of ``HOSTILE_VALUES`` while the others hold values that
     exist, so the hostile one reaches as deep into its route as it can."""
-    known = {name: values[0] for name, values in _known_values(srv).items()}
+    existing = {name: values[0] for name, values in known.items()}
     schema = schemathesis.openapi.from_url(f"{srv.base_url}/openapi.json")
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     sent = Counter()
@@ -144,7 +148,7 @@ def test_every_path_and_query_parameter_takes_hostile_characters(srv: Server) ->
         json_body = "application/json" in operation.get_request_payload_content_types()
         valid = {p.location: {} for p in params}
         for p in params:
-            valid[p.location][p.name] = known.get(p.name, "x")
+            valid[p.location][p.name] = existing.get(p.name, "x")
         for target in params:
             for value in HOSTILE_VALUES:
                 values = {location: dict(named) for location, named in valid.items()}
@@ -159,4 +163,5 @@ def test_every_path_and_query_parameter_takes_hostile_characters(srv: Server) ->
                 case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN}"}, checks=checks)
                 sent[operation.label] += 1
     print(f"hostile parameter sweep: {sum(sent.values())} requests over {len(sent)} operations")
-    assert srv.http().get("/health").status_code == 200
+    with srv.http() as http:
+        assert http.get("/health").status_code == 200
