@@ -120,7 +120,8 @@ def connect(url: str) -> Engine:
 
 def _add_missing_columns(engine: Engine) -> None:
     """Give a database from an earlier release the nullable columns added since, which
-    ``create_all`` (missing tables only) leaves out. Other changes would need a real migration."""
+    ``create_all`` (missing tables only) leaves out. Other changes would need a real migration.
+    One process at a time: two servers starting on one old database at once could both try."""
     inspector = inspect(engine)
     quote = engine.dialect.identifier_preparer.quote
     with engine.begin() as conn:
