@@ -8,7 +8,8 @@ which picks the decoder's linear kernels at load as the server does. Side by sid
   (a)  plain ``generate``, the requests one after another, with ``F.linear`` (as transformers ships);
   (b)  plain ``generate`` with all requests in one batch (one call; every row runs the longest),
        with ``F.linear``;
-  (b') the same one batch of plain ``generate``, with the kernels the loader chose (the server's);
+  (b') the same one batch of plain ``generate``, with the kernels the loader chose here (each
+       load measures anew: the script says whether the server chose the same);
   (c)  Overture serving them as concurrent API predictions: a real server subprocess on loopback,
        driven by the real ``replicate`` client from one thread per request.
 
