@@ -61,7 +61,20 @@ COPY_SIZE_FACTOR = 1.15
 #: Weights streamed per timing pass: twice a 32 MiB L3 cache, so that each weight is cold when it
 #: is read again, as it is in a real decoder step. ``OVERTURE_KERNEL_SAMPLE_MIB`` changes it, for
 #: the benchmarks' smoke runs only: with small models 64 MiB is thousands of copies, minutes of load.
-DEFAULT_SAMPLE_BYTES = int(float(os.environ.get("OVERTURE_KERNEL_SAMPLE_MIB", "64")) * 2**20)
+def _sample_bytes() -> int:
+    raw = os.environ.get("OVERTURE_KERNEL_SAMPLE_MIB", "64")
+    try:
+        mib = float(raw)
+    except ValueError:
+        mib = 0
+    if not 0 < mib < 2**20:
+        # Read when the module is imported: a typo must not stop a server from importing its models.
+        log.warning("OVERTURE_KERNEL_SAMPLE_MIB=%r is not a positive size in MiB; using 64", raw)
+        mib = 64
+    return int(mib * 2**20)
+
+
+DEFAULT_SAMPLE_BYTES = _sample_bytes()
 
 ShapeKey = tuple[int, int]  # (out_features, in_features)
 
