@@ -64,7 +64,9 @@ class Server:
         self.log_path = data_dir.parent / f"server-{self.port}.log"
 
     def start(self) -> Server:
-        env = {**os.environ, "PYTHONPATH": str(TESTS_DIR), "OVERTURE_MODEL_MODULES": "overture_test_models"}
+        # The checkout's own sources first, so that a second worktree's tests run its code.
+        pythonpath = os.pathsep.join([str(TESTS_DIR), str(TESTS_DIR.parent / "src")])
+        env = {**os.environ, "PYTHONPATH": pythonpath, "OVERTURE_MODEL_MODULES": "overture_test_models"}
         for key in ("REPLICATE_API_TOKEN", "OVERTURE_API_TOKEN", "REPLICATE_BASE_URL"):
             env.pop(key, None)
         args = [*self.launcher, sys.executable, "-m", "overture", "serve", "--port", str(self.port)]
