@@ -19,6 +19,7 @@ from rich.table import Table
 from overture.config import Settings
 from overture.engine.netpolicy import parse_networks
 from overture.models.checkpoints import CheckpointSettings
+from overture.status import TERMINAL, Status
 
 app = typer.Typer(help="Overture: Replicate's music models on your own machines.", no_args_is_help=True)
 predictions_app = typer.Typer(help="Inspect and cancel predictions on a running server.", no_args_is_help=True)
@@ -377,7 +378,7 @@ def run(
             data = _download(client, prediction) if output else None
     else:
         prediction, data = _run_local(ref, values)
-    if prediction["status"] != "succeeded":
+    if prediction["status"] != Status.SUCCEEDED:
         console.print(f"Prediction {prediction['status']}: {prediction.get('error') or ''}", style="red")
         raise typer.Exit(1)
     if output is not None and data is not None:
@@ -390,13 +391,13 @@ def run(
 def _watch(fetch: Any) -> dict[str, Any]:
     """Poll ``fetch()`` until the prediction ends, drawing its progress bar."""
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("starting", total=100)
+        task = bar.add_task(Status.STARTING, total=100)
         while True:
             prediction = fetch()
             percent = _percent(prediction.get("logs") or "")
             bar.update(task, description=prediction["status"], completed=percent)
-            if prediction["status"] in ("succeeded", "failed", "canceled"):
-                bar.update(task, completed=100 if prediction["status"] == "succeeded" else percent)
+            if prediction["status"] in TERMINAL:
+                bar.update(task, completed=100 if prediction["status"] == Status.SUCCEEDED else percent)
                 return prediction
             time.sleep(0.2)
 

@@ -23,8 +23,8 @@ from overture.engine.netpolicy import AddressPolicy
 from overture.engine.webhooks import WebhookRefused, check_url, delivery_summary
 from overture.models.registry import UnknownModel
 from overture.models.schema import InvalidInput
+from overture.status import TERMINAL, Status
 from overture.store.db import PredictionRow
-from overture.store.store import TERMINAL
 
 router = APIRouter(prefix="/v1")
 
@@ -170,7 +170,7 @@ async def _create(
     final = await svc.engine.wait(row.id, wait - _WAIT_MARGIN) or row
     # Anything short of terminal is reported as "starting": run() then polls instead of
     # returning a missing output (gotcha 1).
-    return show(svc, present, final, status=None if final.status in TERMINAL else "starting")
+    return show(svc, present, final, status=None if final.status in TERMINAL else Status.STARTING)
 
 
 @router.post("/predictions", status_code=201)

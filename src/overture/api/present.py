@@ -12,9 +12,10 @@ from fastapi import Request
 from overture.api.signing import page_subject, signed_query
 from overture.models.base import Model, Version
 from overture.models.schema import COG_VERSION
+from overture.status import TERMINAL
 from overture.store.db import FileRow, PredictionRow
 from overture.store.secrets import Keys
-from overture.store.store import FILE_REF, TERMINAL
+from overture.store.store import FILE_REF
 
 
 #: ``expires_at`` of what is never deleted: the last moment a ``date-time`` can name.

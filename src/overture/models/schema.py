@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from overture.status import Status
+
 COG_VERSION = "0.9.4"
 
 
@@ -366,7 +368,7 @@ def openapi_document(inputs: InputSchema, output: dict[str, Any]) -> dict[str, A
                 **inputs.components(),
                 "Output": output,
                 "Status": {
-                    "enum": ["starting", "processing", "succeeded", "canceled", "failed"],
+                    "enum": [str(status) for status in Status],
                     "type": "string",
                     "title": "Status",
                     "description": "An enumeration.",

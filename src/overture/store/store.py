@@ -23,12 +23,11 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from overture.status import ACTIVE, TERMINAL, Status
 from overture.store.db import DeliveryRow, EventRow, FileRow, PredictionRow, connect
 
 R = TypeVar("R", PredictionRow, FileRow, DeliveryRow)
 
-ACTIVE = ("starting", "processing")
-TERMINAL = ("succeeded", "failed", "canceled")
 #: How a stored output file appears in a prediction's stored ``output`` JSON, until the API
 #: turns it into an absolute URL for whoever asks.
 FILE_REF = "$overture_file"
@@ -168,7 +167,7 @@ class Store:
             select(PredictionRow)
             .where(
                 PredictionRow.cache_key == cache_key,
-                PredictionRow.status == "succeeded",
+                PredictionRow.status == Status.SUCCEEDED,
                 PredictionRow.data_removed.is_(False),
             )
             .order_by(PredictionRow.seq.desc())
