@@ -427,8 +427,8 @@ def _download(client: httpx.Client, prediction: dict[str, Any]) -> bytes | None:
 def _run_local(ref: str, values: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
     """Run through the same engine as the server, on a throwaway data directory."""
     from overture.engine.engine import Engine
-    from overture.models.registry import UnknownModel, default_registry
-    from overture.models.schema import InvalidInput
+    from overture.errors import InvalidInput, UnknownModel
+    from overture.models.registry import default_registry
     from overture.store.store import Store
 
     with tempfile.TemporaryDirectory(prefix="overture-run-") as tmp:

@@ -20,9 +20,8 @@ from overture.api.present import Presenter
 from overture.api.errors import ApiError, invalid_request
 from overture.api.signing import check_signed, page_subject
 from overture.engine.netpolicy import AddressPolicy
-from overture.engine.webhooks import WebhookRefused, check_url, delivery_summary
-from overture.models.registry import UnknownModel
-from overture.models.schema import InvalidInput
+from overture.engine.webhooks import check_url, delivery_summary
+from overture.errors import InvalidInput, UnknownModel, WebhookRefused
 from overture.status import TERMINAL, Status
 from overture.store.db import PredictionRow
 

@@ -23,17 +23,14 @@ from typing import Any
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from overture.engine.netpolicy import AddressPolicy, AddressRefused
+from overture.engine.netpolicy import AddressPolicy
+from overture.errors import AddressRefused, WebhookRefused
 from overture.store.db import DeliveryRow
 from overture.store.secrets import Keys
 from overture.store.store import Store, utcnow
 
 EVENTS = ("start", "output", "logs", "completed")
 _INTERMEDIATE = ("output", "logs")
-
-
-class WebhookRefused(ValueError):
-    pass
 
 
 @dataclass

@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from overture.errors import CheckpointMissing
+
 T = TypeVar("T")
-
-
-class CheckpointMissing(RuntimeError):
-    """Weights that cannot be found; the message says how to provide them."""
 
 
 @dataclass

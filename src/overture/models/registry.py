@@ -5,11 +5,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 
+from overture.errors import UnknownModel
 from overture.models.base import Model, Version
-
-
-class UnknownModel(LookupError):
-    pass
 
 
 class Registry:

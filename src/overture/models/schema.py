@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from overture.errors import InvalidInput
 from overture.status import Status
 
 COG_VERSION = "0.9.4"
@@ -187,14 +188,6 @@ class InputSchema:
         if errors:
             raise InvalidInput(errors)
         return values
-
-
-class InvalidInput(ValueError):
-    """Input that breaks the schema; ``errors`` holds ``(field, message)`` pairs."""
-
-    def __init__(self, errors: list[tuple[str, str]]):
-        self.errors = errors
-        super().__init__("".join(f"- input.{name}: {message}\n" for name, message in errors))
 
 
 def _check(f: Field, value: Any) -> Any:

@@ -7,7 +7,6 @@ Files are written to a temporary name and renamed, so a crash never leaves a hal
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import shutil
@@ -20,9 +19,11 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from overture.errors import TooLarge
+# engine/engine.py imports storage_problem from here until its rewrite imports overture.errors.
+from overture.errors import storage_problem  # noqa: F401
 from overture.status import ACTIVE, TERMINAL, Status
 from overture.store.db import DeliveryRow, EventRow, FileRow, PredictionRow, connect
 
@@ -35,26 +36,6 @@ FILE_REF = "$overture_file"
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-class TooLarge(ValueError):
-    pass
-
-
-_FULL_OR_READ_ONLY_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
-#: What SQLite says when its files can't be written.
-_SQLITE_WRITE_FAILURES = ("disk is full", "readonly database", "disk I/O error")
-
-
-def storage_problem(exc: BaseException) -> str | None:
-    """A message for the user when ``exc`` means the data directory can't be written; else None."""
-    if isinstance(exc, OSError) and exc.errno in _FULL_OR_READ_ONLY_ERRNOS:
-        reason = exc.strerror or str(exc)
-    elif isinstance(exc, OperationalError) and any(s in str(exc.orig) for s in _SQLITE_WRITE_FAILURES):
-        reason = str(exc.orig)
-    else:
-        return None
-    return f"The server cannot write to its data directory (it is full or read-only): {reason}"
 
 
 @dataclass(frozen=True)

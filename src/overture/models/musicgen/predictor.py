@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from overture.errors import CheckpointMissing
 from overture.models.base import Context, ContinuousPredictor
-from overture.models.checkpoints import CheckpointMissing, Checkpoints
+from overture.models.checkpoints import Checkpoints
 from overture.models.musicgen.request import MAX_WINDOW_SECONDS, WINDOW_STRIDE_SECONDS, Request, hub_id
 from overture.models.schema import Input
 
