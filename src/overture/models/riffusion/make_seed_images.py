@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from overture.models.spectrogram import SpectrogramParams, image_from_audio
-from overture.models.synth import SAMPLE_RATE, parse_prompt, render
+from overture.models.synth.render import SAMPLE_RATE, parse_prompt, render
 
 #: id → (synth prompt, seed) for the musical seeds.
 PROMPTS = {
