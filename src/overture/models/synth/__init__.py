@@ -1,9 +1,11 @@
 """``overture/synth``: the built-in composer, served like any other model. Needs no weights.
 
-A prompt becomes an ``Arrangement``, and an arrangement plus a seed becomes a deterministic stereo
-track of drums, bass, chords and a melody. Pure numpy/scipy and no weights, so it runs anywhere
-and fast: one-shot drum samples and note waveforms are synthesized once per render (wavetables, FM,
-filtered noise) and placed with slice-adds on a strict sixteenth-note grid.
+A prompt becomes an ``Arrangement`` (``prompt``, with the genre defaults of ``styles``), an
+arrangement plus a seed becomes a score (``score``, on the harmony of ``theory``), and the score
+becomes a deterministic stereo track of drums, bass, chords and a melody (``render``, playing
+``instruments`` through ``effects``). Pure numpy/scipy and no weights, so it runs anywhere and fast:
+one-shot drum samples and note waveforms are synthesized once per render (wavetables, FM, filtered
+noise) and placed with slice-adds on a strict sixteenth-note grid.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ import numpy as np
 from overture.models.audio import encode, normalize
 from overture.models.base import Context, Predictor
 from overture.models.schema import Input
-from overture.models.synth.render import SAMPLE_RATE, chunk_count, parse_prompt, render
+from overture.models.synth.prompt import parse_prompt
+from overture.models.synth.render import SAMPLE_RATE, chunk_count, render
 
 
 class SynthPredictor(Predictor):
