@@ -19,7 +19,7 @@ import pytest
 from huggingface_hub.utils import filter_repo_objects
 
 from overture.models import riffusion, stable_audio
-from overture.models.checkpoints import CheckpointMissing, Checkpoints
+from overture.runtime.checkpoints import CheckpointMissing, Checkpoints
 from overture.testing import tiny_checkpoint
 
 

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from overture.config import Settings
 from overture.engine.netpolicy import parse_networks
-from overture.models.checkpoints import CheckpointSettings
+from overture.runtime.checkpoints import CheckpointSettings
 
 app = typer.Typer(help="Overture: Replicate's music models on your own machines.", no_args_is_help=True)
 predictions_app = typer.Typer(help="Inspect and cancel predictions on a running server.", no_args_is_help=True)
