@@ -31,7 +31,8 @@ from overture.models.spectrogram import (
     mel_from_image,
     reference_audio_from_mel,
 )
-from overture.models.synth import SAMPLE_RATE, parse_prompt, render
+from overture.models.synth.prompt import parse_prompt
+from overture.models.synth.render import SAMPLE_RATE, render
 
 PARAMS = SpectrogramParams()
 

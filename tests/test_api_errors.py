@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from overture.models.synth_model import SYNTH_VERSION
+from overture.models.synth import SYNTH_VERSION
 
 from conftest import Server
 

@@ -11,7 +11,7 @@ import replicate
 import soundfile as sf
 from replicate.exceptions import ModelError, ReplicateError
 
-from overture.models.synth_model import SYNTH_VERSION
+from overture.models.synth import SYNTH_VERSION
 
 from conftest import OTHER_TOKEN, Server
 

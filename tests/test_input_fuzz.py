@@ -33,7 +33,7 @@ from overture.models.registry import default_registry
 from overture.models.riffusion import VERSION as RIFFUSION_VERSION
 from overture.models.schema import Field
 from overture.models.stable_audio import STABILITY_VERSION, STACKADOC_VERSION
-from overture.models.synth_model import SYNTH_VERSION
+from overture.models.synth import SYNTH_VERSION
 
 import overture_test_models
 from conftest import TOKEN, Server, wait_finished

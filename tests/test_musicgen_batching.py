@@ -15,12 +15,12 @@ import torch
 
 from overture.engine.queue import Job, JobQueue
 from overture.models.base import Canceled
-from overture.models.checkpoints import Checkpoints, CheckpointSettings
 from overture.models.musicgen import MUSICGEN
 from overture.models.musicgen.batching import ContinuousBatch, Generation
 from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint
 from overture.models.musicgen.decoder import TIME_QUANTUM, KeyMask, SlotCache, attend
 from overture.models.musicgen.request import Sampling
+from overture.runtime.checkpoints import Checkpoints, CheckpointSettings
 from overture.testing import tiny_checkpoint
 
 from test_musicgen import RecordingContext, inputs_for

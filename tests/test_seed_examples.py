@@ -11,7 +11,7 @@ import pytest
 import replicate
 import trustme
 
-from overture.models.synth_model import SYNTH_VERSION
+from overture.models.synth import SYNTH_VERSION
 
 from conftest import TOKEN, Server
 

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from overture.config import Settings
 from overture.engine.netpolicy import parse_networks
-from overture.models.checkpoints import CheckpointSettings
+from overture.runtime.checkpoints import CheckpointSettings
 from overture.status import TERMINAL, Status
 
 app = typer.Typer(help="Overture: Replicate's music models on your own machines.", no_args_is_help=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
-from overture.models.checkpoints import CheckpointSettings
+from overture.runtime.checkpoints import CheckpointSettings
 
 
 @dataclass

@@ -25,9 +25,9 @@ from overture.engine.webhooks import EVENTS, WebhookDispatcher
 from overture.engine.worker import JobContext, Worker
 from overture.ids import new_id
 from overture.models.base import Canceled, Model, Predictor, Version
-from overture.models.checkpoints import CheckpointMissing, Checkpoints
 from overture.models.registry import Registry, UnknownModel
 from overture.models.schema import InvalidInput
+from overture.runtime.checkpoints import CheckpointMissing, Checkpoints
 from overture.store.db import PredictionRow
 from overture.store.store import ACTIVE, FILE_REF, TERMINAL, Store, storage_problem, utcnow
 

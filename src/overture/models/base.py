@@ -14,8 +14,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from overture.models.checkpoints import Checkpoints
 from overture.models.schema import InputSchema, openapi_document
+from overture.runtime.checkpoints import Checkpoints
 
 
 class Canceled(BaseException):

@@ -55,7 +55,7 @@ class Registry:
 
 #: Modules whose ``MODELS`` lists make up the built-in catalogue.
 BUILTIN_MODULES = (
-    "overture.models.synth_model",
+    "overture.models.synth",
     "overture.models.musicgen",
     "overture.models.stable_audio",
     "overture.models.riffusion",

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from overture.errors import CheckpointMissing
 from overture.models.base import Context, ContinuousPredictor
-from overture.models.checkpoints import Checkpoints
 from overture.models.musicgen.request import MAX_WINDOW_SECONDS, WINDOW_STRIDE_SECONDS, Request, hub_id
 from overture.models.schema import Input
+from overture.runtime.checkpoints import Checkpoints
 
 if TYPE_CHECKING:
     from overture.models.musicgen.batching import ContinuousBatch, Generation

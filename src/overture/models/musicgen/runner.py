@@ -13,14 +13,14 @@ import torch
 
 from overture.models.audio import encode, normalize
 from overture.models.base import Context
-from overture.models.checkpoints import Checkpoints, module_nbytes
-from overture.models.linear import KernelReport, select_linear_kernels
 from overture.models.musicgen.batching import MAX_SLOTS, Generation
 from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint
 from overture.models.musicgen.decoder import MIN_GEMM_ROWS
 from overture.models.musicgen.input_audio import continuation_prompt, input_slice, splice, to_model_audio
 from overture.models.musicgen.request import MAX_WINDOW_SECONDS, Request
 from overture.models.musicgen.streaming import stream_decoder
+from overture.runtime.checkpoints import Checkpoints, module_nbytes
+from overture.runtime.linear import KernelReport, select_linear_kernels
 
 #: A continuation fades from the input audio into the generated audio over this long.
 SPLICE_SECONDS = 0.01

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from overture.models.audio import encode
 from overture.models.base import Context, Model, Predictor, Version
-from overture.models.checkpoints import Checkpoints
 from overture.models.diffusion import load_pipeline, resolve_seed, seed_problems, step_reporter, steps_problems
 from overture.models.riffusion.seed_images import SEED_IMAGE_IDS, load_seed_image
 from overture.models.schema import Input
+from overture.runtime.checkpoints import Checkpoints
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
