@@ -20,6 +20,7 @@ from overture.models.musicgen.batching import ContinuousBatch, Generation
 from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint
 from overture.models.musicgen.decoder import TIME_QUANTUM, KeyMask, SlotCache, attend
 from overture.models.musicgen.request import Sampling
+from overture.models.musicgen.settings import MusicGenSettings
 from overture.runtime.checkpoints import Checkpoints, CheckpointSettings
 from overture.testing import tiny_checkpoint
 
@@ -338,8 +339,9 @@ def test_the_operator_caps_the_rows_of_a_running_batch(tmp_path: Path, checkpoin
     directory = checkpoints["musicgen"].source
     inputs = inputs_for(version, prompt="jazz", model_version="small", duration=1, seed=1)
     for slots, room in [(None, True), (2, False)]:
-        settings = CheckpointSettings(local_dirs={"facebook/musicgen-small": directory}, batch_slots=slots)
-        predictor = version.predictor(Checkpoints(settings))
+        settings = CheckpointSettings(local_dirs={"facebook/musicgen-small": directory})
+        own = {MusicGenSettings: MusicGenSettings(batch_slots=slots)} if slots else {}
+        predictor = version.predictor(Checkpoints(settings), own)
         predictor.admit(RecordingContext(tmp_path / f"{slots}"), inputs, done=lambda result: None)
         # A guided prediction takes two rows: with two at most, the next one waits.
         assert predictor.has_room(inputs) is room

@@ -8,7 +8,7 @@ import tempfile
 import tomllib
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
@@ -18,13 +18,19 @@ from rich.table import Table
 
 from overture.config import Settings
 from overture.engine.netpolicy import parse_networks
+from overture.models.musicgen.settings import MusicGenSettings
+from overture.models.riffusion.settings import RiffusionSettings
 from overture.runtime.checkpoints import CheckpointSettings
 from overture.status import TERMINAL, Status
+
+T = TypeVar("T")
 
 app = typer.Typer(help="Overture: Replicate's music models on your own machines.", no_args_is_help=True)
 predictions_app = typer.Typer(help="Inspect and cancel predictions on a running server.", no_args_is_help=True)
 app.add_typer(predictions_app, name="predictions")
 console = Console(stderr=True)
+#: What an option left out means; options read their defaults here rather than restate them.
+DEFAULTS = Settings()
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -34,9 +40,9 @@ def _split(values: list[str] | None) -> list[str]:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(envvar="OVERTURE_HOST", help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="OVERTURE_PORT")] = 8000,
-    data_dir: Annotated[Path, typer.Option(envvar="OVERTURE_DATA_DIR")] = Path("./overture-data"),
+    host: Annotated[str, typer.Option(envvar="OVERTURE_HOST", help="Address to bind.")] = DEFAULTS.host,
+    port: Annotated[int, typer.Option(envvar="OVERTURE_PORT")] = DEFAULTS.port,
+    data_dir: Annotated[Path, typer.Option(envvar="OVERTURE_DATA_DIR")] = DEFAULTS.data_dir,
     public_url: Annotated[
         str | None, typer.Option(envvar="OVERTURE_PUBLIC_URL", help="Base of every absolute URL the server emits.")
     ] = None,
@@ -45,18 +51,20 @@ def serve(
     ] = None,
     database_url: Annotated[str | None, typer.Option(envvar="OVERTURE_DATABASE_URL")] = None,
     retention_hours: Annotated[float | None, typer.Option(envvar="OVERTURE_RETENTION_HOURS")] = None,
-    cache: Annotated[bool, typer.Option(envvar="OVERTURE_CACHE", help="Reuse results of seeded inputs.")] = True,
-    max_upload_bytes: Annotated[int, typer.Option(envvar="OVERTURE_MAX_UPLOAD_BYTES")] = 100 * 1024 * 1024,
+    cache: Annotated[
+        bool, typer.Option(envvar="OVERTURE_CACHE", help="Reuse results of seeded inputs.")
+    ] = DEFAULTS.cache,
+    max_upload_bytes: Annotated[int, typer.Option(envvar="OVERTURE_MAX_UPLOAD_BYTES")] = DEFAULTS.max_upload_bytes,
     max_input_file_bytes: Annotated[
         int, typer.Option(envvar="OVERTURE_MAX_INPUT_FILE_BYTES", help="Largest file input from a URL or data: URI.")
-    ] = 100 * 1024 * 1024,
+    ] = DEFAULTS.max_input_file_bytes,
     input_download_timeout: Annotated[
         float, typer.Option(envvar="OVERTURE_INPUT_DOWNLOAD_TIMEOUT", help="Seconds a file input may take to download.")
-    ] = 300.0,
-    page_size: Annotated[int, typer.Option(envvar="OVERTURE_PAGE_SIZE", min=1, max=1000)] = 100,
+    ] = DEFAULTS.input_download_seconds,
+    page_size: Annotated[int, typer.Option(envvar="OVERTURE_PAGE_SIZE", min=1, max=1000)] = DEFAULTS.page_size,
     max_request_bytes: Annotated[
         int, typer.Option(envvar="OVERTURE_MAX_REQUEST_BYTES", help="Largest JSON request body.")
-    ] = 32 * 1024 * 1024,
+    ] = DEFAULTS.max_request_bytes,
     prediction_timeout: Annotated[
         float | None,
         typer.Option(envvar="OVERTURE_PREDICTION_TIMEOUT", help="Cancel predictions unfinished after this many seconds."),
@@ -102,10 +110,10 @@ def serve(
     ] = None,
     webhook_retry_hours: Annotated[
         float, typer.Option(envvar="OVERTURE_WEBHOOK_RETRY_HOURS", help="Retry failed webhooks this long.")
-    ] = 1.0,
+    ] = DEFAULTS.webhook_retry_hours,
     webhook_backoff_seconds: Annotated[
         float, typer.Option(envvar="OVERTURE_WEBHOOK_BACKOFF_SECONDS", help="First retry delay; doubles each time.")
-    ] = 1.0,
+    ] = DEFAULTS.webhook_backoff_seconds,
     checkpoint: Annotated[
         list[str] | None,
         typer.Option(envvar="OVERTURE_CHECKPOINTS", help="HUB_ID=DIR: load this checkpoint from a local directory."),
@@ -135,7 +143,8 @@ def serve(
         typer.Option(
             envvar="OVERTURE_BATCH_SLOTS",
             min=1,
-            help="Most rows in one running MusicGen batch; guidance takes two per prediction (default: 32).",
+            help="Most rows in one running MusicGen batch; guidance takes two per prediction "
+            f"(default: {MusicGenSettings.batch_slots}).",
         ),
     ] = None,
     riffusion_seed_images: Annotated[
@@ -197,17 +206,8 @@ def serve(
         webhook_retry_hours=webhook_retry_hours,
         webhook_backoff_seconds=webhook_backoff_seconds,
         model_modules=_split(model_module),
-        checkpoints=_checkpoint_settings(
-            checkpoint,
-            substitute,
-            allow_checkpoint,
-            model_memory_gb,
-            device,
-            riffusion_seed_images,
-            table,
-            batch_memory_gb=batch_memory_gb,
-            batch_slots=batch_slots,
-        ),
+        checkpoints=_checkpoint_settings(checkpoint, substitute, allow_checkpoint, model_memory_gb, device, table),
+        model_settings=_model_settings(table, batch_memory_gb, batch_slots, riffusion_seed_images),
     )
     generated = not settings.tokens
     application = create_app(settings)
@@ -274,39 +274,57 @@ def _address_settings(
     return settings
 
 
+def _layered(given: Any, table: dict[str, Any], key: str) -> Any:
+    """The option's value (or its env var's), else the config file's ``key``; None when neither
+    gives one, which leaves the setting to its dataclass's default."""
+    return given if given is not None else table.get(key)
+
+
 def _checkpoint_settings(
     checkpoint: list[str] | None,
     substitute: list[str] | None,
     allow: list[str] | None,
     memory_gb: float | None,
     device: str | None,
-    seed_images: Path | None,
     table: dict[str, Any],
-    batch_memory_gb: float | None = None,
-    batch_slots: int | None = None,
 ) -> CheckpointSettings:
     """Options first, then the config file for whatever they leave out."""
-    batch_memory = batch_memory_gb if batch_memory_gb is not None else table.get("batch_memory_gb")
     dirs = {**table.get("checkpoints", {}), **_pairs(checkpoint, "--checkpoint")}
     allowed = _split(allow) or table.get("allowed_checkpoints")
-    memory = memory_gb if memory_gb is not None else table.get("model_memory_gb")
-    if seed_images is None and "riffusion_seed_images" in table:
-        seed_images = Path(table["riffusion_seed_images"])
-    if seed_images is not None:
-        seed_images = seed_images.expanduser()
-        if not seed_images.is_dir():
-            # Said at start-up: otherwise every request would quietly get the built-in seeds.
-            raise typer.BadParameter(f"{seed_images} is not a directory", param_hint="--riffusion-seed-images")
+    memory = _layered(memory_gb, table, "model_memory_gb")
     return CheckpointSettings(
         local_dirs={k: Path(v).expanduser() for k, v in dirs.items()},
         substitutes={**table.get("substitutes", {}), **_pairs(substitute, "--substitute")},
         allowed=frozenset(allowed) if allowed else None,
         memory_budget_bytes=int(memory * 2**30) if memory is not None else None,
-        device=device or table.get("device"),
-        batch_memory_bytes=int(batch_memory * 2**30) if batch_memory is not None else None,
-        batch_slots=batch_slots or table.get("batch_slots"),
-        riffusion_seed_images=seed_images,
+        device=_layered(device, table, "device"),
     )
+
+
+def _model_settings(
+    table: dict[str, Any], batch_memory_gb: float | None, batch_slots: int | None, seed_images: Path | None
+) -> dict[type, Any]:
+    """Each model package's settings dataclass (``Settings.model_settings``), options first, then
+    the config file."""
+    batch_memory = _layered(batch_memory_gb, table, "batch_memory_gb")
+    slots = _layered(batch_slots, table, "batch_slots")
+    seed_dir = _layered(seed_images, table, "riffusion_seed_images")
+    if seed_dir is not None:
+        seed_dir = Path(seed_dir).expanduser()
+        if not seed_dir.is_dir():
+            # Said at start-up: otherwise every request would quietly get the built-in seeds.
+            raise typer.BadParameter(f"{seed_dir} is not a directory", param_hint="--riffusion-seed-images")
+    musicgen = _given(
+        MusicGenSettings,
+        batch_memory_bytes=int(batch_memory * 2**30) if batch_memory is not None else None,
+        batch_slots=slots,
+    )
+    return {MusicGenSettings: musicgen, RiffusionSettings: RiffusionSettings(seed_images=seed_dir)}
+
+
+def _given(kind: type[T], **values: Any) -> T:
+    """``kind`` with the values given; those left None keep the dataclass's defaults."""
+    return kind(**{key: value for key, value in values.items() if value is not None})
 
 
 def _server() -> tuple[str, str] | None:
@@ -315,7 +333,7 @@ def _server() -> tuple[str, str] | None:
         return None
     token = os.environ.get("OVERTURE_API_TOKEN") or os.environ.get("REPLICATE_API_TOKEN") or ""
     if not token:
-        token_file = Path(os.environ.get("OVERTURE_DATA_DIR", "./overture-data")) / "api-token"
+        token_file = Path(os.environ.get("OVERTURE_DATA_DIR", DEFAULTS.data_dir)) / "api-token"
         token = token_file.read_text().strip() if token_file.exists() else ""
     return base.rstrip("/"), token
 

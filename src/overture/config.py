@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
+from typing import Any
 
 from overture.runtime.checkpoints import CheckpointSettings
 
@@ -43,6 +44,9 @@ class Settings:
     #: First webhook retry delay in seconds; doubles with each attempt.
     webhook_backoff_seconds: float = 1.0
     checkpoints: CheckpointSettings = field(default_factory=CheckpointSettings)
+    #: Each model package's own settings (e.g. ``MusicGenSettings``) by their dataclass; absent ones
+    #: take their defaults. Predictors receive the mapping and read theirs (``Predictor.own_settings``).
+    model_settings: dict[type, Any] = field(default_factory=dict)
     #: Fail predictions still unfinished this long after creation (a ``Cancel-After`` header overrides).
     prediction_timeout_seconds: float | None = None
     #: Largest request body outside file uploads (JSON, with any data: URIs in it).

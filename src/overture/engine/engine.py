@@ -232,7 +232,7 @@ class Engine:
         with lock:
             predictor = self._predictors.get(pool)
             if predictor is None:
-                predictor = version.predictor(self.checkpoints)
+                predictor = version.predictor(self.checkpoints, self.settings.model_settings)
                 try:
                     predictor.setup()
                 except CheckpointMissing:

@@ -32,14 +32,6 @@ class CheckpointSettings:
     memory_budget_bytes: int | None = None
     #: "cuda", "cpu", ... ; None picks CUDA when present.
     device: str | None = None
-    #: Key/value memory one running batch may take (MusicGen); None: a quarter of the RAM, or half
-    #: the free GPU memory.
-    batch_memory_bytes: int | None = None
-    #: Most rows one running batch holds (guidance takes two per prediction); None: the model's own.
-    batch_slots: int | None = None
-    #: A directory of ``<id>.png`` seed spectrograms that riffusion uses in place of Overture's own
-    #: (``--riffusion-seed-images``); like weights, files a model reads that the operator provides.
-    riffusion_seed_images: Path | None = None
 
 
 class Checkpoints:
