@@ -20,6 +20,7 @@ from overture.config import Settings
 from overture.engine.netpolicy import parse_networks
 from overture.models.musicgen.settings import MusicGenSettings
 from overture.models.riffusion.settings import RiffusionSettings
+from overture.outputs import FILE_REF, file_refs
 from overture.runtime.checkpoints import CheckpointSettings
 from overture.status import TERMINAL, Status
 
@@ -462,7 +463,7 @@ def _run_local(ref: str, values: dict[str, Any]) -> tuple[dict[str, Any], bytes 
             raise typer.Exit(2) from None
         try:
             final = _watch(lambda: _local_view(store.prediction(row.id)))
-            ref_value = _file_ref(store.prediction(row.id).output)
+            ref_value = next((ref[FILE_REF] for ref in file_refs(store.prediction(row.id).output)), None)
             data = store.output_path(ref_value).read_bytes() if ref_value else None
         finally:
             engine.stop()
@@ -472,18 +473,6 @@ def _run_local(ref: str, values: dict[str, Any]) -> tuple[dict[str, Any], bytes 
 
 def _local_view(row: Any) -> dict[str, Any]:
     return {"status": row.status, "logs": row.logs, "error": row.error, "output": row.output}
-
-
-def _file_ref(output: Any) -> str | None:
-    from overture.store.store import FILE_REF
-
-    if isinstance(output, dict):
-        if FILE_REF in output:
-            return output[FILE_REF]
-        return next((r for r in map(_file_ref, output.values()) if r), None)
-    if isinstance(output, list):
-        return next((r for r in map(_file_ref, output) if r), None)
-    return None
 
 
 @app.command()

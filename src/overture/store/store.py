@@ -24,14 +24,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from overture.errors import TooLarge
 # engine/engine.py imports storage_problem from here until its rewrite imports overture.errors.
 from overture.errors import storage_problem  # noqa: F401
+from overture.outputs import FILE_REF, FileRef
 from overture.status import ACTIVE, TERMINAL, Status
 from overture.store.db import DeliveryRow, EventRow, FileRow, PredictionRow, connect
 
 R = TypeVar("R", PredictionRow, FileRow, DeliveryRow)
 
-#: How a stored output file appears in a prediction's stored ``output`` JSON, until the API
-#: turns it into an absolute URL for whoever asks.
-FILE_REF = "$overture_file"
 
 
 def utcnow() -> datetime:
@@ -235,7 +233,7 @@ class Store:
     def clear_scratch(self, pid: str) -> None:
         shutil.rmtree(self.scratch_dir / pid, ignore_errors=True)
 
-    def publish_output(self, pid: str, source: Path) -> dict[str, str]:
+    def publish_output(self, pid: str, source: Path) -> FileRef:
         """Move a finished file into the prediction's outputs, atomically; return its reference."""
         target_dir = self.outputs_dir / pid
         target_dir.mkdir(parents=True, exist_ok=True)
@@ -243,7 +241,7 @@ class Store:
         os.replace(source, target_dir / name)
         return {FILE_REF: f"{pid}/{name}"}
 
-    def share_output(self, ref: dict[str, str], pid: str) -> dict[str, str]:
+    def share_output(self, ref: FileRef, pid: str) -> FileRef:
         """Give prediction ``pid`` its own copy of another prediction's output (a hard link when possible)."""
         source = self.output_path(ref[FILE_REF])
         target_dir = self.outputs_dir / pid

@@ -96,7 +96,7 @@ class RiffusionPredictor(Predictor):
         import torch
 
         from overture.models.riffusion.riffuse import Riff, denoising_steps, riffuse
-        from overture.models.spectrogram import SpectrogramParams, audio_from_image
+        from overture.models.riffusion.spectrogram import SpectrogramParams, audio_from_image
 
         if not prompt_b:
             # riffusion's rule: without a second prompt there is nothing to interpolate towards.
