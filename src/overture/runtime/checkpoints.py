@@ -35,9 +35,10 @@ class CheckpointSettings:
 
 
 class Checkpoints:
-    def __init__(self, settings: CheckpointSettings | None = None):
+    def __init__(self, settings: CheckpointSettings | None = None, loaded: LoadedModels | None = None):
         self.settings = settings or CheckpointSettings()
-        self._loaded = LoadedModels(self.settings.memory_budget_bytes)
+        #: A worker passes its own, which reports to the engine that keeps the budget.
+        self._loaded = loaded or LoadedModels(self.settings.memory_budget_bytes)
 
     # -- where weights are ---------------------------------------------------------------------
 
