@@ -47,6 +47,10 @@ class Settings:
     #: Each model package's own settings (e.g. ``MusicGenSettings``) by their dataclass; absent ones
     #: take their defaults. Predictors receive the mapping and read theirs (``Predictor.own_settings``).
     model_settings: dict[type, Any] = field(default_factory=dict)
+    #: Where model pools run: "process", a child process each; "inline", threads of the server.
+    workers: str = "process"
+    #: How long a running prediction may ignore its cancel before its worker is killed.
+    cancel_grace_seconds: float = 10.0
     #: Fail predictions still unfinished this long after creation (a ``Cancel-After`` header overrides).
     prediction_timeout_seconds: float | None = None
     #: Largest request body outside file uploads (JSON, with any data: URIs in it).
