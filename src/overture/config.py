@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from overture.models.checkpoints import CheckpointSettings
+
+#: Where model pools run: child worker processes, or threads in the server process (for debugging).
+Workers = Literal["process", "inline"]
+WORKERS: tuple[str, ...] = get_args(Workers)
 
 
 @dataclass
@@ -53,3 +57,9 @@ class Settings:
     max_request_bytes: int = 32 * 1024 * 1024
     #: Importable modules whose ``MODELS`` list is served beside the built-in models.
     model_modules: list[str] = field(default_factory=list)
+    #: Where model pools run (``WORKERS``): "process", child worker processes; "inline", threads
+    #: in the server process, for debugging.
+    workers: Workers = "process"
+    #: How long a running prediction may ignore a cancel before its worker process is killed and
+    #: restarted.
+    cancel_grace_seconds: float = 10.0

@@ -7,20 +7,20 @@ stated once; an option the config file can also set defaults to None until the t
 
 from __future__ import annotations
 
+import math
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
 from overture.cli.common import console, split
-from overture.config import Settings
+from overture.config import WORKERS, Settings, Workers
 from overture.engine.netpolicy import parse_networks
 from overture.models.checkpoints import CheckpointSettings
 from overture.models.musicgen.settings import MusicGenSettings
 from overture.models.riffusion.settings import RiffusionSettings
-
-T = TypeVar("T")
 
 
 def serve(
@@ -114,6 +114,23 @@ def serve(
         float | None, typer.Option(envvar="OVERTURE_MODEL_MEMORY_GB", help="Budget for loaded models (LRU).")
     ] = None,
     device: Annotated[str | None, typer.Option(envvar="OVERTURE_DEVICE", help="cuda, cpu, ... (default: auto).")] = None,
+    workers: Annotated[
+        Workers | None,
+        typer.Option(
+            envvar="OVERTURE_WORKERS",
+            help="Where model pools run: process, in child worker processes; inline, as threads in the server "
+            f"process, for debugging (default: {Settings.workers}).",
+        ),
+    ] = None,
+    cancel_grace: Annotated[
+        float | None,
+        typer.Option(
+            envvar="OVERTURE_CANCEL_GRACE",
+            metavar="SECONDS",
+            help="How long a running prediction may ignore a cancel before its worker process is killed and "
+            f"restarted (default: {Settings.cancel_grace_seconds:g}).",
+        ),
+    ] = None,
     batch_memory_gb: Annotated[
         float | None,
         typer.Option(
@@ -143,8 +160,8 @@ def serve(
         typer.Option(
             envvar="OVERTURE_CONFIG",
             help="TOML file: checkpoints, substitutes (tables), allowed_checkpoints, model_memory_gb, device, "
-            "batch_memory_gb, batch_slots, riffusion_seed_images, input_allow_private, input_allow_cidrs, "
-            "input_deny_cidrs, webhook_allow_private, webhook_allow_cidrs, webhook_deny_cidrs.",
+            "workers, cancel_grace, batch_memory_gb, batch_slots, riffusion_seed_images, input_allow_private, "
+            "input_allow_cidrs, input_deny_cidrs, webhook_allow_private, webhook_allow_cidrs, webhook_deny_cidrs.",
         ),
     ] = None,
     ssl_certfile: Annotated[
@@ -192,6 +209,7 @@ def serve(
         model_modules=split(model_module),
         checkpoints=_checkpoint_settings(checkpoint, substitute, allow_checkpoint, model_memory_gb, device, table),
         model_settings=_model_settings(table, batch_memory_gb, batch_slots, riffusion_seed_images),
+        **_worker_settings(table, workers, cancel_grace),
     )
     generated = not settings.tokens
     application = create_app(settings)
@@ -259,10 +277,36 @@ def _address_settings(
     return settings
 
 
-def _layered(given: Any, table: dict[str, Any], key: str) -> Any:
+def _layered(
+    given: Any,
+    table: dict[str, Any],
+    key: str,
+    option: str = "",
+    valid: Callable[[Any], bool] | None = None,
+    expected: str = "",
+) -> Any:
     """The option's value (or its env var's), else the config file's ``key``; None when neither
-    gives one, which leaves the setting to its dataclass's default."""
-    return given if given is not None else table.get(key)
+    gives one, which leaves the setting to its dataclass's default. A value ``valid`` refuses stops
+    the server at start-up, naming the option or the config file that gave it."""
+    value, hint = (given, option) if given is not None else (table.get(key), "--config")
+    if value is not None and valid is not None and not valid(value):
+        raise typer.BadParameter(f"{key} must be {expected}, not {value!r}", param_hint=hint)
+    return value
+
+
+def _positive_seconds(value: Any) -> bool:
+    # Finite: a grace period is waited out, and an infinite wait cannot be.
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
+
+
+def _worker_settings(table: dict[str, Any], workers: str | None, cancel_grace: float | None) -> dict[str, Any]:
+    """Where model pools run and how long a cancel is waited for: options first, then the config file."""
+    return _given(
+        workers=_layered(workers, table, "workers", "--workers", WORKERS.__contains__, " or ".join(WORKERS)),
+        cancel_grace_seconds=_layered(
+            cancel_grace, table, "cancel_grace", "--cancel-grace", _positive_seconds, "a number of seconds above 0"
+        ),
+    )
 
 
 def _checkpoint_settings(
@@ -299,15 +343,13 @@ def _model_settings(
         if not seed_dir.is_dir():
             # Said at start-up: otherwise every request would quietly get the built-in seeds.
             raise typer.BadParameter(f"{seed_dir} is not a directory", param_hint="--riffusion-seed-images")
-    musicgen = _given(
-        MusicGenSettings,
-        batch_memory_bytes=int(batch_memory * 2**30) if batch_memory is not None else None,
-        batch_slots=slots,
+    musicgen = MusicGenSettings(
+        **_given(batch_memory_bytes=int(batch_memory * 2**30) if batch_memory is not None else None, batch_slots=slots)
     )
     return {MusicGenSettings: musicgen, RiffusionSettings: RiffusionSettings(seed_images=seed_dir)}
 
 
-def _given(kind: type[T], **values: Any) -> T:
-    """``kind`` with the values given; those left None keep the dataclass's defaults."""
-    return kind(**{key: value for key, value in values.items() if value is not None})
+def _given(**values: Any) -> dict[str, Any]:
+    """The values given, as a dataclass's keyword arguments: those left None keep its defaults."""
+    return {key: value for key, value in values.items() if value is not None}
 
