@@ -7,6 +7,7 @@ stated once; an option the config file can also set defaults to None until the t
 
 from __future__ import annotations
 
+import copy
 import math
 import tomllib
 from collections.abc import Callable
@@ -226,6 +227,7 @@ def serve(
         host=host,
         port=port,
         log_level="warning",
+        log_config=_log_config(),
         timeout_graceful_shutdown=5,
         # Longer than any client's idle-connection expiry (httpx: 5 s), so a client never reuses a
         # pooled connection the server is closing at that moment (a ReadError under load).
@@ -234,6 +236,16 @@ def serve(
         ssl_keyfile=ssl_keyfile,
     )
 
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, with Overture's own log (workers started and lost, models unloaded) at
+    INFO beside it."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["overture"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 def _pairs(values: list[str] | None, option: str) -> dict[str, str]:

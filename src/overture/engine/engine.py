@@ -109,6 +109,10 @@ class Engine:
             pool.worker.stop()
         if self.webhooks is not None:
             self.webhooks.stop()
+        left = sum(1 for run in list(self._runs.values()) if not run.finished)
+        log.info(
+            "engine stopped: %d model workers, %d unfinished predictions kept for the next start", len(self._pools), left
+        )
 
     def recover(self) -> None:
         """Queue again what a previous process left unfinished; fail what can no longer run."""
