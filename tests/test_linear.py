@@ -20,7 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from overture.models import linear as L
 
-from conftest import require
+from harness import require
 
 
 @pytest.fixture(autouse=True)
