@@ -7,7 +7,7 @@ import pytest
 
 from overture.models.synth import SYNTH_VERSION
 
-from conftest import Server
+from harness import Server
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -16,7 +16,7 @@ from overture.models import riffusion, stable_audio
 from overture.models.diffusion import pipeline_nbytes
 from overture.testing import tiny_checkpoint
 
-from conftest import Server
+from harness import Server
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("one_thread")]
 

@@ -11,15 +11,14 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from conftest import TESTS_DIR, TOKEN, Server
+from harness import SUBPROCESS_PYTHONPATH, TOKEN, Server
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def overture(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "OVERTURE_"))}
-    # This checkout's sources first, as for the server (conftest.py): a worktree's tests run its code.
-    base_env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), str(TESTS_DIR.parent / "src")])
+    base_env["PYTHONPATH"] = SUBPROCESS_PYTHONPATH
     return subprocess.run(
         [sys.executable, "-m", "overture", *args], capture_output=True, text=True, env={**base_env, **(env or {})}
     )

@@ -13,7 +13,7 @@ from replicate.exceptions import ModelError, ReplicateError
 
 from overture.models.synth import SYNTH_VERSION
 
-from conftest import OTHER_TOKEN, Server
+from harness import OTHER_TOKEN, Server
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -36,7 +36,7 @@ from overture.models.stable_audio import STABILITY_VERSION, STACKADOC_VERSION
 from overture.models.synth import SYNTH_VERSION
 
 import overture_test_models
-from conftest import TOKEN, Server, wait_finished
+from harness import TOKEN, Server, wait_finished
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -20,7 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from overture.runtime import linear as L
 
-from conftest import require
+from harness import require
 
 
 @pytest.fixture(autouse=True)

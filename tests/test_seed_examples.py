@@ -13,7 +13,7 @@ import trustme
 
 from overture.models.synth import SYNTH_VERSION
 
-from conftest import TOKEN, Server
+from harness import TOKEN, Server
 
 pytestmark = pytest.mark.timeout(120)
 

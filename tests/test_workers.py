@@ -15,7 +15,7 @@ from replicate.stream import ServerSentEvent
 
 from overture.testing import tiny_checkpoint
 
-from conftest import Server, wait_finished
+from harness import Server, wait_finished
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -170,10 +170,6 @@ class Store:
 
     # -- stream events -------------------------------------------------------------------------
 
-    def add_event(self, pid: str, event: str, data: Any) -> None:
-        with self.writing() as s:
-            s.add(EventRow(prediction_id=pid, event=event, data=data))
-
     def events_after(self, pid: str, after_seq: int | None) -> list[EventRow]:
         query = select(EventRow).where(EventRow.prediction_id == pid)
         if after_seq is not None:
@@ -202,10 +198,6 @@ class Store:
         query = select(DeliveryRow).where(DeliveryRow.state == "pending").order_by(DeliveryRow.seq).limit(limit)
         with self.session() as s:
             return list(s.scalars(query))
-
-    def delivery(self, did: str) -> DeliveryRow | None:
-        with self.session() as s:
-            return s.scalars(select(DeliveryRow).where(DeliveryRow.id == did)).first()
 
     def update_delivery(self, did: str, **values: Any) -> None:
         with self.writing() as s:
