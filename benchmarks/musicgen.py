@@ -13,7 +13,7 @@ runs alternate (ABBA) so that drift in the machine's load hits both alike.
 Prints each run's wall and CPU time, then the best and the median of each side and their ratios.
 
     .venv/bin/python benchmarks/musicgen.py [--seconds 5] [--rounds 2] [--threads N]
-        [--shape small|smoke] [--dir DIR]
+        [--shape small|large|stereo-large|smoke|stereo-smoke] [--dir DIR]
 
 DIR caches the weights (default ~/.cache/overture/musicgen-SHAPE-random); ``--shape smoke`` is a
 small model for smoke runs, whose timings mean nothing.
@@ -41,7 +41,6 @@ from overture.runtime.checkpoints import Checkpoints, CheckpointSettings  # noqa
 from overture.runtime.linear import set_packed_enabled  # noqa: E402
 
 PROMPT = "80s pop track with bassy drums and synth"
-HUB_ID = "facebook/musicgen-small"
 
 # Shapes from the hub's config.json files (facebook/musicgen-small, t5-base, facebook/encodec_32khz).
 T5_BASE = {"vocab_size": 32128, "d_model": 768, "d_kv": 64, "d_ff": 3072, "num_layers": 12, "num_heads": 12}
@@ -63,15 +62,39 @@ ENCODEC_32KHZ = {
     "use_conv_shortcut": False,
 }
 SMALL_DECODER = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "ffn_dim": 4096}
+LARGE_DECODER = {"hidden_size": 2048, "num_hidden_layers": 48, "num_attention_heads": 32, "ffn_dim": 8192}
+#: The stereo checkpoints: 8 codebooks, even ones left, odd ones right, through the same mono codec.
+STEREO = {"num_codebooks": 8, "audio_channels": 2}
 #: Smoke runs: the tiny test checkpoint's text encoder and codec, and a decoder wide enough that
 #: the kernel choice at load needs no thousands of weight copies (each timing streams 64 MiB: the
 #: tiny checkpoint's 4 KiB weights took over 2 minutes to choose for).
 SMOKE_DECODER = {"hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4, "ffn_dim": 1024}
-SHAPES = {"small": (T5_BASE, ENCODEC_32KHZ, SMALL_DECODER), "smoke": (_TINY_T5, _TINY_ENCODEC, SMOKE_DECODER)}
+SHAPES = {
+    "small": (T5_BASE, ENCODEC_32KHZ, SMALL_DECODER),
+    "large": (T5_BASE, ENCODEC_32KHZ, LARGE_DECODER),
+    "stereo-large": (T5_BASE, ENCODEC_32KHZ, {**LARGE_DECODER, **STEREO}),
+    "smoke": (_TINY_T5, _TINY_ENCODEC, SMOKE_DECODER),
+    "stereo-smoke": (_TINY_T5, _TINY_ENCODEC, {**SMOKE_DECODER, **STEREO}),
+}
+#: The ``model_version`` each shape is served as (smoke shapes: the hub model of their layout).
+MODEL_VERSIONS = {
+    "small": "small",
+    "large": "large",
+    "stereo-large": "stereo-large",
+    "smoke": "small",
+    "stereo-smoke": "stereo-small",
+}
 
 
-def build(directory: Path, shape: str = "small") -> None:
-    """Write random weights of ``shape`` (musicgen-small's: about 2.4 GB) and a tokenizer built offline."""
+def hub_id(shape: str) -> str:
+    """The hub id the benchmarks map a shape's directory to, and the server serves it as."""
+    return f"facebook/musicgen-{MODEL_VERSIONS[shape]}"
+
+
+def build(directory: Path, shape: str = "small", device: str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+    """Write random weights of ``shape`` (musicgen-small's: about 2.4 GB in float32) and a tokenizer
+    built offline. ``device``: where the weights are drawn (on a GPU, musicgen-large's 3.4 G take
+    a moment instead of a minute); ``dtype``: what they are saved as (the hub's are float32)."""
     from transformers import (
         EncodecConfig,
         MusicgenConfig,
@@ -81,13 +104,9 @@ def build(directory: Path, shape: str = "small") -> None:
     )
 
     text, codec, layers = SHAPES[shape]
+    layers = {"num_codebooks": 4, **layers}
     decoder = MusicgenDecoderConfig(
-        vocab_size=2048,
-        max_position_embeddings=2048,
-        num_codebooks=4,
-        pad_token_id=2048,
-        bos_token_id=2048,
-        **layers,
+        vocab_size=2048, max_position_embeddings=2048, pad_token_id=2048, bos_token_id=2048, **layers
     )
     config = MusicgenConfig(
         text_encoder=T5Config(**{"feed_forward_proj": "relu", **text}).to_dict(),
@@ -95,11 +114,15 @@ def build(directory: Path, shape: str = "small") -> None:
         decoder=decoder.to_dict(),
     )
     torch.manual_seed(0)
-    model = MusicgenForConditionalGeneration(config).eval()
+    with torch.device(device):
+        model = MusicgenForConditionalGeneration(config).eval()
     generation = model.generation_config
     generation.decoder_start_token_id = generation.pad_token_id = generation.bos_token_id = 2048
-    model.save_pretrained(directory)
+    model.to(dtype).save_pretrained(directory)
     t5_tokenizer().save_pretrained(directory)
+    del model
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 class Context:
@@ -127,24 +150,26 @@ class Context:
         pass
 
 
-def overture_runner(directory: Path, seconds: int, scratch: Path) -> tuple[Any, Checkpoints]:
+def overture_runner(directory: Path, seconds: int, scratch: Path, shape: str) -> tuple[Any, Checkpoints]:
     """A prediction as the engine makes it, and the ``Checkpoints`` that holds its model once loaded."""
     version = MUSICGEN.latest_version
-    checkpoints = Checkpoints(CheckpointSettings(local_dirs={HUB_ID: directory}))
+    checkpoints = Checkpoints(CheckpointSettings(local_dirs={hub_id(shape): directory}))
     predictor = version.predictor(checkpoints)
+    model_version = MODEL_VERSIONS[shape]
 
     def run(duration: int = seconds) -> None:
-        inputs = version.inputs.validate({"prompt": PROMPT, "model_version": "small", "duration": duration, "seed": 1})
+        inputs = {"prompt": PROMPT, "model_version": model_version, "duration": duration, "seed": 1}
+        inputs = version.inputs.validate(inputs)
         predictor.predict(Context(scratch), **inputs)
 
     return run, checkpoints
 
 
-def plain_runner(checkpoints: Checkpoints, seconds: int) -> Any:
+def plain_runner(checkpoints: Checkpoints, seconds: int, shape: str) -> Any:
     """Plain ``generate`` on the very model object Overture loaded: same weights, same memory."""
-    loaded = checkpoints.load(HUB_ID, _loaded_already, lambda _: 0)
+    loaded = checkpoints.load(hub_id(shape), _loaded_already, lambda _: 0)
     model = loaded.model
-    tokens = loaded.tokenizer([PROMPT], return_tensors="pt")
+    tokens = loaded.tokenizer([PROMPT], return_tensors="pt").to(model.device)
     steps = round(seconds * model.config.audio_encoder.frame_rate) + model.decoder.num_codebooks - 1
 
     def run(new_tokens: int = steps) -> None:
@@ -187,9 +212,10 @@ def main() -> None:
         started = time.perf_counter()
         build(args.dir, args.shape)
         print(f"built random musicgen-{args.shape} weights in {time.perf_counter() - started:.0f} s: {args.dir}")
-    overture, checkpoints = overture_runner(args.dir, args.seconds, Path(tempfile.mkdtemp(prefix="musicgen-bench-")))
+    scratch = Path(tempfile.mkdtemp(prefix="musicgen-bench-"))
+    overture, checkpoints = overture_runner(args.dir, args.seconds, scratch, args.shape)
     overture(1)  # loads the checkpoint, as a server's first prediction does
-    plain = plain_runner(checkpoints, args.seconds)
+    plain = plain_runner(checkpoints, args.seconds, args.shape)
     plain(10)
     times: dict[str, list[tuple[float, float]]] = {"plain": [], "overture": []}
     print(machine_line())

@@ -150,10 +150,11 @@ class Generation:
         return window.offset + min(window.frames, max(window.prompt, self.position - 1 - max_delay))
 
     def frames_so_far(self, delays: list[int]) -> torch.Tensor:
-        """Every finished frame (codebooks, frames)."""
+        """Every finished frame (codebooks, frames), on the CPU."""
         window = self.current
         local = self.finished_frames(max(delays)) - window.offset
-        fresh = _undelay(self.grid, delays, local)
+        # The grid is on the model's device, the codes of earlier windows on the CPU.
+        fresh = _undelay(self.grid, delays, local).cpu()
         return torch.cat([self.codes[:, : window.offset], fresh], dim=-1)
 
 
@@ -358,8 +359,12 @@ class ContinuousBatch:
 
 
 def default_memory_budget(device: torch.device) -> int:
-    """Key/value memory the batch may take: half the GPU's free memory, a quarter of the RAM."""
+    """Key/value memory the batch may take: half the GPU's free memory, a quarter of the RAM.
+
+    On CUDA, memory that this process's caching allocator holds without using it (an earlier
+    batch's buffers, say) is free to the batch too, though the driver counts it as taken."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return free // 2
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return (free + cached) // 2
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4

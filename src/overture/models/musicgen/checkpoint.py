@@ -102,8 +102,10 @@ class MusicgenCheckpoint:
 
     @torch.inference_mode()
     def decode_audio(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes (codebooks, frames) → float32 audio (channels, samples) on the CPU."""
+        """Codes (codebooks, frames), on any device → float32 audio (channels, samples) on the CPU."""
         codec = self.model.audio_encoder
+        # The loop keeps finished codes on the CPU; the codec's embedding lookup needs them beside it.
+        codes = codes.to(self.device)
         channels = [codes[c :: self.channels] for c in range(self.channels)]
         audio = [codec.decode(c[None, None], [None]).audio_values[0, 0] for c in channels]
         return torch.stack(audio).float().cpu()
