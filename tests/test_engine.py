@@ -6,12 +6,14 @@ import hashlib
 import http.server
 import threading
 import time
+from pathlib import Path
 from collections.abc import Iterator
 
 import pytest
 import replicate
 
-from overture.engine.queue import WORKER_IDLE_SECONDS, Job, JobQueue, QueueClosed
+from overture.engine.workers.protocol import Job
+from overture.engine.workers.queue import WORKER_IDLE_SECONDS, JobQueue, QueueClosed
 
 from harness import Server
 
@@ -122,7 +124,7 @@ def test_a_worker_serves_back_to_back_jobs_then_retires_when_idle_and_a_new_one_
     client: replicate.Client,
 ) -> None:
     # An idle worker thread must not outlive its work: its OpenMP team would slow every other
-    # model's operations (see overture.engine.queue).
+    # model's operations (see overture.engine.workers.queue).
     first = client.run("tests/which-thread", input={"seconds": 0.5})
     assert client.run("tests/which-thread", input={}) == first
     time.sleep(WORKER_IDLE_SECONDS + 1)
@@ -131,7 +133,7 @@ def test_a_worker_serves_back_to_back_jobs_then_retires_when_idle_and_a_new_one_
 
 def test_a_queue_asks_for_workers_as_wanted_and_retires_the_idle_ones() -> None:
     queue = JobQueue(workers=2, idle_seconds=0.1)
-    job = lambda pid: Job(pid, "owner", "version", {})  # noqa: E731
+    job = lambda pid: Job(pid, {}, Path("/nonexistent"))  # noqa: E731
     assert [queue.put(job(pid)) for pid in ("a", "b", "c")] == [True, True, False]
     assert [j.prediction_id for j in queue.take(1, key=lambda j: 0)] == ["a"]
     assert queue.take_next(lambda j: True, block=True).prediction_id == "b"  # type: ignore[union-attr]

@@ -13,7 +13,8 @@ import pytest
 import soundfile
 import torch
 
-from overture.engine.queue import Job, JobQueue
+from overture.engine.workers.protocol import Job
+from overture.engine.workers.queue import JobQueue
 from overture.models.base import Canceled
 from overture.models.musicgen import MUSICGEN
 from overture.models.musicgen.batching import ContinuousBatch, Generation
@@ -281,7 +282,7 @@ def test_a_stream_of_joining_and_leaving_generations_keeps_the_buffers_near_what
 def test_the_oldest_job_is_never_overtaken_by_later_ones_that_fit() -> None:
     queue = JobQueue()
     for pid, duration in [("big", 30), ("small", 1)]:
-        queue.put(Job(pid, "owner", "version", {"duration": duration}))
+        queue.put(Job(pid, {"duration": duration}, Path("/nonexistent")))
     fits_small_only = lambda job: job.inputs["duration"] < 10  # noqa: E731
     assert queue.take_next(fits_small_only, block=False) is None
     taken = queue.take_next(lambda job: True, block=False)

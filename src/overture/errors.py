@@ -20,7 +20,7 @@ Each also keeps the builtin base that says what kind of problem it is (a bad val
 thing, a failed step), so ``except ValueError`` around code that raises one still catches it.
 
 Not here: ``Canceled`` (models/base.py) is how a canceled prediction unwinds, not an error, and
-``QueueClosed`` (engine/queue.py) tells an idle worker to retire.
+``QueueClosed`` (engine/workers/queue.py) tells an idle worker to retire.
 """
 
 from __future__ import annotations

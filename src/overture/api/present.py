@@ -145,7 +145,7 @@ class Presenter:
         # Replicate's document has no null here: a file kept forever expires at the end of time.
         expires = NEVER
         if self.retention_hours is not None:
-            expires = timestamp(row.created_at + timedelta(hours=self.retention_hours))
+            expires = timestamp(row.created_at + timedelta(hours=self.retention_hours)) or NEVER
         return {
             "id": row.id,
             "name": row.name,

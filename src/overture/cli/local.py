@@ -34,7 +34,7 @@ def run_local(ref: str, values: dict[str, Any]) -> tuple[dict[str, Any], bytes |
                 console.print(str(exc), style="red")
                 raise typer.Exit(2) from None
             final = watch(lambda: _view(store.prediction(row.id)))
-            ref_value = next((ref[FILE_REF] for ref in file_refs(store.prediction(row.id).output)), None)
+            ref_value = next((ref[FILE_REF] for ref in file_refs(final["output"])), None)
             data = store.output_path(ref_value).read_bytes() if ref_value else None
         finally:
             engine.stop()

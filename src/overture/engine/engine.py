@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -64,7 +65,7 @@ class Pool:
 
 
 class Engine:
-    def __init__(self, settings: Settings, store: Store, registry: Registry, webhooks: WebhookDispatcher | None = None):
+    def __init__(self, settings: Settings, store: Store, registry: Registry, webhooks: WebhookDispatcher):
         self.settings = settings
         self.store = store
         self.registry = registry
@@ -93,8 +94,7 @@ class Engine:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.webhooks is not None:
-            self.webhooks.start()
+        self.webhooks.start()
         self.store.sweep_leftovers()
         self.recover()
         self._housekeeper.start()
@@ -107,8 +107,7 @@ class Engine:
         for pool in list(self._pools.values()):
             pool.feeder.shutdown(wait=False, cancel_futures=True)
             pool.worker.stop()
-        if self.webhooks is not None:
-            self.webhooks.stop()
+        self.webhooks.stop()
         left = sum(1 for run in list(self._runs.values()) if not run.finished)
         log.info(
             "engine stopped: %d model workers, %d unfinished predictions kept for the next start", len(self._pools), left
@@ -137,7 +136,7 @@ class Engine:
         version: Version,
         raw_input: dict[str, Any] | None,
         webhook: str | None = None,
-        webhook_events_filter: list[str] | None = None,
+        webhook_events_filter: Sequence[str] | None = None,
         stream: bool = False,
         cancel_after: float | None = None,
         deployment: str | None = None,
@@ -158,7 +157,7 @@ class Engine:
                 input=raw_input or {},
                 logs="",
                 webhook=webhook,
-                webhook_events_filter=webhook_events_filter,
+                webhook_events_filter=list(webhook_events_filter) if webhook_events_filter is not None else None,
                 stream=stream,
                 deployment=deployment,
                 created_at=now,
@@ -221,7 +220,7 @@ class Engine:
 
     def _run(self, row: PredictionRow, version: Version, values: dict[str, Any]) -> PredictionRun:
         webhook = None
-        if row.webhook and self.webhooks is not None:
+        if row.webhook:
             webhook = self.webhooks.subscription(row.owner, row.webhook, row.webhook_events_filter)
         run = PredictionRun(
             id=row.id,

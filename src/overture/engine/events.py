@@ -22,7 +22,7 @@ from overture.store.store import Store, utcnow
 
 
 class Recorder:
-    def __init__(self, store: Store, notifier: Notifier, webhooks: WebhookDispatcher | None):
+    def __init__(self, store: Store, notifier: Notifier, webhooks: WebhookDispatcher):
         self.store = store
         self.notifier = notifier
         self.webhooks = webhooks
@@ -103,7 +103,7 @@ class Recorder:
             error=error,
             completed_at=utcnow(),
         )
-        if ended and row.webhook and self.webhooks is not None:
+        if ended and row.webhook:
             subscription = self.webhooks.subscription(row.owner, row.webhook, row.webhook_events_filter)
             if subscription.wants("completed"):
                 self.webhooks.enqueue(subscription, self.store.prediction(row.id) or row, "completed")
@@ -126,7 +126,7 @@ class Recorder:
     def _changed(self, run: PredictionRun, event: str) -> None:
         """Wake waiters and streams; queue the webhook event if the prediction asked for it."""
         self.notifier.notify(run.id)
-        if run.webhook is None or self.webhooks is None or not run.webhook.wants(event):
+        if run.webhook is None or not run.webhook.wants(event):
             return
         row = self.store.prediction(run.id)
         if row is not None:

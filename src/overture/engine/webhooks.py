@@ -224,9 +224,10 @@ class WebhookDispatcher:
             self.store.update_delivery(row.id, state="failed", last_error=str(exc))
             return
         except httpx.HTTPError as exc:
-            status, error = None, f"{type(exc).__name__}: {exc}"
+            status: int | None = None
+            error = f"{type(exc).__name__}: {exc}"
         else:
-            status, error = response.status_code, None
+            status = response.status_code
             if 200 <= status < 300:
                 self.store.update_delivery(row.id, state="delivered", last_status=status, last_error=None, delivered_at=utcnow())
                 return

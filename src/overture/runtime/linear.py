@@ -45,6 +45,7 @@ import logging
 import os
 import statistics
 import time
+from functools import partial
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -410,6 +411,14 @@ def _time_variants(variants: Mapping[Any, Callable[[], object]], repeats: int) -
     return {key: statistics.median(ts) for key, ts in times.items()}
 
 
+def _run_each(kernel: Kernel, x: Tensor, copies: Sequence[Tensor], weights: Sequence[Tensor]) -> list[Tensor]:
+    return [_run(kernel, x, c, w, None) for c, w in zip(copies, weights, strict=True)]
+
+
+def _linear_each(x: Tensor, weights: Sequence[Tensor]) -> list[Tensor]:
+    return [F.linear(x, w) for w in weights]
+
+
 def _measure_shape(
     weights: Sequence[Tensor], rows: Sequence[int], kernels: Sequence[Kernel], repeats: int, sample_bytes: int
 ) -> tuple[dict[int, float], dict[Kernel, dict[int, float]]]:
@@ -440,12 +449,10 @@ def _measure_shape(
         variants: dict[Any, Callable[[], object]] = {}
         for m in timed:
             x = inputs[m] if m in inputs else torch.randn(m, in_features)
-            variants[("kernel", m)] = lambda x=x, k=kernel, cs=copies: [
-                _run(k, x, c, w, None) for c, w in zip(cs, sample)
-            ]
+            variants[("kernel", m)] = partial(_run_each, kernel, x, copies, sample)
         # F.linear alongside: at every row count the first time, then at the kernel's own.
         for m in [m for m in timed if m in inputs] if any(linear_runs.values()) else rows:
-            variants[("linear", m)] = lambda x=inputs[m]: [F.linear(x, w) for w in sample]
+            variants[("linear", m)] = partial(_linear_each, inputs[m], sample)
         ms = {key: seconds * 1e3 / n for key, seconds in _time_variants(variants, repeats).items()}
         for (kind, m), value in ms.items():
             if kind == "linear":
@@ -454,8 +461,7 @@ def _measure_shape(
         del copies
     for m, runs in linear_runs.items():
         if not runs:  # no kernel serves it: F.linear alone
-            x = inputs[m]
-            runs.append(_time_variants({m: lambda x=x: [F.linear(x, w) for w in sample]}, repeats)[m] * 1e3 / n)
+            runs.append(_time_variants({m: partial(_linear_each, inputs[m], sample)}, repeats)[m] * 1e3 / n)
     return {m: statistics.fmean(runs) for m, runs in linear_runs.items()}, kernel_ms
 
 

@@ -16,14 +16,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import CursorResult, Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from overture.errors import TooLarge
-# engine/engine.py imports storage_problem from here until its rewrite imports overture.errors.
-from overture.errors import storage_problem  # noqa: F401
 from overture.outputs import FILE_REF, FileRef
 from overture.status import ACTIVE, TERMINAL, Status
 from overture.store.db import DeliveryRow, EventRow, FileRow, PredictionRow, connect
@@ -122,7 +120,7 @@ class Store:
 
         Runs on a bare connection: this is the hottest write, and the ORM session's bookkeeping
         cost more than the statement."""
-        table = PredictionRow.__table__
+        table = cast(Table, PredictionRow.__table__)
         with self._write_lock, self.engine.begin() as conn:
             result = conn.execute(
                 update(table)
@@ -134,7 +132,7 @@ class Store:
                 return False
             rows = [{"prediction_id": pid, "event": event, "data": data} for event, data in events]
             if rows:
-                conn.execute(insert(EventRow.__table__), rows)
+                conn.execute(insert(cast(Table, EventRow.__table__)), rows)
             return True
 
     def run_count(self, model: str) -> int:
@@ -192,7 +190,7 @@ class Store:
                 )
                 .values(event=event, body=body)
             )
-            return result.rowcount > 0
+            return cast(CursorResult[Any], result).rowcount > 0
 
     def pending_deliveries(self, limit: int) -> list[DeliveryRow]:
         query = select(DeliveryRow).where(DeliveryRow.state == "pending").order_by(DeliveryRow.seq).limit(limit)

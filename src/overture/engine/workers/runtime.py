@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from overture.engine.queue import JobQueue, QueueClosed
+from overture.engine.workers.queue import JobQueue, QueueClosed
 from overture.engine.workers.protocol import (
     Done,
     Job,

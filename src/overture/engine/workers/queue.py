@@ -1,4 +1,4 @@
-"""A FIFO of jobs for one model version, from which a worker takes a compatible batch.
+"""A worker's FIFO of jobs for its pool, from which its threads take a compatible batch.
 
 The queue also keeps count of the threads serving it: a worker that finds nothing to do for
 ``idle_seconds`` retires, and ``put`` asks for a new one when fewer are alive than wanted. A
@@ -12,21 +12,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
-from typing import Any
 
-
-@dataclass
-class Job:
-    """What a worker needs to run one prediction; nothing tied to HTTP."""
-
-    prediction_id: str
-    owner: str
-    version_id: str
-    #: Validated input; file fields still hold the URLs the client sent.
-    inputs: dict[str, Any]
-    #: Someone wants partial outputs (a stream was requested or an ``output`` webhook).
-    stream: bool = False
+from overture.engine.workers.protocol import Job
 
 
 class QueueClosed(Exception):
