@@ -259,13 +259,17 @@ class Engine:
 
     def _prepare(self, run: PredictionRun) -> None:
         """Fetch the inputs, answer from the result cache when it can, else send the job."""
-        scratch = self.store.scratch(run.id)
         try:
+            scratch = self.store.scratch(run.id)
             inputs = self.resolver.resolve(run.version.inputs, run.values, run.owner, scratch)
             run.cache_key = self.cache.key(run.version, run.values, inputs)
             hit = self.cache.replay(run.cache_key, run.id) if run.cache_key else None
-        except Exception as exc:  # a bad or unreachable input fails its own prediction only
-            self.recorder.complete(run, Status.FAILED, error=prediction_error(exc))
+        except Exception as exc:  # a bad input, or a data directory it cannot be written to
+            try:
+                self.recorder.complete(run, Status.FAILED, error=prediction_error(exc))
+            except Exception:
+                # The record cannot be written either: it stays active until a restart or its deadline.
+                log.exception("could not record the failure of %s", run.id)
             self._forget(run)
             return
         if hit is not None:
@@ -342,6 +346,9 @@ class Engine:
             self.recorder.partial(run, event.value)
 
     def _finish(self, run: PredictionRun, done: Done) -> None:
+        if done.canceled or done.error is not None:
+            # A half-written output may be what filled the disk: free it before the record is written.
+            self.store.clear_scratch(run.id)
         if done.canceled:
             self.recorder.complete(run, Status.CANCELED)
         elif done.error is not None:
