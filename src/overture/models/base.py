@@ -77,7 +77,9 @@ class Predictor:
     def setup(self) -> None:
         """Load weights once, before the first prediction."""
 
-    def predict(self, ctx: Context, **inputs: Any) -> Any:
+    # ``*args: Any, **inputs: Any`` is how a type checker reads "any signature", so that each
+    # subclass may declare its own ``Input(...)`` parameters; the engine passes inputs by keyword.
+    def predict(self, ctx: Context, *args: Any, **inputs: Any) -> Any:
         raise NotImplementedError
 
     def predict_batch(self, jobs: Sequence[tuple[Context, dict[str, Any]]]) -> list[Any]:

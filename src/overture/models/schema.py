@@ -36,7 +36,7 @@ REQUIRED: Any = _Required()
 
 
 @dataclass(frozen=True)
-class Input:
+class InputSpec:
     """What a predictor parameter accepts; the arguments mean what they mean in ``cog.Input``."""
 
     default: Any = REQUIRED
@@ -50,12 +50,38 @@ class Input:
     deprecated: bool = False
 
 
+def Input(
+    default: Any = REQUIRED,
+    description: str | None = None,
+    ge: float | None = None,
+    le: float | None = None,
+    min_length: int | None = None,
+    max_length: int | None = None,
+    regex: str | None = None,
+    choices: tuple[Any, ...] | list[Any] | None = None,
+    deprecated: bool = False,
+) -> Any:
+    """A parameter's ``InputSpec``, named and typed ``Any`` as ``cog.Input`` is, so that the default in
+    ``duration: int = Input(default=8)`` type-checks against the parameter's annotation."""
+    return InputSpec(
+        default=default,
+        description=description,
+        ge=ge,
+        le=le,
+        min_length=min_length,
+        max_length=max_length,
+        regex=regex,
+        choices=choices,
+        deprecated=deprecated,
+    )
+
+
 @dataclass(frozen=True)
 class Field:
     name: str
     order: int
     kind: type  # str, int, float, bool or Path
-    spec: Input
+    spec: InputSpec
     nullable: bool = False
 
     @property
@@ -77,9 +103,9 @@ def fields_from_signature(fn: Callable[..., Any]) -> list[Field]:
     # ``self`` and ``ctx`` (the engine's handle for logs, progress and cancel) are not inputs.
     params = [p for p in inspect.signature(fn).parameters.values() if p.name not in ("self", "ctx")]
     for order, param in enumerate(params):
-        spec = param.default if isinstance(param.default, Input) else Input(default=param.default)
+        spec = param.default if isinstance(param.default, InputSpec) else InputSpec(default=param.default)
         if param.default is inspect.Parameter.empty:
-            spec = Input()
+            spec = InputSpec()
         kind, nullable = _unwrap_optional(hints.get(param.name))
         if kind not in _JSON_TYPES:
             raise TypeError(f"No input type provided for parameter {param.name!r} (got {kind!r})")

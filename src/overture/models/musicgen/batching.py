@@ -334,7 +334,7 @@ class ContinuousBatch:
     def _remove(self, generation: Generation) -> None:
         """Free a generation's slots, moving the last slots into the holes."""
         self.rows.remove(generation)
-        for slot in sorted({generation.slot, generation.null_slot} - {None}, reverse=True):
+        for slot in sorted({s for s in (generation.slot, generation.null_slot) if s is not None}, reverse=True):
             last = len(self._owners) - 1
             self.cache.move(last, slot)
             owner = self._owners.pop()

@@ -126,5 +126,6 @@ def load_checkpoint(directory: Path, device: str, dtype: torch.dtype) -> Musicge
         if config.model_type == "musicgen_melody"
         else MusicgenForConditionalGeneration
     )
-    model = model_class.from_pretrained(directory, dtype=dtype).to(device).eval()
+    # transformers decorates PreTrainedModel.to with functools.wraps, whose type loses the bound self.
+    model = model_class.from_pretrained(directory, dtype=dtype).to(device).eval()  # type: ignore[arg-type]
     return MusicgenCheckpoint(model, AutoTokenizer.from_pretrained(directory), directory)

@@ -201,7 +201,7 @@ class StepDecoder:
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Codes (rows, codebooks, length) → summed codebook embeddings (rows, length, hidden)."""
-        return sum(embed(tokens[:, k]) for k, embed in enumerate(self.embed_tokens))  # type: ignore[return-value]
+        return sum(embed(tokens[:, k]) for k, embed in enumerate(self.embed_tokens))
 
     @torch.inference_mode()
     def set_text(self, cache: SlotCache, slot: int, states: torch.Tensor | None, mask: torch.Tensor | None) -> None:

@@ -96,17 +96,25 @@ def _write(path: Path, *, stereo: bool, melody: bool) -> None:
     decoder_config = (MusicgenMelodyDecoderConfig if melody else MusicgenDecoderConfig)(
         num_codebooks=8 if stereo else 4, audio_channels=2 if stereo else 1, **_TINY_DECODER
     )
-    parts = {
-        "text_encoder": T5Config(**_TINY_T5).to_dict(),
-        "audio_encoder": EncodecConfig(**_TINY_ENCODEC).to_dict(),
-        "decoder": decoder_config.to_dict(),
-    }
-    config = MusicgenMelodyConfig(num_chroma=12, chroma_length=235, **parts) if melody else MusicgenConfig(**parts)
-    model_class = MusicgenMelodyForConditionalGeneration if melody else MusicgenForConditionalGeneration
+    text_encoder = T5Config(**_TINY_T5).to_dict()
+    audio_encoder = EncodecConfig(**_TINY_ENCODEC).to_dict()
+    decoder = decoder_config.to_dict()
+    model: MusicgenForConditionalGeneration | MusicgenMelodyForConditionalGeneration
     # Same weights every time, without disturbing the caller's random state.
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = model_class(config).eval()
+        if melody:
+            melody_config = MusicgenMelodyConfig(
+                num_chroma=12,
+                chroma_length=235,
+                text_encoder=text_encoder,
+                audio_encoder=audio_encoder,
+                decoder=decoder,
+            )
+            model = MusicgenMelodyForConditionalGeneration(melody_config).eval()
+        else:
+            config = MusicgenConfig(text_encoder=text_encoder, audio_encoder=audio_encoder, decoder=decoder)
+            model = MusicgenForConditionalGeneration(config).eval()
         _make_codec_audible(model.audio_encoder)
     generation = model.generation_config
     # As in the hub's generation_config.json, so that plain ``generate`` works on it too.

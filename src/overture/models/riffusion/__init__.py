@@ -21,7 +21,7 @@ from overture.models.schema import Input
 from overture.runtime.checkpoints import Checkpoints
 
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
 
 __all__ = ["MODELS", "write_tiny_checkpoint"]
 
@@ -49,7 +49,7 @@ COMPONENTS = ("scheduler", "text_encoder", "tokenizer", "unet", "vae")
 def load(checkpoints: Checkpoints) -> StableDiffusionPipeline:
     """riffusion-model-v1's Stable Diffusion pipeline, or the operator's substitute for it."""
     # torch and diffusers load with the first prediction, not with the server.
-    from diffusers import StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
 
     return load_pipeline(
         checkpoints,

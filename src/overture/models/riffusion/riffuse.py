@@ -10,14 +10,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
-from diffusers import SchedulerMixin, StableDiffusionPipeline
+
+# From the defining modules: the names ``diffusers`` exports are, to a type checker, dummy placeholders.
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
+from diffusers.schedulers.scheduling_utils import SchedulerOutput
 from PIL import Image
 
 #: riffusion's ``PromptInput.guidance`` default; neither Replicate model exposes it.
 GUIDANCE_SCALE = 7.0
+
+
+class Scheduler(Protocol):
+    """What img2img calls on a diffusers scheduler: each scheduler class (PNDM, DDIM, ...) defines
+    these, their ``SchedulerMixin`` base none."""
+
+    def add_noise(
+        self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor: ...
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor: ...
+
+    def step(self, model_output: torch.Tensor, timestep: torch.Tensor, sample: torch.Tensor) -> SchedulerOutput: ...
 
 
 @dataclass(frozen=True)
@@ -62,7 +79,7 @@ def riffuse(
         return _decode(pipe, latents)
 
 
-def _schedule(pipe: StableDiffusionPipeline, riff: Riff) -> tuple[SchedulerMixin, torch.Tensor]:
+def _schedule(pipe: StableDiffusionPipeline, riff: Riff) -> tuple[Scheduler, torch.Tensor]:
     """A fresh scheduler of the checkpoint's kind (schedulers keep per-run state) and the
     timesteps left to run at this strength, as diffusers' img2img computes them."""
     scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)

@@ -29,6 +29,7 @@ import math
 import threading
 from dataclasses import dataclass
 from functools import cache
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -282,6 +283,16 @@ class _GriffinLim:
         )
 
 
+class _StftArgs(TypedDict):
+    """The framing that ``torch.stft`` and ``torch.istft`` share."""
+
+    n_fft: int
+    hop_length: int
+    win_length: int
+    window: torch.Tensor
+    center: bool
+
+
 def reference_audio_from_mel(
     mel: torch.Tensor, params: SpectrogramParams = SpectrogramParams(), generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -296,7 +307,7 @@ def reference_audio_from_mel(
     system = mel_filterbank(p).T.float()
     magnitudes = torch.relu(torch.linalg.lstsq(system[None], mel.float()[None], driver="gelsd").solution[0])
     window = torch.hann_window(p.win_length)
-    stft = dict(n_fft=p.n_fft, hop_length=p.hop_length, win_length=p.win_length, window=window, center=True)
+    stft = _StftArgs(n_fft=p.n_fft, hop_length=p.hop_length, win_length=p.win_length, window=window, center=True)
     length = p.samples_for(mel.shape[1])
     angles = torch.rand(magnitudes.shape, dtype=torch.complex64, generator=generator)
     previous = torch.zeros((), dtype=torch.complex64)

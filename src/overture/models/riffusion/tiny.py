@@ -11,7 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+# From the defining modules: the names ``diffusers`` exports are, to a type checker, dummy placeholders.
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
+from diffusers.schedulers.scheduling_pndm import PNDMScheduler
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from overture.models.tokenizers import clip_tokenizer
@@ -74,7 +79,8 @@ def write_tiny_checkpoint(path: Path) -> None:
         tokenizer=tokenizer,
         unet=unet,
         scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
+        # diffusers annotates these two as required, yet lists them in `_optional_components`.
+        safety_checker=None,  # type: ignore[arg-type]
+        feature_extractor=None,  # type: ignore[arg-type]
         requires_safety_checker=False,
     ).save_pretrained(path)

@@ -25,7 +25,7 @@ from overture.models.stable_audio.request import Request
 from overture.runtime.checkpoints import Checkpoints
 
 if TYPE_CHECKING:
-    from diffusers import StableAudioPipeline
+    from diffusers.pipelines.stable_audio.pipeline_stable_audio import StableAudioPipeline
 
 __all__ = ["MODELS", "write_tiny_checkpoint"]
 
@@ -55,7 +55,7 @@ COMPONENTS = ("projection_model", "scheduler", "text_encoder", "tokenizer", "tra
 def load(checkpoints: Checkpoints) -> StableAudioPipeline:
     """Stable Audio Open's diffusers pipeline, or the operator's substitute for it."""
     # torch and diffusers load with the first prediction, not with the server.
-    from diffusers import StableAudioPipeline
+    from diffusers.pipelines.stable_audio.pipeline_stable_audio import StableAudioPipeline
 
     return load_pipeline(checkpoints, HUB_ID, StableAudioPipeline, COMPONENTS, gated=True)
 

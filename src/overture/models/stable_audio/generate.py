@@ -15,8 +15,10 @@ import math
 
 import numpy as np
 import torch
-from diffusers import StableAudioPipeline
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
+
+# From its defining module: the name ``diffusers`` exports is, to a type checker, a dummy placeholder.
+from diffusers.pipelines.stable_audio.pipeline_stable_audio import StableAudioPipeline
 
 from overture.models.stable_audio.request import Request
 from overture.models.stable_audio.sampling import Denoiser, OnStep, exponential_sigmas, sample

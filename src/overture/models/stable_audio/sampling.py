@@ -60,7 +60,8 @@ def _brownian_noise(x: torch.Tensor, sigmas: torch.Tensor, generator: torch.Gene
     from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampler
 
     seed = int(torch.randint(0, 2**63 - 1, (), generator=generator))
-    return BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seed)
+    # diffusers annotates these float, but hands them to torch.as_tensor, which takes 0-d tensors as they are.
+    return BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seed)  # type: ignore[arg-type]
 
 
 def dpmpp_3m_sde(

@@ -11,8 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderOobleck, CosineDPMSolverMultistepScheduler, StableAudioDiTModel, StableAudioPipeline
-from diffusers.pipelines.stable_audio import StableAudioProjectionModel
+
+# From the defining modules: the names ``diffusers`` exports are, to a type checker, dummy placeholders.
+from diffusers.models.autoencoders.autoencoder_oobleck import AutoencoderOobleck
+from diffusers.models.transformers.stable_audio_transformer import StableAudioDiTModel
+from diffusers.pipelines.stable_audio.modeling_stable_audio import StableAudioProjectionModel
+from diffusers.pipelines.stable_audio.pipeline_stable_audio import StableAudioPipeline
+from diffusers.schedulers.scheduling_cosine_dpmsolver_multistep import CosineDPMSolverMultistepScheduler
 from transformers import T5Config, T5EncoderModel
 
 from overture.models.tokenizers import t5_tokenizer
