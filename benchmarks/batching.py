@@ -28,14 +28,26 @@ A second scenario submits requests at intervals with durations of 2 to 10 s (``-
 ``generate`` batch, as long as its longest clip; a clock that skips idle time). Then the server's
 step rate, peak resident memory (VmHWM) and CPU time per GET of a finished prediction.
 
+On a GPU (``--device cuda``; by default the server's own choice, CUDA when there is one) both
+sides run in the dtype the server's loader picks there (bfloat16 where supported, else float16),
+the linear kernels are plain ``F.linear`` (the kernel choice is CPU-only), and every timing waits
+for the device. ``--no-plain`` runs only the server's side ((c), without the plain-``generate``
+comparisons and the staggered scenario, which needs (b')), and ``--alone`` first times one
+prediction alone, so that (c) can be set against it: ``benchmarks/gpu.sh`` runs a 30 s
+stereo-large prediction this way, alone and with 16 concurrent.
+
     .venv/bin/python benchmarks/batching.py [--requests 8] [--seconds 5] [--staggered 6]
-        [--interval 4] [--longest 10] [--gets 400] [--shape small|smoke] [--dir DIR]
+        [--interval 4] [--longest 10] [--gets 400] [--shape small|large|stereo-large|smoke|stereo-smoke]
+        [--device cpu|cuda] [--no-plain] [--alone] [--dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -43,6 +55,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -52,7 +65,7 @@ import replicate  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _machine import machine_line  # noqa: E402
-from musicgen import HUB_ID, SHAPES, Context, build  # noqa: E402
+from musicgen import MODEL_VERSIONS, SHAPES, Context, build, hub_id  # noqa: E402
 from replicate.prediction import Prediction  # noqa: E402
 
 from overture.models.checkpoints import Checkpoints, CheckpointSettings  # noqa: E402
@@ -97,14 +110,22 @@ def kernel_choice(lines: list[str]) -> list[str]:
     return [line.split() for line in lines if line.strip().startswith("chosen")][:-1]  # the last: all layers, ms
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the work queued on ``device``, so that a wall clock read after it counts it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def generate(checkpoint: MusicgenCheckpoint, prompts: list[str], seconds: int, seed: int) -> float:
     """One plain ``generate`` call for these prompts as one batch; its wall time."""
     steps = checkpoint.frames(seconds) + checkpoint.max_delay
-    tokens = checkpoint.tokenizer(prompts, return_tensors="pt", padding=True)
+    tokens = checkpoint.tokenizer(prompts, return_tensors="pt", padding=True).to(checkpoint.device)
     torch.manual_seed(seed)
+    sync(checkpoint.device)
     started = time.perf_counter()
     with torch.inference_mode():
         checkpoint.model.generate(**tokens, do_sample=True, top_k=250, guidance_scale=3.0, max_new_tokens=steps)
+    sync(checkpoint.device)
     return time.perf_counter() - started
 
 
@@ -131,14 +152,16 @@ def static_batches(
 class Served:
     """A real Overture server on loopback, serving the checkpoint in ``directory``."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, shape: str, device: str | None):
         self.data = Path(tempfile.mkdtemp(prefix="overture-batching-"))
+        self.model_version = MODEL_VERSIONS[shape]
         port = 18000 + os.getpid() % 1000
         self.url = f"http://127.0.0.1:{port}"
         args = [sys.executable, "-m", "overture", "serve", "--port", str(port), "--data-dir", str(self.data)]
-        args += ["--token", TOKEN, "--checkpoint", f"{HUB_ID}={directory}", "--no-cache"]
+        args += ["--token", TOKEN, "--checkpoint", f"{hub_id(shape)}={directory}", "--no-cache"]
+        env = {**os.environ, "OVERTURE_DEVICE": device} if device else None
         self.log = open(self.data / "server.log", "ab")
-        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         for _ in range(300):
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
@@ -152,7 +175,7 @@ class Served:
         started = time.perf_counter()
         prediction = replicate.Client(api_token=TOKEN, base_url=self.url).predictions.create(
             model="meta/musicgen",
-            input={"prompt": prompt, "model_version": "small", "duration": seconds, "seed": seed},
+            input={"prompt": prompt, "model_version": self.model_version, "duration": seconds, "seed": seed},
         )
         prediction.wait()
         if prediction.status != "succeeded":
@@ -180,6 +203,10 @@ class Served:
                 http.get(f"/v1/predictions/{prediction_id}").raise_for_status()
             wall, cpu = time.perf_counter() - wall, self.cpu_seconds() - cpu
         return 1000 * cpu / count, 1000 * wall / count
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the server's own log (stdout and stderr), for a run that failed."""
+        return "\n".join((self.data / "server.log").read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
         self.process.terminate()
@@ -220,38 +247,52 @@ def step_times(checkpoint: MusicgenCheckpoint, steps: int = 40) -> tuple[float, 
 
         def check_canceled(self) -> None: ...
 
+    device = checkpoint.device
     text = checkpoint.encode_text(PROMPTS[0])
-    batch.join(Generation(text, SAMPLING, torch.Generator().manual_seed(1), Quiet(), frames=steps + 20))
+    generator = torch.Generator(device=device).manual_seed(1)
+    batch.join(Generation(text, SAMPLING, generator, Quiet(), frames=steps + 20))
     ours = []
     for _ in range(steps):
+        sync(device)
         started = time.perf_counter()
         batch.step()
+        sync(device)
         ours.append(time.perf_counter() - started)
     set_packed_enabled(checkpoint.model.decoder, False)
     plain = []
-    tokens = checkpoint.tokenizer([PROMPTS[0]], return_tensors="pt")
+    tokens = checkpoint.tokenizer([PROMPTS[0]], return_tensors="pt").to(device)
     with torch.inference_mode():
         checkpoint.model.generate(**tokens, do_sample=True, top_k=250, guidance_scale=3.0, max_new_tokens=5)
         for count in (steps // 2, steps):
+            sync(device)
             started = time.perf_counter()
             checkpoint.model.generate(**tokens, do_sample=True, top_k=250, guidance_scale=3.0, max_new_tokens=count)
+            sync(device)
             plain.append(time.perf_counter() - started)
     set_packed_enabled(checkpoint.model.decoder, True)
     plain_step = (plain[1] - plain[0]) / (steps - steps // 2)
     return statistics.median(ours), plain_step, bandwidth_floor(checkpoint)
 
 
-def bandwidth_floor(checkpoint: MusicgenCheckpoint) -> float:
-    """One matrix-vector product with every linear weight of the decoder: reading each byte once."""
+def decoder_weights(checkpoint: MusicgenCheckpoint) -> list[torch.Tensor]:
     linears = (torch.nn.Linear, DispatchLinear)
-    weights = [m.weight for m in checkpoint.model.decoder.modules() if isinstance(m, linears)]
-    inputs = {w.shape[1]: torch.randn(1, w.shape[1]) for w in weights}
+    return [m.weight for m in checkpoint.model.decoder.modules() if isinstance(m, linears)]
+
+
+def bandwidth_floor(checkpoint: MusicgenCheckpoint) -> float:
+    """One matrix-vector product with every linear weight of the decoder: reading each byte once.
+    On a GPU, one kernel launch per weight is part of it."""
+    weights = decoder_weights(checkpoint)
+    device = checkpoint.device
+    inputs = {w.shape[1]: torch.randn(1, w.shape[1], device=device, dtype=w.dtype) for w in weights}
     times = []
     with torch.inference_mode():
         for _ in range(5):
+            sync(device)
             started = time.perf_counter()
             for weight in weights:
                 F.linear(inputs[weight.shape[1]], weight)
+            sync(device)
             times.append(time.perf_counter() - started)
     return min(times)
 
@@ -265,32 +306,55 @@ def percentile_row(name: str, server: list[float], static: list[float]) -> str:
     return f"{name}: " + "; ".join(cells)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=8)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--staggered", type=int, default=6, help="requests in the staggered scenario (0: skip)")
-    parser.add_argument("--interval", type=float, default=4.0, help="seconds between staggered arrivals")
-    parser.add_argument("--longest", type=int, default=10, help="longest staggered clip (s); they start at 2 s")
-    parser.add_argument("--gets", type=int, default=400, help="sequential GETs to time the server's CPU per GET")
-    parser.add_argument("--shape", choices=SHAPES, default="small", help="smoke: a small model, timings mean nothing")
-    parser.add_argument("--dir", type=Path, help="caches the weights (default ~/.cache/overture/musicgen-SHAPE-random)")
-    args = parser.parse_args()
-    args.dir = args.dir or Path.home() / ".cache" / "overture" / f"musicgen-{args.shape}-random"
-    if not (args.dir / "model.safetensors").exists():
-        args.dir.mkdir(parents=True, exist_ok=True)
-        build(args.dir, args.shape)
-    print(machine_line())
-    print(f"musicgen-{args.shape} shape, random weights; {args.requests} requests of {args.seconds} s, "
-          "top-k 250, guidance 3")  # fmt: skip
+def frame_steps(shape: str, seconds: int) -> int:
+    """Decoder steps of one clip: its frames (50 a second) and the delay pattern's tail."""
+    _, codec, layers = SHAPES[shape]
+    frame_rate = codec["sampling_rate"] // math.prod(codec["upsampling_ratios"])
+    max_delay = (layers.get("num_codebooks", 4) - 1) // layers.get("audio_channels", 1)
+    return frame_rate * seconds + max_delay
+
+
+def checkpoint_line(lines: list[str]) -> str:
+    """The loader's ``Checkpoint: ID (device, dtype)`` line from a prediction's log."""
+    return next((line for line in lines if line.startswith("Checkpoint: ")), "no checkpoint line in the log")
+
+
+def largest_batch(predictions: list[Prediction]) -> int:
+    """Most predictions running together, as their logs say at admission."""
+    joined = [int(m) for p in predictions for m in re.findall(r"joining (\d+) running generation", p.logs or "")]
+    return max(joined, default=0) + 1
+
+
+@dataclass
+class Plain:
+    """What the in-process side measured: (a), (b), (b') and the static-batching staggered run."""
+
+    load_lines: list[str]
+    threads: int
+    sequential: float
+    batched: float
+    selected: float
+    arrivals: list[float]
+    durations: list[int]
+    static: list[float]
+    batches: list[list[int]]
+
+
+def in_process(args: argparse.Namespace, device: str) -> Plain:
+    """Load the checkpoint here as the server does; time the batch-1 step, (a), (b), (b') and the
+    staggered requests as static batches. Gives the device's memory back before the server starts."""
     loaded = LoadLog()
-    checkpoint = runner.load(Checkpoints(CheckpointSettings(local_dirs={HUB_ID: args.dir})), HUB_ID, loaded)
+    settings = CheckpointSettings(local_dirs={hub_id(args.shape): args.dir}, device=device)
+    checkpoint = runner.load(Checkpoints(settings), hub_id(args.shape), loaded)
     print(f"this process, loaded by the server's loader: {kernel_line(loaded.lines)}")
+    print(f"this process, its checkpoint line:               {checkpoint_line(loaded.lines)}")
     decoder = checkpoint.model.decoder
 
     ours, plain_step, floor = step_times(checkpoint)
+    gigabytes = sum(w.numel() * w.element_size() for w in decoder_weights(checkpoint)) / 1e9
     print(f"batch-1 step: overture {1000 * ours:.0f} ms, plain generate (F.linear) {1000 * plain_step:.0f} ms, "
-          f"bandwidth floor {1000 * floor:.0f} ms -> overture {ours / floor:.2f}x floor, plain {plain_step / floor:.2f}x")  # fmt: skip
+          f"bandwidth floor {1000 * floor:.0f} ms -> overture {ours / floor:.2f}x floor, plain {plain_step / floor:.2f}x "
+          f"(floor: {gigabytes:.2f} GB of decoder weights read once, {gigabytes / floor:.0f} GB/s)")  # fmt: skip
 
     audio = args.requests * args.seconds
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.requests)]
@@ -302,23 +366,74 @@ def main() -> None:
     set_packed_enabled(decoder, True)
     selected = generate(checkpoint, prompts, args.seconds, 0)
     print(f"(b') plain generate, one batch of {args.requests}, server's kernels:  {selected:7.1f} s, {audio / selected:.3f} audio-s/s")  # fmt: skip
-    steps = checkpoint.frames(args.seconds) + checkpoint.max_delay
     shortest = min(2, args.longest)
     spread = args.longest - shortest
     durations = [shortest + (spread * i) // max(1, args.staggered - 1) for i in range(args.staggered)]
     arrivals = [i * args.interval for i in range(args.staggered)]
     static, batches = static_batches(checkpoint, arrivals, durations) if args.staggered else ([], [])
-    threads = torch.get_num_threads()
+    if checkpoint.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(checkpoint.device) / 2**30
+        print(f"this process, CUDA memory allocated at most: {peak:.1f} GiB")
     del checkpoint, decoder
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the server's batch budget is half the device's free memory
+    threads = torch.get_num_threads()
+    return Plain(loaded.lines, threads, sequential, batched, selected, arrivals, durations, static, batches)
 
-    server = Served(args.dir)
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--staggered", type=int, default=6, help="requests in the staggered scenario (0: skip)")
+    parser.add_argument("--interval", type=float, default=4.0, help="seconds between staggered arrivals")
+    parser.add_argument("--longest", type=int, default=10, help="longest staggered clip (s); they start at 2 s")
+    parser.add_argument("--gets", type=int, default=400, help="sequential GETs to time the server's CPU per GET")
+    parser.add_argument("--shape", choices=SHAPES, default="small", help="smoke shapes: small models, timings mean nothing")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="here and in the server (default: the server's choice)")
+    parser.add_argument("--no-plain", action="store_true", help="only the server's side: no (a), (b), (b'), staggered")
+    parser.add_argument("--alone", action="store_true", help="also time one prediction alone, before (c)")
+    parser.add_argument("--dir", type=Path, help="caches the weights (default ~/.cache/overture/musicgen-SHAPE-random)")
+    args = parser.parse_args()
+    # Where and in what the server's loader runs the model: the weights are drawn there and saved in it.
+    placement = Checkpoints(CheckpointSettings(device=args.device))
+    device, dtype = placement.device(), placement.dtype()
+    dtype_name = str(dtype).removeprefix("torch.")
+    suffix = "" if dtype == torch.float32 else f"-{dtype_name}"
+    args.dir = args.dir or Path.home() / ".cache" / "overture" / f"musicgen-{args.shape}-random{suffix}"
+    print(machine_line())
+    if not (args.dir / "model.safetensors").exists() and not (args.dir / "model.safetensors.index.json").exists():
+        args.dir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        build(args.dir, args.shape, device, dtype)
+        print(f"built random musicgen-{args.shape} weights on {device} in {time.perf_counter() - started:.0f} s, "
+              f"saved as {dtype_name}: {args.dir}")  # fmt: skip
+    print(f"musicgen-{args.shape} shape, random weights; {args.requests} requests of {args.seconds} s, "
+          f"top-k 250, guidance 3; {device}, {dtype_name}")  # fmt: skip
+    steps = frame_steps(args.shape, args.seconds)
+    audio = args.requests * args.seconds
+    plain = None if args.no_plain else in_process(args, device)
+    if plain is None:
+        print("(a), (b), (b') and the staggered scenario: not run (--no-plain)")
+
+    server = Served(args.dir, args.shape, args.device)
     try:
         _, warm = server.predict("warm-up: loads the checkpoint", 1, 1)
         server_log = (warm.logs or "").splitlines()
         print(f"server, its own load log:                        {kernel_line(server_log)}")
-        # Each load measures anew: under other load the two choices can differ.
-        same = "the same" if kernel_choice(server_log) == kernel_choice(loaded.lines) else "NOT the same"
-        print(f"kernel choice per weight shape and row count, here and in the server: {same}")
+        print(f"server, its checkpoint line:                     {checkpoint_line(server_log)}")
+        if plain is not None:
+            # Each load measures anew: under other load the two choices can differ.
+            same = "the same" if kernel_choice(server_log) == kernel_choice(plain.load_lines) else "NOT the same"
+            print(f"kernel choice per weight shape and row count, here and in the server: {same}")
+        alone = None
+        if args.alone:
+            alone, prediction = server.predict(PROMPTS[0], 99, args.seconds)
+            predict_time = prediction.metrics["predict_time"]
+            print(f"(alone) overture, 1 API prediction of {args.seconds} s: {alone:7.1f} s, "
+                  f"{args.seconds / alone:.3f} audio-s/s; {steps} steps in a predict_time of {predict_time:.1f} s "
+                  f"= {steps / predict_time:.2f} steps/s")  # fmt: skip
         jobs = [(0.0, lambda i=i: server.predict(PROMPTS[i % len(PROMPTS)], 100 + i, args.seconds)) for i in range(args.requests)]  # fmt: skip
         served, latencies, predictions = concurrently(jobs)
         print(f"(c)  overture, {args.requests} concurrent API predictions:     {served:7.1f} s, {audio / served:.3f} audio-s/s "
@@ -326,13 +441,22 @@ def main() -> None:
         predict_time = statistics.median(p.metrics["predict_time"] for p in predictions)
         print(f"server step rate in (c): {steps} steps per prediction in a median predict_time of {predict_time:.1f} s "
               f"= {steps / predict_time:.2f} steps/s (predict_time includes text encoding and writing the WAV)")  # fmt: skip
-        print(f"ratio (c)/(a) {sequential / served:.2f}x  differs: kernels (server's vs F.linear), one request at a time "
-              f"vs continuous batch, in-process vs HTTP server with polling clients")  # fmt: skip
-        print(f"ratio (c)/(b) {batched / served:.2f}x  differs: kernels (server's vs F.linear), one static batch "
-              f"vs continuous batch, in-process vs HTTP server with polling clients")  # fmt: skip
-        print(f"ratio (c)/(b') {selected / served:.2f}x  differs: one static batch vs continuous batch, in-process vs "
-              f"HTTP server with polling clients; kernels {same} (choice above), threads as the load logs say")  # fmt: skip
-        if args.staggered:
+        print(f"largest batch in (c): {largest_batch(predictions)} of {args.requests} predictions running together "
+              "(from their logs: 'joining N running generation(s)')")  # fmt: skip
+        if alone is not None:
+            print(f"ratio (c)/(alone) {args.requests * alone / served:.2f}x  throughput of {args.requests} concurrent "
+                  "against one alone, both through the server")  # fmt: skip
+        if plain is not None:
+            sequential, batched, selected = plain.sequential, plain.batched, plain.selected
+            same = "the same" if kernel_choice(server_log) == kernel_choice(plain.load_lines) else "NOT the same"
+            print(f"ratio (c)/(a) {sequential / served:.2f}x  differs: kernels (server's vs F.linear), one request at a time "
+                  f"vs continuous batch, in-process vs HTTP server with polling clients")  # fmt: skip
+            print(f"ratio (c)/(b) {batched / served:.2f}x  differs: kernels (server's vs F.linear), one static batch "
+                  f"vs continuous batch, in-process vs HTTP server with polling clients")  # fmt: skip
+            print(f"ratio (c)/(b') {selected / served:.2f}x  differs: one static batch vs continuous batch, in-process vs "
+                  f"HTTP server with polling clients; kernels {same} (choice above), threads as the load logs say")  # fmt: skip
+        if plain is not None and args.staggered:
+            arrivals, durations, static, batches = plain.arrivals, plain.durations, plain.static, plain.batches
             jobs = [
                 (arrivals[i], lambda i=i, d=d: server.predict(PROMPTS[i % len(PROMPTS)], 200 + i, d))
                 for i, d in enumerate(durations)
@@ -347,12 +471,15 @@ def main() -> None:
             print(f"  static (b') batches: {' '.join('[' + ','.join(map(str, b)) + ']' for b in batches)}")
             print(percentile_row("latency overture vs static (b'), static/overture", latencies, static))
             print("  differs: continuous batch (HTTP server, polling clients) vs static batches of what has arrived "
-                  f"(in-process, idle time skipped); kernels {same}; {threads} threads here")  # fmt: skip
+                  f"(in-process, idle time skipped); kernels {same}; {plain.threads} threads here")  # fmt: skip
         print(f"server peak resident memory (VmHWM): {server.peak_rss_gib():.1f} GiB")
         if args.gets:
             cpu_ms, wall_ms = server.get_cpu_ms(predictions[0].id, args.gets)
             print(f"server CPU per GET of a finished prediction: {cpu_ms:.2f} ms ({args.gets} sequential GETs from one "
                   f"httpx client, server otherwise idle; client wall {wall_ms:.2f} ms per GET)")  # fmt: skip
+    except BaseException:
+        print(f"the end of the server's log ({server.data / 'server.log'}):\n{server.log_tail()}", file=sys.stderr)
+        raise
     finally:
         server.stop()
 
