@@ -26,7 +26,8 @@ import numpy as np
 from _machine import machine_line
 
 from overture.models.audio import encode, normalize
-from overture.models.synth import SAMPLE_RATE, parse_prompt, render
+from overture.models.synth.prompt import parse_prompt
+from overture.models.synth.render import SAMPLE_RATE, render
 
 TOKEN = "r8_benchmark_token"
 PROMPTS = ["techno 128 bpm in A minor", "lofi hip hop 85 bpm", "ambient pads in E major", "rock 140 bpm"]

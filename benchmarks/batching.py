@@ -68,12 +68,12 @@ from _machine import machine_line  # noqa: E402
 from musicgen import MODEL_VERSIONS, SHAPES, Context, build, hub_id  # noqa: E402
 from replicate.prediction import Prediction  # noqa: E402
 
-from overture.models.checkpoints import Checkpoints, CheckpointSettings  # noqa: E402
-from overture.models.linear import DispatchLinear, set_packed_enabled  # noqa: E402
 from overture.models.musicgen import runner  # noqa: E402
 from overture.models.musicgen.batching import ContinuousBatch, Generation  # noqa: E402
 from overture.models.musicgen.checkpoint import MusicgenCheckpoint  # noqa: E402
 from overture.models.musicgen.request import Sampling  # noqa: E402
+from overture.runtime.checkpoints import Checkpoints, CheckpointSettings  # noqa: E402
+from overture.runtime.linear import DispatchLinear, set_packed_enabled  # noqa: E402
 
 PROMPTS = [
     "80s pop track with bassy drums and synth",

@@ -35,7 +35,7 @@ from transformers import MusicgenDecoderConfig
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.models.musicgen.modeling_musicgen import MusicgenForCausalLM
 
-from overture.models.linear import DispatchLinear, Kernel, select_linear_kernels
+from overture.runtime.linear import DispatchLinear, Kernel, select_linear_kernels
 
 # facebook/musicgen-small's decoder (config.json on the hub); the layer sizes are musicgen.py's.
 DECODER = {

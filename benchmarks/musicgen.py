@@ -34,11 +34,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from _machine import machine_line  # noqa: E402
 
-from overture.models.checkpoints import Checkpoints, CheckpointSettings  # noqa: E402
-from overture.models.linear import set_packed_enabled  # noqa: E402
 from overture.models.musicgen import MUSICGEN  # noqa: E402
 from overture.models.musicgen.tiny import _TINY_ENCODEC, _TINY_T5  # noqa: E402
 from overture.models.tokenizers import t5_tokenizer  # noqa: E402
+from overture.runtime.checkpoints import Checkpoints, CheckpointSettings  # noqa: E402
+from overture.runtime.linear import set_packed_enabled  # noqa: E402
 
 PROMPT = "80s pop track with bassy drums and synth"
 

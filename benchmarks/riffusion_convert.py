@@ -3,8 +3,8 @@
 Runs in one go, side by side, on the same 512×512 spectrogram image:
   (a) reference: what riffusion does through torchaudio (>= 2.1), in torch: a least-squares inverse
       mel per call, then 32 Griffin-Lim iterations of full-rate torch.stft/istft (n_fft 17640);
-  (b) Overture: ``overture.models.spectrogram.audio_from_image`` (cached inverse of the mel bank,
-      half-rate iterations in reused buffers, full-rate final synthesis).
+  (b) Overture: ``overture.models.riffusion.spectrogram.audio_from_image`` (cached inverse of the
+      mel bank, half-rate iterations in reused buffers, full-rate final synthesis).
 Both start from the same random phases. Prints seconds per 5.11 s clip (best and median), the
 speed-up, each output's mel spectral convergence against the source audio, and how far apart the
 two outputs are.
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from _machine import machine_line
 
-from overture.models.spectrogram import (
+from overture.models.riffusion.spectrogram import (
     SpectrogramParams,
     audio_from_image,
     converter,
@@ -31,7 +31,8 @@ from overture.models.spectrogram import (
     mel_from_image,
     reference_audio_from_mel,
 )
-from overture.models.synth import SAMPLE_RATE, parse_prompt, render
+from overture.models.synth.prompt import parse_prompt
+from overture.models.synth.render import SAMPLE_RATE, render
 
 PARAMS = SpectrogramParams()
 

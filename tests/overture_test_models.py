@@ -6,7 +6,9 @@ trigger from a test through the real HTTP API.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 from overture.models.audio import read_audio
 from overture.models.base import Context, Model, Predictor, Version
 from overture.models.schema import Input
+from overture_unloadable import Unloadable
 
 
 class Steps(Predictor):
@@ -88,9 +91,9 @@ class GatedCopy(Predictor):
 
 
 class Weights(Predictor):
-    """Loads a checkpoint the operator mapped (``--checkpoint ID=DIR``, its ``weights.bin``) into the
-    server's LRU of loaded models, which every model shares, or with no ``hub_id`` only looks.
-    Returns what the LRU holds, least recently used first."""
+    """Loads a checkpoint the operator mapped (``--checkpoint ID=DIR``, its ``weights.bin``) into its
+    worker's loaded models, which count against the server's one memory budget, or with no
+    ``hub_id`` only looks. Returns what its worker holds, least recently used first."""
 
     output_schema = {"type": "array", "items": {"type": "string"}, "title": "Output"}
 
@@ -159,6 +162,32 @@ class WhichThread(Predictor):
         return threading.get_native_id()
 
 
+class Crash(Predictor):
+    """Takes its worker process down as native code does: ``abort()`` (a failed assertion in a C
+    library), a segfault, or an exit; ``after_steps`` steps first, each logged."""
+
+    output_schema = {"type": "string", "title": "Output"}
+
+    def predict(
+        self,
+        ctx: Context,
+        how: str = Input(choices=["none", "abort", "segfault", "exit"]),
+        after_steps: int = Input(default=0, ge=0, le=1000),
+        step_seconds: float = Input(default=0.05, ge=0, le=10),
+    ) -> str:
+        for step in range(after_steps):
+            ctx.check_canceled()
+            time.sleep(step_seconds)
+            ctx.progress(step + 1, after_steps)
+        if how == "abort":
+            os.abort()
+        if how == "segfault":
+            ctypes.string_at(0)
+        if how == "exit":
+            os._exit(3)
+        return f"survived {after_steps} steps"
+
+
 MODELS = [
     Model("tests", "steps", "Sleeps in steps.", (Version("tests-steps-v1", Steps),)),
     Model("tests", "batched", "Shares one call between queued jobs.", (Version("tests-batched-v1", Batched),)),
@@ -169,4 +198,6 @@ MODELS = [
     Model("tests", "audio-length", "Decodes an audio input.", (Version("tests-audio-length-v1", AudioLength),)),
     Model("tests", "faulty", "Raises, runs out of memory or hangs.", (Version("tests-faulty-v1", Faulty),)),
     Model("tests", "which-thread", "Returns its worker thread.", (Version("tests-which-thread-v1", WhichThread),)),
+    Model("tests", "crash", "Aborts, segfaults or exits.", (Version("tests-crash-v1", Crash),)),
+    Model("tests", "unloadable", "Its code fails to load in a worker.", (Version("tests-unloadable-v1", Unloadable),)),
 ]

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from overture.api.auth import TokenAuth, owner_of
 from overture.api.errors import ApiError
 
-from conftest import OTHER_TOKEN, TOKEN, Server
+from harness import OTHER_TOKEN, TOKEN, Server
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -31,7 +31,7 @@ import trustme
 from dnslib import QTYPE, RCODE, RR, A
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from conftest import Server, require, wait_finished
+from harness import Server, require, wait_finished
 
 pytestmark = pytest.mark.timeout(120)
 

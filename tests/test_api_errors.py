@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from overture.models.synth_model import SYNTH_VERSION
+from overture.models.synth import SYNTH_VERSION
 
-from conftest import Server
+from harness import Server
 
 pytestmark = pytest.mark.timeout(60)
 

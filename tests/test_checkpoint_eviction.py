@@ -1,10 +1,13 @@
-"""``--model-memory-gb``: loaded models stay loaded, one LRU for every model, until loading another
-would pass the budget; then the least recently used go first, as many as it takes."""
+"""``--model-memory-gb``: one budget for the models loaded in every worker process. Loaded models
+stay loaded until loading another would pass the budget; then the least recently used go first,
+in whichever worker holds them, as many as it takes."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+
+import re
 
 import pytest
 import replicate
@@ -13,7 +16,7 @@ from overture.models import riffusion, stable_audio
 from overture.models.diffusion import pipeline_nbytes
 from overture.testing import tiny_checkpoint
 
-from conftest import Server
+from harness import Server
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("one_thread")]
 
@@ -56,11 +59,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def loaded(client: replicate.Client, hub_id: str = "") -> list[str]:
-    """What the server holds, least recently used first, after loading ``hub_id`` if given."""
+    """What the ``tests/weights`` worker holds, after loading ``hub_id`` if given."""
     return client.run("tests/weights", input={"hub_id": hub_id})
 
 
-def test_loading_past_the_budget_evicts_the_least_recently_used(client: replicate.Client) -> None:
+def unloaded(server: Server) -> list[str]:
+    """The models the server unloaded for the budget so far, oldest first."""
+    return re.findall(r"unloaded (\S+) from \S+'s worker to stay within the memory budget", server.log_path.read_text())
+
+
+def test_loading_past_the_budget_unloads_the_least_recently_used_in_any_worker(
+    client: replicate.Client, server: Server
+) -> None:
     def stable_audio_clip() -> None:
         client.run("stackadoc/stable-audio-open-1.0", input={"prompt": "pads", "seconds_total": 1, "steps": 1})
 
@@ -68,12 +78,13 @@ def test_loading_past_the_budget_evicts_the_least_recently_used(client: replicat
         client.run("riffusion/riffusion", input={"num_inference_steps": 2, "denoising": 0.5})
 
     stable_audio_clip()
-    assert loaded(client) == [STABLE_AUDIO]
     riffusion_clip()
-    assert loaded(client) == [STABLE_AUDIO, RIFFUSION]
     stable_audio_clip()  # used again: riffusion is now the least recently used
-    assert loaded(client) == [RIFFUSION, STABLE_AUDIO]
-    assert loaded(client, WEIGHTS) == [STABLE_AUDIO, WEIGHTS]
-    # Loaded again, riffusion makes room: Stable Audio alone would not free enough, so both go.
+    assert unloaded(server) == []
+    assert loaded(client, WEIGHTS) == [WEIGHTS]
+    assert unloaded(server) == [RIFFUSION]
+    # Loaded again, riffusion makes room: Stable Audio alone would not free enough, so both go,
+    # the weights from the worker of another model.
     riffusion_clip()
-    assert loaded(client) == [RIFFUSION]
+    assert unloaded(server) == [RIFFUSION, STABLE_AUDIO, WEIGHTS]
+    assert loaded(client) == []

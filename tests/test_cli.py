@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from conftest import TESTS_DIR, TOKEN, Server
+from harness import SUBPROCESS_PYTHONPATH, TOKEN, Server
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def overture(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "OVERTURE_"))}
-    base_env["PYTHONPATH"] = str(TESTS_DIR)
+    base_env["PYTHONPATH"] = SUBPROCESS_PYTHONPATH
     return subprocess.run(
         [sys.executable, "-m", "overture", *args], capture_output=True, text=True, env={**base_env, **(env or {})}
     )
@@ -58,3 +58,74 @@ def test_run_against_a_server_and_inspect_predictions(server: Server, tmp_path: 
 def test_models_lists_the_built_in_model() -> None:
     result = overture("models")
     assert result.returncode == 0 and "overture/synth" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "config", "words"),
+    [
+        (["--workers", "threads"], {}, "", "Invalid value for '--workers'"),
+        ([], {"OVERTURE_WORKERS": "threads"}, "", "Invalid value for '--workers' (env var: 'OVERTURE_WORKERS')"),
+        ([], {}, 'workers = "threads"\n', "--config: workers must be process or inline, not 'threads'"),
+        (["--cancel-grace", "0"], {}, "", "--cancel-grace: cancel_grace must be a number of seconds above 0, not 0.0"),
+        ([], {"OVERTURE_CANCEL_GRACE": "-1"}, "", "--cancel-grace: cancel_grace must be a number of seconds above 0"),
+        ([], {}, "cancel_grace = 0\n", "--config: cancel_grace must be a number of seconds above 0, not 0"),
+    ],
+)
+def test_a_bad_workers_or_cancel_grace_stops_the_server(
+    tmp_path: Path, options: list[str], env: dict[str, str], config: str, words: str
+) -> None:
+    config_file = tmp_path / "overture.toml"
+    config_file.write_text(config)
+    serve = ["serve", "--data-dir", str(tmp_path / "data"), "--config", str(config_file), *options]
+    # Wide enough that rich does not wrap the message inside its error box.
+    result = overture(*serve, env={"COLUMNS": "1000", **env})
+    assert result.returncode == 2 and words in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "config", "expected"),
+    [
+        ([], {}, "", ("process", 10.0)),
+        (["--workers", "inline", "--cancel-grace", "2.5"], {}, "", ("inline", 2.5)),
+        ([], {"OVERTURE_WORKERS": "inline", "OVERTURE_CANCEL_GRACE": "3"}, "", ("inline", 3.0)),
+        ([], {}, 'workers = "inline"\ncancel_grace = 4\n', ("inline", 4)),
+        # The options win over the config file.
+        (["--workers", "process", "--cancel-grace", "5"], {}, 'workers = "inline"\ncancel_grace = 4\n', ("process", 5)),
+    ],
+)
+def test_workers_and_cancel_grace_reach_the_settings(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    options: list[str],
+    env: dict[str, str],
+    config: str,
+    expected: tuple[str, float],
+) -> None:
+    """From the option, its env var or the config file; the server itself is not started."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    import overture.api.app
+    from overture.cli import app
+    from overture.config import Settings
+
+    served: list[Settings] = []
+    monkeypatch.setattr(overture.api.app, "create_app", served.append)
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    for name in ("OVERTURE_WORKERS", "OVERTURE_CANCEL_GRACE", "OVERTURE_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    config_file = tmp_path / "overture.toml"
+    config_file.write_text(config)
+    args = ["serve", "--data-dir", str(tmp_path / "data"), "--token", TOKEN, "--config", str(config_file), *options]
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert (served[0].workers, served[0].cancel_grace_seconds) == expected
+
+
+def test_a_server_starts_with_inline_workers_and_a_cancel_grace(tmp_path: Path) -> None:
+    server = Server(tmp_path / "overture-data", "--workers", "inline", "--cancel-grace", "2.5").start()
+    try:
+        with server.http() as http:
+            assert http.get("/health").status_code == 200
+    finally:
+        server.stop()

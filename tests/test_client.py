@@ -11,9 +11,9 @@ import replicate
 import soundfile as sf
 from replicate.exceptions import ModelError, ReplicateError
 
-from overture.models.synth_model import SYNTH_VERSION
+from overture.models.synth import SYNTH_VERSION
 
-from conftest import OTHER_TOKEN, Server
+from harness import OTHER_TOKEN, Server
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import replicate
 
-from conftest import Server, wait_finished
+from harness import Server, wait_finished
 
 pytestmark = pytest.mark.timeout(120)
 

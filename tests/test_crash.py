@@ -22,7 +22,7 @@ import httpx
 import pytest
 import soundfile
 
-from conftest import Receiver, Server, require, wait_finished
+from harness import Receiver, Server, require, wait_finished
 
 pytestmark = pytest.mark.timeout(240)
 

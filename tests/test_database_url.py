@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server
+from harness import Server
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -18,8 +18,9 @@ import huggingface_hub
 import pytest
 from huggingface_hub.utils import filter_repo_objects
 
+from overture.errors import CheckpointMissing
 from overture.models import riffusion, stable_audio
-from overture.models.checkpoints import CheckpointMissing, Checkpoints
+from overture.runtime.checkpoints import Checkpoints
 from overture.testing import tiny_checkpoint
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Server, require
+from harness import Server, require
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -13,7 +13,7 @@ import replicate
 
 from overture.engine.queue import WORKER_IDLE_SECONDS, Job, JobQueue, QueueClosed
 
-from conftest import Server
+from harness import Server
 
 pytestmark = pytest.mark.timeout(60)
 

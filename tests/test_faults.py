@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conftest import Server, wait_finished
+from harness import Server, wait_finished
 
 pytestmark = pytest.mark.timeout(120)
 

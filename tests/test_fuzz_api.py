@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from conftest import TESTS_DIR, TOKEN, Server, wait_finished
+from harness import TESTS_DIR, TOKEN, Server, wait_finished
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from conftest import Server, wait_finished
+from harness import Server, wait_finished
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -27,15 +27,16 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from overture.errors import InvalidInput
 from overture.models.base import Version
 from overture.models.registry import default_registry
 from overture.models.riffusion import VERSION as RIFFUSION_VERSION
-from overture.models.schema import Field, InvalidInput
+from overture.models.schema import Field
 from overture.models.stable_audio import STABILITY_VERSION, STACKADOC_VERSION
-from overture.models.synth_model import SYNTH_VERSION
+from overture.models.synth import SYNTH_VERSION
 
 import overture_test_models
-from conftest import TOKEN, Server, wait_finished
+from harness import TOKEN, Server, wait_finished
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server
+from harness import Server
 
 pytestmark = pytest.mark.timeout(120)
 

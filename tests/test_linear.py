@@ -1,4 +1,4 @@
-"""Row-count-dispatched linear kernels (``overture.models.linear``): same answers as F.linear.
+"""Row-count-dispatched linear kernels (``overture.runtime.linear``): same answers as F.linear.
 
 Speed is never asserted here (benchmarks/linear_kernels.py measures it); these tests pin what
 must hold whatever the machine measures: outputs within fp32 rounding of F.linear at every row
@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from overture.models import linear as L
+from overture.runtime import linear as L
 
-from conftest import require
+from harness import require
 
 
 @pytest.fixture(autouse=True)

@@ -19,15 +19,17 @@ import pytest
 import soundfile
 import torch
 
-from overture.models.base import Canceled, Predictor, Version
-from overture.models.checkpoints import CheckpointMissing, Checkpoints, CheckpointSettings
+from overture.errors import CheckpointMissing, InvalidInput
+from overture.models.base import Canceled, Predictor
 from overture.models.musicgen import MUSICGEN, OVERTURE_VERSION, REPLICATE_VERSION, write_tiny_stereo_melody_checkpoint
 from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint
 from overture.models.musicgen.batching import ContinuousBatch, Generation, Window, plan_windows, sample_tokens
 from overture.models.musicgen.request import Sampling
 from overture.models.registry import Registry
-from overture.models.schema import InvalidInput
+from overture.runtime.checkpoints import Checkpoints, CheckpointSettings
 from overture.testing import tiny_checkpoint
+
+from harness import RecordingContext, inputs_for
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_thread")]
 
@@ -37,42 +39,6 @@ SAMPLE_RATE = 32000
 REPLICATE, OVERTURE = MUSICGEN.versions
 #: model_version → the tiny family that stands in for its checkpoint, and its channel count.
 FAMILIES = {"large": ("musicgen", 1), "stereo-large": ("musicgen-stereo", 2), "melody-large": ("musicgen-melody", 1)}
-
-
-class RecordingContext:
-    """A ``Context`` that keeps what the model reports, and cancels itself after ``cancel_after``
-    cancel checks when asked to."""
-
-    streaming = False
-
-    def __init__(self, scratch: Path, cancel_after: int | None = None):
-        scratch.mkdir(parents=True, exist_ok=True)
-        self.prediction_id = scratch.name
-        self.scratch = scratch
-        self.cancel_after = cancel_after
-        self.checks = 0
-        self.logs: list[str] = []
-        self.progress_reports: list[tuple[int, int]] = []
-
-    def log(self, message: str) -> None:
-        self.logs.append(message)
-
-    def progress(self, done: int, total: int) -> None:
-        self.progress_reports.append((done, total))
-
-    def check_canceled(self) -> None:
-        self.checks += 1
-        if self.cancel_after is not None and self.checks > self.cancel_after:
-            raise Canceled()
-
-    def scratch_path(self, filename: str) -> Path:
-        return self.scratch / filename
-
-    def partial(self, value: Any) -> None:
-        pass
-
-    def seed(self) -> int:
-        return int(next(line for line in self.logs if line.startswith("Using seed: ")).split(": ")[1])
 
 
 @pytest.fixture(scope="module")
@@ -104,14 +70,6 @@ def scratch(tmp_path: Path) -> Callable[..., RecordingContext]:
     """A fresh context per prediction (each needs its own scratch directory, as in the engine)."""
     count = iter(range(1000))
     return lambda **kwargs: RecordingContext(tmp_path / f"prediction-{next(count)}", **kwargs)
-
-
-def inputs_for(version: Version, **inputs: Any) -> dict[str, Any]:
-    """Inputs as the engine hands them over: schema defaults applied, files as local paths."""
-    audio = inputs.pop("input_audio", None)
-    values = version.inputs.validate(inputs)
-    values["input_audio"] = audio
-    return values
 
 
 def run(predictor: Predictor, ctx: RecordingContext, **inputs: Any) -> tuple[np.ndarray, int]:

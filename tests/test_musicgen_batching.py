@@ -15,21 +15,19 @@ import torch
 
 from overture.engine.queue import Job, JobQueue
 from overture.models.base import Canceled
-from overture.models.checkpoints import Checkpoints, CheckpointSettings
 from overture.models.musicgen import MUSICGEN
 from overture.models.musicgen.batching import ContinuousBatch, Generation
 from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint
 from overture.models.musicgen.decoder import TIME_QUANTUM, KeyMask, SlotCache, attend
 from overture.models.musicgen.request import Sampling
+from overture.models.musicgen.settings import MusicGenSettings
+from overture.runtime.checkpoints import Checkpoints, CheckpointSettings
 from overture.testing import tiny_checkpoint
 
-from test_musicgen import RecordingContext, inputs_for
+from harness import GREEDY, SAMPLED, RecordingContext, Watch, generation, inputs_for
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_thread")]
 
-GREEDY = Sampling(top_k=250, top_p=0.0, temperature=0.0, guidance=3.0)
-SAMPLED = Sampling(top_k=250, top_p=0.0, temperature=1.0, guidance=3.0)
-PROMPTS = ["lofi hip hop beat", "epic orchestral with choir", "jazz", "80s synth pop track with drums", "rock"]
 
 
 @pytest.fixture(scope="module")
@@ -37,36 +35,6 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, MusicgenC
     root = tmp_path_factory.mktemp("checkpoints")
     families = ("musicgen", "musicgen-stereo", "musicgen-melody")
     return {f: load_checkpoint(tiny_checkpoint(f, root / f), "cpu", torch.float32) for f in families}
-
-
-class Watch:
-    """Counts steps and cancels itself after ``cancel_after`` of them when asked to."""
-
-    def __init__(self, cancel_after: int | None = None):
-        self.cancel_after = cancel_after
-        self.steps = 0
-        self.reports: list[tuple[int, int]] = []
-
-    def progress(self, done: int, total: int) -> None:
-        self.reports.append((done, total))
-
-    def check_canceled(self) -> None:
-        self.steps += 1
-        if self.cancel_after is not None and self.steps > self.cancel_after:
-            raise Canceled()
-
-
-def generation(
-    checkpoint: MusicgenCheckpoint, index: int, frames: int, sampling: Sampling = GREEDY, **extra: Any
-) -> Generation:
-    return Generation(
-        text=checkpoint.encode_text(PROMPTS[index % len(PROMPTS)]),
-        sampling=sampling,
-        generator=torch.Generator().manual_seed(1000 + index),
-        watcher=extra.pop("watcher", Watch()),
-        frames=frames,
-        **extra,
-    )
 
 
 def run(checkpoint: MusicgenCheckpoint, schedule: list[tuple[int, Generation]]) -> tuple[list[Any], list[int]]:
@@ -338,8 +306,9 @@ def test_the_operator_caps_the_rows_of_a_running_batch(tmp_path: Path, checkpoin
     directory = checkpoints["musicgen"].source
     inputs = inputs_for(version, prompt="jazz", model_version="small", duration=1, seed=1)
     for slots, room in [(None, True), (2, False)]:
-        settings = CheckpointSettings(local_dirs={"facebook/musicgen-small": directory}, batch_slots=slots)
-        predictor = version.predictor(Checkpoints(settings))
+        settings = CheckpointSettings(local_dirs={"facebook/musicgen-small": directory})
+        own = {MusicGenSettings: MusicGenSettings(batch_slots=slots)} if slots else {}
+        predictor = version.predictor(Checkpoints(settings), own)
         predictor.admit(RecordingContext(tmp_path / f"{slots}"), inputs, done=lambda result: None)
         # A guided prediction takes two rows: with two at most, the next one waits.
         assert predictor.has_room(inputs) is room

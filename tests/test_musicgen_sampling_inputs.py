@@ -18,7 +18,7 @@ from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpo
 from overture.models.musicgen.request import Sampling
 from overture.testing import tiny_checkpoint
 
-from test_musicgen_batching import SAMPLED, generation
+from harness import SAMPLED, generation
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("one_thread")]
 

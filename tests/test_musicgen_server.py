@@ -21,7 +21,7 @@ from replicate.exceptions import ModelError
 from overture.models.musicgen import OVERTURE_VERSION, REPLICATE_VERSION, write_tiny_stereo_melody_checkpoint
 from overture.testing import tiny_checkpoint
 
-from conftest import TOKEN, Server
+from harness import TOKEN, Server
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from overture.models.synth_model import SYNTH_VERSION
+from overture.models.synth import SYNTH_VERSION
 
 
 def _invalid(response: httpx.Response) -> tuple[str, list[dict[str, str]]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Server, wait_finished
+from harness import Server, wait_finished
 
 pytestmark = pytest.mark.timeout(120)
 

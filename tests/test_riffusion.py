@@ -24,7 +24,7 @@ from overture.models.riffusion.riffuse import slerp
 from overture.models.riffusion.seed_images import SEED_IMAGE_IDS, load_seed_image
 from overture.testing import tiny_checkpoint
 
-from conftest import Server
+from harness import Server
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_thread")]
 

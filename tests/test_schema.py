@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from overture.models.schema import Input, InputSchema, InvalidInput, openapi_document
+from overture.errors import InvalidInput
+from overture.models.schema import Input, InputSchema, openapi_document
 
 
 def predict(

@@ -11,9 +11,9 @@ import pytest
 import replicate
 import trustme
 
-from overture.models.synth_model import SYNTH_VERSION
+from overture.models.synth import SYNTH_VERSION
 
-from conftest import TOKEN, Server
+from harness import TOKEN, Server
 
 pytestmark = pytest.mark.timeout(120)
 

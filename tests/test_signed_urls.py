@@ -11,7 +11,7 @@ import pytest
 
 from overture.store.secrets import Keys
 
-from conftest import Server, wait_finished
+from harness import Server, wait_finished
 
 #: An output that exists, so a refusal can only come from the signature or the expiry.
 _OUTPUT_INPUT = {"audio": "data:audio/wav;base64," + base64.b64encode(b"RIFF-not-really-audio").decode()}

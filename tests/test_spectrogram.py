@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from overture.models.spectrogram import (
+from overture.models.riffusion.spectrogram import (
     SpectrogramParams,
     _GriffinLim,
     audio_from_image,

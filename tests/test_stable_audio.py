@@ -33,7 +33,7 @@ from overture.models.stable_audio.request import Request
 from overture.models.stable_audio.sampling import SAMPLERS, exponential_sigmas, sample
 from overture.testing import tiny_checkpoint
 
-from conftest import Server
+from harness import Server
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("one_thread")]
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 import replicate
 
-from conftest import Server
+from harness import Server
 
 pytestmark = pytest.mark.timeout(60)
 

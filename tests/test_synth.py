@@ -13,7 +13,8 @@ import soundfile
 from audio_analysis import band_energy_fractions, estimate_key, estimate_tempo, pitch_class
 
 from overture.models.audio import CONTENT_TYPES, encode, normalize, read_audio
-from overture.models.synth import SAMPLE_RATE, Arrangement, chunk_count, parse_prompt, render
+from overture.models.synth.prompt import Arrangement, parse_prompt
+from overture.models.synth.render import SAMPLE_RATE, chunk_count, render
 
 
 def play(arrangement: Arrangement, duration: float, seed: int = 7, **kwargs: int) -> np.ndarray:

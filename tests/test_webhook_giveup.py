@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Receiver, Server
+from harness import Receiver, Server
 
 pytestmark = pytest.mark.timeout(120)
 

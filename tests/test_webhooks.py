@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import replicate
 
-from conftest import Receiver, Server
+from harness import Receiver, Server
 
 pytestmark = pytest.mark.timeout(120)
 

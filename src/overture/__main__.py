@@ -2,4 +2,6 @@
 
 from overture.cli import app
 
-app()
+# A spawned worker process imports this module again, as ``__mp_main__``: it must not run the CLI.
+if __name__ == "__main__":
+    app()

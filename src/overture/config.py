@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
+from typing import Any, Literal, get_args
 
-from overture.models.checkpoints import CheckpointSettings
+from overture.runtime.checkpoints import CheckpointSettings
+
+#: Where model pools run: child worker processes, or threads in the server process (for debugging).
+Workers = Literal["process", "inline"]
+WORKERS: tuple[str, ...] = get_args(Workers)
 
 
 @dataclass
@@ -43,9 +48,18 @@ class Settings:
     #: First webhook retry delay in seconds; doubles with each attempt.
     webhook_backoff_seconds: float = 1.0
     checkpoints: CheckpointSettings = field(default_factory=CheckpointSettings)
+    #: Each model package's own settings (e.g. ``MusicGenSettings``) by their dataclass; absent ones
+    #: take their defaults. Predictors receive the mapping and read theirs (``Predictor.own_settings``).
+    model_settings: dict[type, Any] = field(default_factory=dict)
     #: Fail predictions still unfinished this long after creation (a ``Cancel-After`` header overrides).
     prediction_timeout_seconds: float | None = None
     #: Largest request body outside file uploads (JSON, with any data: URIs in it).
     max_request_bytes: int = 32 * 1024 * 1024
     #: Importable modules whose ``MODELS`` list is served beside the built-in models.
     model_modules: list[str] = field(default_factory=list)
+    #: Where model pools run (``WORKERS``): "process", child worker processes; "inline", threads
+    #: in the server process, for debugging.
+    workers: Workers = "process"
+    #: How long a running prediction may ignore a cancel before its worker process is killed and
+    #: restarted.
+    cancel_grace_seconds: float = 10.0

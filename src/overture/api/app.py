@@ -27,7 +27,6 @@ from overture.store.store import Store
 def build_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.data_dir, settings.database_url)
-    engine = Engine(settings, store, default_registry(settings.model_modules))
     keys = Keys(settings.data_dir)
     # Webhook bodies are built outside any request, so they use the configured public URL.
     presenter = Presenter(
@@ -36,18 +35,13 @@ def build_services(settings: Settings) -> Services:
         settings.signed_url_ttl_seconds,
         settings.retention_hours,
     )
-
-    def render(pid: str) -> dict[str, Any]:
-        row = store.prediction(pid)
-        assert row is not None
-        return presenter.prediction(row)
-
     policy = WebhookPolicy(
         retry_seconds=settings.webhook_retry_hours * 3600,
         backoff_seconds=settings.webhook_backoff_seconds,
         addresses=address_policy(settings, "webhook"),
     )
-    engine.webhooks = WebhookDispatcher(store, keys, render, policy)
+    webhooks = WebhookDispatcher(store, keys, presenter, policy)
+    engine = Engine(settings, store, default_registry(settings.model_modules), webhooks)
     if not settings.tokens:
         settings.tokens = [keys.generated_token()]
     return Services(settings, engine, keys)

@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from overture.api.auth import Owner
 from overture.api.deps import Present, Svc
 from overture.api.errors import ApiError
+from overture.errors import UnknownModel
 from overture.models.base import Model
-from overture.models.registry import UnknownModel
 
 router = APIRouter(prefix="/v1")
 

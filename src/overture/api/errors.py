@@ -11,8 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from overture.models.schema import InvalidInput
-from overture.store.store import storage_problem
+from overture.errors import InvalidInput, storage_problem
 
 log = logging.getLogger("overture")
 

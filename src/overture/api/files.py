@@ -16,9 +16,10 @@ from overture.api.auth import Owner
 from overture.api.deps import Present, Svc, decode_cursor, encode_cursor
 from overture.api.errors import ApiError, invalid_request
 from overture.api.signing import check_signed
+from overture.errors import TooLarge
 from overture.ids import new_id
 from overture.store.db import FileRow
-from overture.store.store import TooLarge, utcnow
+from overture.store.store import utcnow
 
 router = APIRouter()
 

@@ -20,11 +20,10 @@ from overture.api.present import Presenter
 from overture.api.errors import ApiError, invalid_request
 from overture.api.signing import check_signed, page_subject
 from overture.engine.netpolicy import AddressPolicy
-from overture.engine.webhooks import WebhookRefused, check_url, delivery_summary
-from overture.models.registry import UnknownModel
-from overture.models.schema import InvalidInput
+from overture.engine.webhooks import check_url, delivery_summary
+from overture.errors import InvalidInput, UnknownModel, WebhookRefused
+from overture.status import TERMINAL, Status
 from overture.store.db import PredictionRow
-from overture.store.store import TERMINAL
 
 router = APIRouter(prefix="/v1")
 
@@ -170,7 +169,7 @@ async def _create(
     final = await svc.engine.wait(row.id, wait - _WAIT_MARGIN) or row
     # Anything short of terminal is reported as "starting": run() then polls instead of
     # returning a missing output (gotcha 1).
-    return show(svc, present, final, status=None if final.status in TERMINAL else "starting")
+    return show(svc, present, final, status=None if final.status in TERMINAL else Status.STARTING)
 
 
 @router.post("/predictions", status_code=201)

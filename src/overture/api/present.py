@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,9 +13,10 @@ from fastapi import Request
 from overture.api.signing import page_subject, signed_query
 from overture.models.base import Model, Version
 from overture.models.schema import COG_VERSION
+from overture.outputs import FILE_REF, map_files
+from overture.status import TERMINAL
 from overture.store.db import FileRow, PredictionRow
 from overture.store.secrets import Keys
-from overture.store.store import FILE_REF, TERMINAL
 
 
 #: ``expires_at`` of what is never deleted: the last moment a ``date-time`` can name.
@@ -94,14 +96,8 @@ class Presenter:
         value = self._output(value, self.output_url)
         return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
-    def _output(self, value: Any, url_for: Any) -> Any:
-        if isinstance(value, dict):
-            if FILE_REF in value:
-                return url_for(value[FILE_REF])
-            return {k: self._output(v, url_for) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._output(v, url_for) for v in value]
-        return value
+    def _output(self, value: Any, url_for: Callable[[str], str]) -> Any:
+        return map_files(value, lambda ref: url_for(ref[FILE_REF]))
 
     def output_url(self, rel: str) -> str:
         return f"{self.base}/v1/outputs/{urllib.parse.quote(rel)}"

@@ -11,7 +11,7 @@ from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from overture.api.auth import Owner
 from overture.api.deps import Present, Svc
 from overture.api.errors import ApiError
-from overture.store.store import TERMINAL
+from overture.status import TERMINAL
 
 router = APIRouter(prefix="/v1")
 

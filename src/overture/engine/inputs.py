@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 
-from overture.engine.netpolicy import AddressPolicy, AddressRefused
+from overture.engine.netpolicy import AddressPolicy
+from overture.errors import AddressRefused, InputFileError
 from overture.models.schema import InputSchema
 from overture.store.store import Store
 
@@ -23,10 +24,6 @@ _OWN_FILE = re.compile(r"/v1/files/(?P<id>[A-Za-z0-9_-]+)/?$")
 _OWN_OUTPUT = re.compile(r"/v1/outputs/(?P<rel>[A-Za-z0-9_-]+/[^/]+)$")
 #: Redirects a download follows, each hop checked as the first URL is.
 MAX_REDIRECTS = 10
-
-
-class InputFileError(ValueError):
-    """A file input that cannot be read; its message is shown as the prediction's error."""
 
 
 def own_file_id(url: str) -> str | None:

@@ -29,16 +29,13 @@ import httpcore
 import httpx
 
 from overture.config import Settings
+from overture.errors import AddressRefused
 
 Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
 
 _THIS_NETWORK = ip_network("0.0.0.0/8")
 _NAT64 = ip_network("64:ff9b::/96")
-
-
-class AddressRefused(ValueError):
-    """A connection the policy refuses; the message says why and which option changes that."""
 
 
 def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:

@@ -73,9 +73,6 @@ class JobQueue:
                     return True
         return False
 
-    def __len__(self) -> int:
-        return len(self._jobs)
-
     def take(self, limit: int, key: Callable[[Job], Hashable]) -> list[Job]:
         """Block for the oldest job, then add queued jobs with the same batch key, up to ``limit``.
 

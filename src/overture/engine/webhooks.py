@@ -15,25 +15,21 @@ import random
 import secrets
 import threading
 import urllib.parse
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from overture.engine.netpolicy import AddressPolicy, AddressRefused
-from overture.store.db import DeliveryRow
+from overture.engine.netpolicy import AddressPolicy
+from overture.errors import AddressRefused, WebhookRefused
+from overture.store.db import DeliveryRow, PredictionRow
 from overture.store.secrets import Keys
 from overture.store.store import Store, utcnow
 
 EVENTS = ("start", "output", "logs", "completed")
 _INTERMEDIATE = ("output", "logs")
-
-
-class WebhookRefused(ValueError):
-    pass
 
 
 @dataclass
@@ -49,6 +45,35 @@ class WebhookPolicy:
     throttle_seconds: float = 0.5
     #: Where deliveries may connect; checked at every connection.
     addresses: AddressPolicy = AddressPolicy("webhook", "send webhooks to")
+
+
+class Renderer(Protocol):
+    """Shows a prediction as ``GET`` does, for a delivery's body."""
+
+    def prediction(self, row: PredictionRow) -> dict[str, Any]: ...
+
+
+@dataclass
+class WebhookSubscription:
+    """Where one prediction's webhook events go, which of them, and when its next ``output`` or
+    ``logs`` delivery may leave (Cog's response throttler): the latest state wins in between."""
+
+    owner: str
+    url: str
+    events: frozenset[str] = frozenset(EVENTS)
+    throttle_seconds: float = 0.5
+    _next_intermediate: datetime | None = None
+
+    def wants(self, event: str) -> bool:
+        return event in self.events
+
+    def due(self, event: str, now: datetime) -> datetime:
+        """When this event's delivery may be sent, and the spacing it imposes on the next."""
+        if event not in _INTERMEDIATE:
+            return now
+        due = now if self._next_intermediate is None else max(now, self._next_intermediate)
+        self._next_intermediate = due + timedelta(seconds=self.throttle_seconds)
+        return due
 
 
 def check_url(url: str, addresses: AddressPolicy) -> None:
@@ -79,13 +104,11 @@ def retry_after(value: str | None) -> float | None:
 
 
 class WebhookDispatcher:
-    def __init__(self, store: Store, keys: Keys, render: Callable[[str], dict[str, Any]], policy: WebhookPolicy):
+    def __init__(self, store: Store, keys: Keys, renderer: Renderer, policy: WebhookPolicy):
         self.store = store
         self.keys = keys
-        #: The prediction as ``GET`` shows it, for a delivery's body.
-        self.render = render
+        self.renderer = renderer
         self.policy = policy
-        self._last_intermediate: dict[str, datetime] = {}
         self._in_flight: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -94,26 +117,23 @@ class WebhookDispatcher:
 
     # -- producing -----------------------------------------------------------------------------
 
-    def enqueue(self, pid: str, owner: str, url: str, event: str) -> None:
-        body = json.dumps(self.render(pid), separators=(",", ":"))
+    def subscription(self, owner: str, url: str, events: list[str] | None) -> WebhookSubscription:
+        return WebhookSubscription(owner, url, frozenset(events or EVENTS), self.policy.throttle_seconds)
+
+    def enqueue(self, subscription: WebhookSubscription, row: PredictionRow, event: str) -> None:
+        """Store ``event``'s delivery of ``row`` as it is now, to be sent when due."""
+        body = json.dumps(self.renderer.prediction(row), separators=(",", ":"))
+        # The latest state wins: an unsent output/logs delivery just gets the newer body.
+        if event in _INTERMEDIATE and self.store.refresh_unsent(row.id, _INTERMEDIATE, event, body):
+            return
         now = utcnow()
-        due = now
-        if event in _INTERMEDIATE:
-            # The latest state wins: an unsent output/logs delivery just gets the newer body.
-            if self.store.refresh_unsent(pid, _INTERMEDIATE, event, body):
-                return
-            last = self._last_intermediate.get(pid)
-            if last is not None:
-                due = max(now, last + timedelta(seconds=self.policy.throttle_seconds))
-            self._last_intermediate[pid] = due
-        elif event == "completed":
-            self._last_intermediate.pop(pid, None)
+        due = subscription.due(event, now)
         self.store.add(
             DeliveryRow(
                 id="msg_" + secrets.token_urlsafe(18),
-                prediction_id=pid,
-                owner=owner,
-                url=url,
+                prediction_id=row.id,
+                owner=subscription.owner,
+                url=subscription.url,
                 event=event,
                 body=body,
                 state="pending",

@@ -12,10 +12,12 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
-from overture.models.checkpoints import Checkpoints
 from overture.models.schema import InputSchema, openapi_document
+from overture.runtime.checkpoints import Checkpoints
+
+S = TypeVar("S")
 
 
 class Canceled(BaseException):
@@ -60,9 +62,17 @@ class Predictor:
     #: (the first version's), so that their predictions can batch together.
     pool: ClassVar[str | None] = None
 
-    def __init__(self, checkpoints: Checkpoints | None = None):
+    def __init__(self, checkpoints: Checkpoints | None = None, model_settings: Mapping[type, Any] | None = None):
         #: Where weights come from and which loaded models stay in memory.
         self.checkpoints = checkpoints or Checkpoints()
+        #: Each model package's settings dataclass by its class (``Settings.model_settings``): plain
+        #: data, so that a worker process can receive it pickled. Read yours with ``own_settings``.
+        self.model_settings = dict(model_settings or {})
+
+    def own_settings(self, kind: type[S]) -> S:
+        """This model's settings as the operator gave them, else its dataclass's defaults."""
+        found = self.model_settings.get(kind)
+        return found if isinstance(found, kind) else kind()
 
     def setup(self) -> None:
         """Load weights once, before the first prediction."""

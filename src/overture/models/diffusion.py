@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from overture.models.base import Context
-from overture.models.checkpoints import Checkpoints, module_nbytes
 from overture.models.schema import shown
+from overture.runtime.checkpoints import Checkpoints, module_nbytes
 
 P = TypeVar("P")
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 
+from overture.errors import UnknownModel
 from overture.models.base import Model, Version
-
-
-class UnknownModel(LookupError):
-    pass
 
 
 class Registry:
@@ -58,7 +55,7 @@ class Registry:
 
 #: Modules whose ``MODELS`` lists make up the built-in catalogue.
 BUILTIN_MODULES = (
-    "overture.models.synth_model",
+    "overture.models.synth",
     "overture.models.musicgen",
     "overture.models.stable_audio",
     "overture.models.riffusion",

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from overture.errors import InvalidInput
+from overture.status import Status
+
 COG_VERSION = "0.9.4"
 
 
@@ -185,14 +188,6 @@ class InputSchema:
         if errors:
             raise InvalidInput(errors)
         return values
-
-
-class InvalidInput(ValueError):
-    """Input that breaks the schema; ``errors`` holds ``(field, message)`` pairs."""
-
-    def __init__(self, errors: list[tuple[str, str]]):
-        self.errors = errors
-        super().__init__("".join(f"- input.{name}: {message}\n" for name, message in errors))
 
 
 def _check(f: Field, value: Any) -> Any:
@@ -366,7 +361,7 @@ def openapi_document(inputs: InputSchema, output: dict[str, Any]) -> dict[str, A
                 **inputs.components(),
                 "Output": output,
                 "Status": {
-                    "enum": ["starting", "processing", "succeeded", "canceled", "failed"],
+                    "enum": [str(status) for status in Status],
                     "type": "string",
                     "title": "Status",
                     "description": "An enumeration.",

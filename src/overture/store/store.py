@@ -7,7 +7,6 @@ Files are written to a temporary name and renamed, so a crash never leaves a hal
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import shutil
@@ -20,42 +19,21 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from overture.errors import TooLarge
+# engine/engine.py imports storage_problem from here until its rewrite imports overture.errors.
+from overture.errors import storage_problem  # noqa: F401
+from overture.outputs import FILE_REF, FileRef
+from overture.status import ACTIVE, TERMINAL, Status
 from overture.store.db import DeliveryRow, EventRow, FileRow, PredictionRow, connect
 
 R = TypeVar("R", PredictionRow, FileRow, DeliveryRow)
 
-ACTIVE = ("starting", "processing")
-TERMINAL = ("succeeded", "failed", "canceled")
-#: How a stored output file appears in a prediction's stored ``output`` JSON, until the API
-#: turns it into an absolute URL for whoever asks.
-FILE_REF = "$overture_file"
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-class TooLarge(ValueError):
-    pass
-
-
-_FULL_OR_READ_ONLY_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
-#: What SQLite says when its files can't be written.
-_SQLITE_WRITE_FAILURES = ("disk is full", "readonly database", "disk I/O error")
-
-
-def storage_problem(exc: BaseException) -> str | None:
-    """A message for the user when ``exc`` means the data directory can't be written; else None."""
-    if isinstance(exc, OSError) and exc.errno in _FULL_OR_READ_ONLY_ERRNOS:
-        reason = exc.strerror or str(exc)
-    elif isinstance(exc, OperationalError) and any(s in str(exc.orig) for s in _SQLITE_WRITE_FAILURES):
-        reason = str(exc.orig)
-    else:
-        return None
-    return f"The server cannot write to its data directory (it is full or read-only): {reason}"
 
 
 @dataclass(frozen=True)
@@ -168,7 +146,7 @@ class Store:
             select(PredictionRow)
             .where(
                 PredictionRow.cache_key == cache_key,
-                PredictionRow.status == "succeeded",
+                PredictionRow.status == Status.SUCCEEDED,
                 PredictionRow.data_removed.is_(False),
             )
             .order_by(PredictionRow.seq.desc())
@@ -191,10 +169,6 @@ class Store:
         return len(ids)
 
     # -- stream events -------------------------------------------------------------------------
-
-    def add_event(self, pid: str, event: str, data: Any) -> None:
-        with self.writing() as s:
-            s.add(EventRow(prediction_id=pid, event=event, data=data))
 
     def events_after(self, pid: str, after_seq: int | None) -> list[EventRow]:
         query = select(EventRow).where(EventRow.prediction_id == pid)
@@ -225,10 +199,6 @@ class Store:
         with self.session() as s:
             return list(s.scalars(query))
 
-    def delivery(self, did: str) -> DeliveryRow | None:
-        with self.session() as s:
-            return s.scalars(select(DeliveryRow).where(DeliveryRow.id == did)).first()
-
     def update_delivery(self, did: str, **values: Any) -> None:
         with self.writing() as s:
             s.execute(update(DeliveryRow).where(DeliveryRow.id == did).values(**values))
@@ -255,7 +225,7 @@ class Store:
     def clear_scratch(self, pid: str) -> None:
         shutil.rmtree(self.scratch_dir / pid, ignore_errors=True)
 
-    def publish_output(self, pid: str, source: Path) -> dict[str, str]:
+    def publish_output(self, pid: str, source: Path) -> FileRef:
         """Move a finished file into the prediction's outputs, atomically; return its reference."""
         target_dir = self.outputs_dir / pid
         target_dir.mkdir(parents=True, exist_ok=True)
@@ -263,7 +233,7 @@ class Store:
         os.replace(source, target_dir / name)
         return {FILE_REF: f"{pid}/{name}"}
 
-    def share_output(self, ref: dict[str, str], pid: str) -> dict[str, str]:
+    def share_output(self, ref: FileRef, pid: str) -> FileRef:
         """Give prediction ``pid`` its own copy of another prediction's output (a hard link when possible)."""
         source = self.output_path(ref[FILE_REF])
         target_dir = self.outputs_dir / pid

@@ -21,10 +21,9 @@ from overture.models.base import Canceled
 from overture.models.musicgen.checkpoint import BOS_TOKEN, MusicgenCheckpoint
 from overture.models.musicgen.decoder import StepDecoder
 from overture.models.musicgen.request import MAX_WINDOW_SECONDS, WINDOW_STRIDE_SECONDS, Sampling
+from overture.models.musicgen.settings import MAX_SLOTS
 from overture.models.schema import shown
 
-#: On CPU, rows beyond this add time per step about linearly: nothing is gained by more.
-MAX_SLOTS = 32
 #: A streaming sequence reports its finished frames at most this often (50 frames = 1 s).
 STREAM_EVERY_FRAMES = 10
 

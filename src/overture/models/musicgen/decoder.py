@@ -15,7 +15,7 @@ different alone and batched. Two kernels break that bitwise when used plainly:
 
 - A matrix product of fewer than ``MIN_GEMM_ROWS`` rows takes MKL's matrix-vector path, which
   rounds differently from its matrix path, so steps are padded to that many rows (above it,
-  ``F.linear`` is row-invariant on one thread only; ``overture.models.linear`` picks kernels that
+  ``F.linear`` is row-invariant on one thread only; ``overture.runtime.linear`` picks kernels that
   are, and says so when it cannot).
 - Attention sums over the keys in vector-wide chunks, so a row's sums change with the number of
   keys it is given. Every row therefore attends over its keys padded to a whole ``TIME_QUANTUM``

@@ -8,14 +8,16 @@ The heavy lifting (torch, transformers) is imported on the first prediction, not
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from overture.errors import CheckpointMissing
 from overture.models.base import Context, ContinuousPredictor
-from overture.models.checkpoints import CheckpointMissing, Checkpoints
 from overture.models.musicgen.request import MAX_WINDOW_SECONDS, WINDOW_STRIDE_SECONDS, Request, hub_id
+from overture.models.musicgen.settings import MusicGenSettings
 from overture.models.schema import Input
+from overture.runtime.checkpoints import Checkpoints
 
 if TYPE_CHECKING:
     from overture.models.musicgen.batching import ContinuousBatch, Generation
@@ -33,8 +35,9 @@ class MusicgenPredictor(ContinuousPredictor):
 
     pool = "meta/musicgen"
 
-    def __init__(self, checkpoints: Checkpoints | None = None):
-        super().__init__(checkpoints)
+    def __init__(self, checkpoints: Checkpoints | None = None, model_settings: Mapping[type, Any] | None = None):
+        super().__init__(checkpoints, model_settings)
+        self.settings = self.own_settings(MusicGenSettings)
         #: The running batch of each served checkpoint, while it has generations.
         self._batches: dict[str, ContinuousBatch] = {}
         self._running: dict[Generation, tuple[Prepared, Callable[[Any], None]]] = {}
@@ -67,16 +70,16 @@ class MusicgenPredictor(ContinuousPredictor):
 
     def admit(self, ctx: Context, inputs: dict[str, Any], done: Callable[[Any], None]) -> None:
         from overture.models.musicgen.batching import ContinuousBatch
-        from overture.models.musicgen.runner import batch_slots, load, prepare
+        from overture.models.musicgen.runner import load, prepare
 
         request = Request.parse(inputs)
-        checkpoint = load(self.checkpoints, request.hub_id, ctx)
+        checkpoint = load(self.checkpoints, request.hub_id, ctx, self.settings.batch_slots)
         prepared = prepare(checkpoint, ctx, request)
         served = self.checkpoints.served(request.hub_id)
         batch = self._batches.get(served)
         if batch is None or batch.checkpoint is not checkpoint:
             batch = self._batches[served] = ContinuousBatch(
-                checkpoint, self.checkpoints.settings.batch_memory_bytes, batch_slots(self.checkpoints)
+                checkpoint, self.settings.batch_memory_bytes, self.settings.batch_slots
             )
         windows = ""
         if request.duration > MAX_WINDOW_SECONDS:

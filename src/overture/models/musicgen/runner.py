@@ -13,14 +13,15 @@ import torch
 
 from overture.models.audio import encode, normalize
 from overture.models.base import Context
-from overture.models.checkpoints import Checkpoints, module_nbytes
-from overture.models.linear import KernelReport, select_linear_kernels
-from overture.models.musicgen.batching import MAX_SLOTS, Generation
+from overture.models.musicgen.batching import Generation
 from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint
 from overture.models.musicgen.decoder import MIN_GEMM_ROWS
 from overture.models.musicgen.input_audio import continuation_prompt, input_slice, splice, to_model_audio
 from overture.models.musicgen.request import MAX_WINDOW_SECONDS, Request
+from overture.models.musicgen.settings import MAX_SLOTS
 from overture.models.musicgen.streaming import stream_decoder
+from overture.runtime.checkpoints import Checkpoints, module_nbytes
+from overture.runtime.linear import KernelReport, select_linear_kernels
 
 #: A continuation fades from the input audio into the generated audio over this long.
 SPLICE_SECONDS = 0.01
@@ -68,9 +69,10 @@ class Prepared:
         return path
 
 
-def load(checkpoints: Checkpoints, requested: str, ctx: Context) -> MusicgenCheckpoint:
+def load(checkpoints: Checkpoints, requested: str, ctx: Context, slots: int = MAX_SLOTS) -> MusicgenCheckpoint:
     """The checkpoint serving hub id ``requested`` (after the operator's substitutions), loaded on
-    first use; every prediction's log says which one ran."""
+    first use with kernels chosen for batches of up to ``slots`` rows; every prediction's log says
+    which one ran."""
     served = checkpoints.served(requested)
 
     def loader() -> MusicgenCheckpoint:
@@ -79,7 +81,7 @@ def load(checkpoints: Checkpoints, requested: str, ctx: Context) -> MusicgenChec
         started = time.monotonic()
         checkpoint = load_checkpoint(directory, checkpoints.device(), checkpoints.dtype())
         ctx.log(f"Loaded in {time.monotonic() - started:.1f} s")
-        ctx.log(select_kernels(checkpoint, batch_slots(checkpoints)).summary())
+        ctx.log(select_kernels(checkpoint, slots).summary())
         return checkpoint
 
     checkpoint = checkpoints.load(served, loader, lambda c: module_nbytes(c.model))
@@ -87,11 +89,6 @@ def load(checkpoints: Checkpoints, requested: str, ctx: Context) -> MusicgenChec
     dtype = str(checkpoint.dtype).removeprefix("torch.")
     ctx.log(f"Checkpoint: {served}{serving} ({checkpoint.device}, {dtype})")
     return checkpoint
-
-
-def batch_slots(checkpoints: Checkpoints) -> int:
-    """Most rows a running batch holds: the operator's ``--batch-slots``, else ``MAX_SLOTS``."""
-    return checkpoints.settings.batch_slots or MAX_SLOTS
 
 
 def select_kernels(checkpoint: MusicgenCheckpoint, slots: int = MAX_SLOTS) -> KernelReport:

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from overture.models.audio import encode
 from overture.models.base import Context, Model, Predictor, Version
-from overture.models.checkpoints import Checkpoints
 from overture.models.diffusion import load_pipeline, resolve_seed, seed_problems, step_reporter, steps_problems
 from overture.models.riffusion.seed_images import SEED_IMAGE_IDS, load_seed_image
+from overture.models.riffusion.settings import RiffusionSettings
 from overture.models.schema import Input
+from overture.runtime.checkpoints import Checkpoints
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
@@ -95,7 +96,7 @@ class RiffusionPredictor(Predictor):
         import torch
 
         from overture.models.riffusion.riffuse import Riff, denoising_steps, riffuse
-        from overture.models.spectrogram import SpectrogramParams, audio_from_image
+        from overture.models.riffusion.spectrogram import SpectrogramParams, audio_from_image
 
         if not prompt_b:
             # riffusion's rule: without a second prompt there is nothing to interpolate towards.
@@ -103,7 +104,7 @@ class RiffusionPredictor(Predictor):
         seed_a = resolve_seed(seed)
         seed_b = (seed_a + 1) % 2**32
         ctx.log(f"Using seeds: {seed_a} and {seed_b}")
-        seed_image = load_seed_image(seed_image_id, self.checkpoints.settings.riffusion_seed_images)
+        seed_image = load_seed_image(seed_image_id, self.own_settings(RiffusionSettings).seed_images)
         pipe = load(self.checkpoints)
         riff = Riff(prompt_a, prompt_b, alpha, denoising, num_inference_steps, seed_a, seed_b)
         spectrogram = riffuse(pipe, riff, seed_image, step_reporter(ctx, denoising_steps(pipe, riff)))

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from overture.models.spectrogram import SpectrogramParams, image_from_audio
-from overture.models.synth import SAMPLE_RATE, parse_prompt, render
+from overture.models.riffusion.spectrogram import SpectrogramParams, image_from_audio
+from overture.models.synth.prompt import parse_prompt
+from overture.models.synth.render import SAMPLE_RATE, render
 
 #: id → (synth prompt, seed) for the musical seeds.
 PROMPTS = {

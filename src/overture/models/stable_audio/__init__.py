@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from overture.models.audio import encode
 from overture.models.base import Context, Model, Predictor, Version
-from overture.models.checkpoints import Checkpoints
 from overture.models.diffusion import load_pipeline, resolve_seed, step_reporter
 from overture.models.schema import Input
 from overture.models.stable_audio.request import Request
+from overture.runtime.checkpoints import Checkpoints
 
 if TYPE_CHECKING:
     from diffusers import StableAudioPipeline

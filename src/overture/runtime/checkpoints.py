@@ -1,5 +1,6 @@
 """Finding and keeping model weights: hub ids through the Hugging Face cache, local directories
-mapped by the operator, and an LRU of loaded models bounded by a memory budget.
+mapped by the operator, and the LRU of loaded models (``overture.runtime.loaded``) bounded by a
+memory budget.
 
 torch and huggingface_hub are imported only when a checkpoint is actually needed, so a server
 that runs only the built-in synth model starts without them.
@@ -8,18 +9,15 @@ that runs only the built-in synth model starts without them.
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from overture.errors import CheckpointMissing
+from overture.runtime.loaded import LoadedModels
+
 T = TypeVar("T")
-
-
-class CheckpointMissing(RuntimeError):
-    """Weights that cannot be found; the message says how to provide them."""
 
 
 @dataclass
@@ -34,27 +32,13 @@ class CheckpointSettings:
     memory_budget_bytes: int | None = None
     #: "cuda", "cpu", ... ; None picks CUDA when present.
     device: str | None = None
-    #: Key/value memory one running batch may take (MusicGen); None: a quarter of the RAM, or half
-    #: the free GPU memory.
-    batch_memory_bytes: int | None = None
-    #: Most rows one running batch holds (guidance takes two per prediction); None: the model's own.
-    batch_slots: int | None = None
-    #: A directory of ``<id>.png`` seed spectrograms that riffusion uses in place of Overture's own
-    #: (``--riffusion-seed-images``); like weights, files a model reads that the operator provides.
-    riffusion_seed_images: Path | None = None
-
-
-@dataclass
-class _Loaded:
-    value: Any
-    nbytes: int
 
 
 class Checkpoints:
-    def __init__(self, settings: CheckpointSettings | None = None):
+    def __init__(self, settings: CheckpointSettings | None = None, loaded: LoadedModels | None = None):
         self.settings = settings or CheckpointSettings()
-        self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
-        self._lock = threading.RLock()
+        #: A worker passes its own, which reports to the engine that keeps the budget.
+        self._loaded = loaded or LoadedModels(self.settings.memory_budget_bytes)
 
     # -- where weights are ---------------------------------------------------------------------
 
@@ -107,30 +91,10 @@ class Checkpoints:
 
     def load(self, key: str, loader: Callable[[], T], nbytes: Callable[[T], int]) -> T:
         """``loader()``'s result, kept for reuse until the memory budget needs its room."""
-        with self._lock:
-            entry = self._loaded.get(key)
-            if entry is not None:
-                self._loaded.move_to_end(key)
-                return entry.value
-            value = loader()
-            size = nbytes(value)
-            self._loaded[key] = _Loaded(value, size)
-            self._evict(keep=key)
-            return value
+        return self._loaded.load(key, loader, nbytes)
 
     def loaded(self) -> list[str]:
-        with self._lock:
-            return list(self._loaded)
-
-    def _evict(self, keep: str) -> None:
-        budget = self.settings.memory_budget_bytes
-        if budget is None:
-            return
-        while sum(e.nbytes for e in self._loaded.values()) > budget and len(self._loaded) > 1:
-            oldest = next(iter(self._loaded))
-            if oldest == keep:
-                break
-            del self._loaded[oldest]
+        return self._loaded.keys()
 
     # -- where to run --------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""``overture/synth``: the built-in composer, served like any other model. Needs no weights."""
+"""The predictor of ``overture/synth``: a prompt read into an arrangement, rendered section by section
+so that cancellation, progress and streaming act between sections."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from overture.models.audio import encode, normalize
-from overture.models.base import Context, Model, Predictor, Version
+from overture.models.base import Context, Predictor
 from overture.models.schema import Input
-from overture.models.synth import SAMPLE_RATE, chunk_count, parse_prompt, render
+from overture.models.synth.prompt import parse_prompt
+from overture.models.synth.render import SAMPLE_RATE, chunk_count, render
 
 
 class SynthPredictor(Predictor):
@@ -54,15 +56,3 @@ class SynthPredictor(Predictor):
         path.write_bytes(encode(audio, SAMPLE_RATE, output_format))
         return path
 
-
-SYNTH_VERSION = "5a7e0c3f1b9d48e2a6c4f0b8d2e6a1c3f5b7d9e0a2c4e6f8b1d3f5a7c9e1b3d5"
-
-SYNTH = Model(
-    owner="overture",
-    name="synth",
-    description="Built-in algorithmic composer: drums, bass, chords and a lead line from a text prompt. "
-    "Needs no weights; the default for demos, tests and load tests.",
-    versions=(Version(id=SYNTH_VERSION, predictor=SynthPredictor, created_at="2026-11-23T00:00:00.000000Z"),),
-)
-
-MODELS = [SYNTH]

@@ -1,0 +1,367 @@
+"""``overture serve``: the server command, and its options (with their env vars and the config
+file's keys) read into ``Settings``.
+
+Options default to the dataclasses' own defaults (their class attributes), so that each default is
+stated once; an option the config file can also set defaults to None until the two are layered.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from overture.cli.common import console, split
+from overture.config import WORKERS, Settings, Workers
+from overture.engine.netpolicy import parse_networks
+from overture.models.musicgen.settings import MusicGenSettings
+from overture.models.riffusion.settings import RiffusionSettings
+from overture.runtime.checkpoints import CheckpointSettings
+
+
+def serve(
+    host: Annotated[str, typer.Option(envvar="OVERTURE_HOST", help="Address to bind.")] = Settings.host,
+    port: Annotated[int, typer.Option(envvar="OVERTURE_PORT")] = Settings.port,
+    data_dir: Annotated[Path, typer.Option(envvar="OVERTURE_DATA_DIR")] = Settings.data_dir,
+    public_url: Annotated[
+        str | None, typer.Option(envvar="OVERTURE_PUBLIC_URL", help="Base of every absolute URL the server emits.")
+    ] = None,
+    token: Annotated[
+        list[str] | None, typer.Option(envvar="OVERTURE_API_TOKEN", help="Accepted API token (repeatable).")
+    ] = None,
+    database_url: Annotated[str | None, typer.Option(envvar="OVERTURE_DATABASE_URL")] = None,
+    retention_hours: Annotated[float | None, typer.Option(envvar="OVERTURE_RETENTION_HOURS")] = None,
+    cache: Annotated[
+        bool, typer.Option(envvar="OVERTURE_CACHE", help="Reuse results of seeded inputs.")
+    ] = Settings.cache,
+    max_upload_bytes: Annotated[int, typer.Option(envvar="OVERTURE_MAX_UPLOAD_BYTES")] = Settings.max_upload_bytes,
+    max_input_file_bytes: Annotated[
+        int, typer.Option(envvar="OVERTURE_MAX_INPUT_FILE_BYTES", help="Largest file input from a URL or data: URI.")
+    ] = Settings.max_input_file_bytes,
+    input_download_timeout: Annotated[
+        float, typer.Option(envvar="OVERTURE_INPUT_DOWNLOAD_TIMEOUT", help="Seconds a file input may take to download.")
+    ] = Settings.input_download_seconds,
+    page_size: Annotated[int, typer.Option(envvar="OVERTURE_PAGE_SIZE", min=1, max=1000)] = Settings.page_size,
+    max_request_bytes: Annotated[
+        int, typer.Option(envvar="OVERTURE_MAX_REQUEST_BYTES", help="Largest JSON request body.")
+    ] = Settings.max_request_bytes,
+    prediction_timeout: Annotated[
+        float | None,
+        typer.Option(envvar="OVERTURE_PREDICTION_TIMEOUT", help="Cancel predictions unfinished after this many seconds."),
+    ] = None,
+    input_allow_private: Annotated[
+        bool | None,
+        typer.Option(
+            "--input-allow-private/--no-input-allow-private",
+            envvar="OVERTURE_INPUT_ALLOW_PRIVATE",
+            help="Fetch file inputs from private/loopback addresses (default: yes).",
+        ),
+    ] = None,
+    input_allow_cidr: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="OVERTURE_INPUT_ALLOW_CIDRS",
+            help="Fetch file inputs from this range even where the rules refuse it, e.g. 169.254.0.0/16 "
+            "(repeatable; the longest matching range wins).",
+        ),
+    ] = None,
+    input_deny_cidr: Annotated[
+        list[str] | None,
+        typer.Option(envvar="OVERTURE_INPUT_DENY_CIDRS", help="Never fetch file inputs from this range (repeatable)."),
+    ] = None,
+    webhook_allow_private: Annotated[
+        bool | None,
+        typer.Option(
+            "--webhook-allow-private/--no-webhook-allow-private",
+            envvar="OVERTURE_WEBHOOK_ALLOW_PRIVATE",
+            help="Allow webhooks to private/loopback addresses (default: yes).",
+        ),
+    ] = None,
+    webhook_allow_cidr: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="OVERTURE_WEBHOOK_ALLOW_CIDRS",
+            help="Send webhooks to this range even where the rules refuse it (repeatable).",
+        ),
+    ] = None,
+    webhook_deny_cidr: Annotated[
+        list[str] | None,
+        typer.Option(envvar="OVERTURE_WEBHOOK_DENY_CIDRS", help="Never send webhooks to this range (repeatable)."),
+    ] = None,
+    webhook_retry_hours: Annotated[
+        float, typer.Option(envvar="OVERTURE_WEBHOOK_RETRY_HOURS", help="Retry failed webhooks this long.")
+    ] = Settings.webhook_retry_hours,
+    webhook_backoff_seconds: Annotated[
+        float, typer.Option(envvar="OVERTURE_WEBHOOK_BACKOFF_SECONDS", help="First retry delay; doubles each time.")
+    ] = Settings.webhook_backoff_seconds,
+    checkpoint: Annotated[
+        list[str] | None,
+        typer.Option(envvar="OVERTURE_CHECKPOINTS", help="HUB_ID=DIR: load this checkpoint from a local directory."),
+    ] = None,
+    substitute: Annotated[
+        list[str] | None,
+        typer.Option(envvar="OVERTURE_SUBSTITUTES", help="FROM=TO: serve checkpoint TO when FROM is asked for."),
+    ] = None,
+    allow_checkpoint: Annotated[
+        list[str] | None,
+        typer.Option(envvar="OVERTURE_ALLOWED_CHECKPOINTS", help="Serve only these checkpoints (repeatable)."),
+    ] = None,
+    model_memory_gb: Annotated[
+        float | None, typer.Option(envvar="OVERTURE_MODEL_MEMORY_GB", help="Budget for loaded models (LRU).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(envvar="OVERTURE_DEVICE", help="cuda, cpu, ... (default: auto).")] = None,
+    workers: Annotated[
+        Workers | None,
+        typer.Option(
+            envvar="OVERTURE_WORKERS",
+            help="Where model pools run: process, in child worker processes; inline, as threads in the server "
+            f"process, for debugging (default: {Settings.workers}).",
+        ),
+    ] = None,
+    cancel_grace: Annotated[
+        float | None,
+        typer.Option(
+            envvar="OVERTURE_CANCEL_GRACE",
+            metavar="SECONDS",
+            help="How long a running prediction may ignore a cancel before its worker process is killed and "
+            f"restarted (default: {Settings.cancel_grace_seconds:g}).",
+        ),
+    ] = None,
+    batch_memory_gb: Annotated[
+        float | None,
+        typer.Option(
+            envvar="OVERTURE_BATCH_MEMORY_GB",
+            min=0,
+            help="Key/value memory of one running MusicGen batch (default: 1/4 of RAM, 1/2 of free GPU memory).",
+        ),
+    ] = None,
+    batch_slots: Annotated[
+        int | None,
+        typer.Option(
+            envvar="OVERTURE_BATCH_SLOTS",
+            min=1,
+            help="Most rows in one running MusicGen batch; guidance takes two per prediction "
+            f"(default: {MusicGenSettings.batch_slots}).",
+        ),
+    ] = None,
+    riffusion_seed_images: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="OVERTURE_RIFFUSION_SEED_IMAGES",
+            help="Directory of <id>.png seed spectrograms that riffusion uses in place of its own.",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="OVERTURE_CONFIG",
+            help="TOML file: checkpoints, substitutes (tables), allowed_checkpoints, model_memory_gb, device, "
+            "workers, cancel_grace, batch_memory_gb, batch_slots, riffusion_seed_images, input_allow_private, "
+            "input_allow_cidrs, input_deny_cidrs, webhook_allow_private, webhook_allow_cidrs, webhook_deny_cidrs.",
+        ),
+    ] = None,
+    ssl_certfile: Annotated[
+        Path | None, typer.Option(envvar="OVERTURE_SSL_CERTFILE", help="Serve HTTPS with this certificate (PEM).")
+    ] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(envvar="OVERTURE_SSL_KEYFILE", help="Its private key (PEM).")] = None,
+    model_module: Annotated[
+        list[str] | None,
+        typer.Option(envvar="OVERTURE_MODEL_MODULES", help="Importable module whose MODELS list is also served."),
+    ] = None,
+) -> None:
+    """Start the HTTP server."""
+    import uvicorn
+
+    from overture.api.app import create_app
+
+    table = _config_table(config)
+    settings = Settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        public_url=public_url.rstrip("/") if public_url else None,
+        tokens=split(token),
+        database_url=database_url,
+        retention_hours=retention_hours,
+        cache=cache,
+        max_upload_bytes=max_upload_bytes,
+        max_input_file_bytes=max_input_file_bytes,
+        input_download_seconds=input_download_timeout,
+        page_size=page_size,
+        max_request_bytes=max_request_bytes,
+        prediction_timeout_seconds=prediction_timeout,
+        **_address_settings(
+            table,
+            {"input_allow_private": input_allow_private, "webhook_allow_private": webhook_allow_private},
+            {
+                "input_allow_cidrs": input_allow_cidr,
+                "input_deny_cidrs": input_deny_cidr,
+                "webhook_allow_cidrs": webhook_allow_cidr,
+                "webhook_deny_cidrs": webhook_deny_cidr,
+            },
+        ),
+        webhook_retry_hours=webhook_retry_hours,
+        webhook_backoff_seconds=webhook_backoff_seconds,
+        model_modules=split(model_module),
+        checkpoints=_checkpoint_settings(checkpoint, substitute, allow_checkpoint, model_memory_gb, device, table),
+        model_settings=_model_settings(table, batch_memory_gb, batch_slots, riffusion_seed_images),
+        **_worker_settings(table, workers, cancel_grace),
+    )
+    generated = not settings.tokens
+    application = create_app(settings)
+    # The client wraps only https: output URLs in FileOutput (.read()), so TLS matters to users.
+    scheme = "https" if ssl_certfile else "http"
+    base = settings.public_url or f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    console.print(f"Overture is serving on [bold]{base}[/bold]")
+    console.print(f"  export REPLICATE_BASE_URL={base}")
+    if generated:
+        console.print(f"  export REPLICATE_API_TOKEN={settings.tokens[0]}")
+        console.print(f"  (token generated and kept in {settings.data_dir / 'api-token'})")
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
+        log_config=_log_config(),
+        timeout_graceful_shutdown=5,
+        # Longer than any client's idle-connection expiry (httpx: 5 s), so a client never reuses a
+        # pooled connection the server is closing at that moment (a ReadError under load).
+        timeout_keep_alive=75,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
+
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, with Overture's own log (workers started and lost, models unloaded) at
+    INFO beside it."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["overture"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    pairs = {}
+    for item in split(values):
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise typer.BadParameter(f"expected FROM=TO, got {item!r}", param_hint=option)
+        pairs[key] = value
+    return pairs
+
+
+def _config_table(config: Path | None) -> dict[str, Any]:
+    """The config file's keys, read once; a file TOML cannot read stops the server at start-up."""
+    if config is None:
+        return {}
+    try:
+        return tomllib.loads(config.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise typer.BadParameter(f"{config}: {exc}", param_hint="--config") from None
+
+
+def _address_settings(
+    table: dict[str, Any], allow_private: dict[str, bool | None], ranges: dict[str, list[str] | None]
+) -> dict[str, Any]:
+    """The address policy's settings (engine/netpolicy.py): options first, then the config file's
+    keys of the same names. Ranges are parsed here, so that a typo stops the server at start-up."""
+    settings: dict[str, Any] = {}
+    for key, value in allow_private.items():
+        settings[key] = table.get(key, True) if value is None else value
+        if not isinstance(settings[key], bool):
+            raise typer.BadParameter(f"{key} must be true or false, not {settings[key]!r}", param_hint="--config")
+    for key, values in ranges.items():
+        configured = table.get(key, [])
+        if not (isinstance(configured, list) and all(isinstance(item, str) for item in configured)):
+            raise typer.BadParameter(f"{key} must be a list of ranges, such as [\"10.0.0.0/8\"]", param_hint="--config")
+        try:
+            settings[key] = parse_networks(split(values) or configured)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint=f"--{key.replace('_', '-').removesuffix('s')}") from None
+    return settings
+
+
+def _layered(
+    given: Any,
+    table: dict[str, Any],
+    key: str,
+    option: str = "",
+    valid: Callable[[Any], bool] | None = None,
+    expected: str = "",
+) -> Any:
+    """The option's value (or its env var's), else the config file's ``key``; None when neither
+    gives one, which leaves the setting to its dataclass's default. A value ``valid`` refuses stops
+    the server at start-up, naming the option or the config file that gave it."""
+    value, hint = (given, option) if given is not None else (table.get(key), "--config")
+    if value is not None and valid is not None and not valid(value):
+        raise typer.BadParameter(f"{key} must be {expected}, not {value!r}", param_hint=hint)
+    return value
+
+
+def _positive_seconds(value: Any) -> bool:
+    # Finite: a grace period is waited out, and an infinite wait cannot be.
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
+
+
+def _worker_settings(table: dict[str, Any], workers: str | None, cancel_grace: float | None) -> dict[str, Any]:
+    """Where model pools run and how long a cancel is waited for: options first, then the config file."""
+    return _given(
+        workers=_layered(workers, table, "workers", "--workers", WORKERS.__contains__, " or ".join(WORKERS)),
+        cancel_grace_seconds=_layered(
+            cancel_grace, table, "cancel_grace", "--cancel-grace", _positive_seconds, "a number of seconds above 0"
+        ),
+    )
+
+
+def _checkpoint_settings(
+    checkpoint: list[str] | None,
+    substitute: list[str] | None,
+    allow: list[str] | None,
+    memory_gb: float | None,
+    device: str | None,
+    table: dict[str, Any],
+) -> CheckpointSettings:
+    """Options first, then the config file for whatever they leave out."""
+    dirs = {**table.get("checkpoints", {}), **_pairs(checkpoint, "--checkpoint")}
+    allowed = split(allow) or table.get("allowed_checkpoints")
+    memory = _layered(memory_gb, table, "model_memory_gb")
+    return CheckpointSettings(
+        local_dirs={k: Path(v).expanduser() for k, v in dirs.items()},
+        substitutes={**table.get("substitutes", {}), **_pairs(substitute, "--substitute")},
+        allowed=frozenset(allowed) if allowed else None,
+        memory_budget_bytes=int(memory * 2**30) if memory is not None else None,
+        device=_layered(device, table, "device"),
+    )
+
+
+def _model_settings(
+    table: dict[str, Any], batch_memory_gb: float | None, batch_slots: int | None, seed_images: Path | None
+) -> dict[type, Any]:
+    """Each model package's settings dataclass (``Settings.model_settings``), options first, then
+    the config file."""
+    batch_memory = _layered(batch_memory_gb, table, "batch_memory_gb")
+    slots = _layered(batch_slots, table, "batch_slots")
+    seed_dir = _layered(seed_images, table, "riffusion_seed_images")
+    if seed_dir is not None:
+        seed_dir = Path(seed_dir).expanduser()
+        if not seed_dir.is_dir():
+            # Said at start-up: otherwise every request would quietly get the built-in seeds.
+            raise typer.BadParameter(f"{seed_dir} is not a directory", param_hint="--riffusion-seed-images")
+    musicgen = MusicGenSettings(
+        **_given(batch_memory_bytes=int(batch_memory * 2**30) if batch_memory is not None else None, batch_slots=slots)
+    )
+    return {MusicGenSettings: musicgen, RiffusionSettings: RiffusionSettings(seed_images=seed_dir)}
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The values given, as a dataclass's keyword arguments: those left None keep its defaults."""
+    return {key: value for key, value in values.items() if value is not None}
+

@@ -1,0 +1,137 @@
+"""Recording a prediction's changes and fanning them out.
+
+Every change is one conditional write (the status must still be what the change expects, so a
+race has one winner) that stores the stream's events in the same transaction. After it, waiters
+and streams are woken and the prediction's webhook subscription gets the event if it wants it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from overture.engine.notify import Notifier
+from overture.engine.run import PredictionRun
+from overture.engine.webhooks import WebhookDispatcher
+from overture.status import ACTIVE, Status
+from overture.store.db import PredictionRow
+from overture.store.store import Store, utcnow
+
+
+class Recorder:
+    def __init__(self, store: Store, notifier: Notifier, webhooks: WebhookDispatcher | None):
+        self.store = store
+        self.notifier = notifier
+        self.webhooks = webhooks
+
+    def started(self, run: PredictionRun) -> bool:
+        """Mark the prediction processing; False when it ended first (canceled)."""
+        now = utcnow()
+        if not self.store.transition(run.id, [Status.STARTING], status=Status.PROCESSING, started_at=now):
+            return False
+        run.started_at = now
+        run.logs.restart_clock()
+        self._changed(run, "start")
+        return True
+
+    def flush(self, run: PredictionRun) -> None:
+        """Write the log lines not yet in the record."""
+        text, new = run.logs.take()
+        if new and self.store.transition(run.id, [Status.PROCESSING], events=[("logs", new)], logs=text):
+            self._changed(run, "logs")
+
+    def partial(self, run: PredictionRun, value: Any) -> None:
+        """Publish output ready before the end; the logs written before it come first."""
+        self.flush(run)
+        output = self.publish(run.id, value)
+        run.produced_output = True
+        if self.store.transition(run.id, [Status.PROCESSING], events=[("output", output)]):
+            self._changed(run, "output")
+
+    def complete(self, run: PredictionRun, status: Status, last_line: str = "", **values: Any) -> bool:
+        """Move to a terminal status with ``completed_at`` and ``predict_time``, unless already
+        terminal; end the stream (``error``, then ``done``) and send the ``completed`` webhook.
+        The logs' unwritten lines and ``last_line`` go in the same transaction: a prediction
+        that finished first never gets that line."""
+        if last_line:
+            run.logs.append(last_line)
+        text, new = run.logs.take()
+        events: list[tuple[str, Any]] = [("logs", new)] if new else []
+        if status == Status.FAILED:
+            events.append(("error", values["error"]))
+        reason = {} if status == Status.SUCCEEDED else {"reason": "error" if status == Status.FAILED else str(status)}
+        events.append(("done", reason))
+        now = utcnow()
+        started_at = values.get("started_at", run.started_at)
+        ok = self.store.transition(
+            run.id,
+            ACTIVE,
+            events=events,
+            status=status,
+            logs=text,
+            completed_at=now,
+            predict_time=_seconds(started_at, now),
+            **values,
+        )
+        if ok:
+            run.finished = True
+            self._changed(run, "completed")
+        return ok
+
+    def restarted(self, run: PredictionRun, notice: str) -> bool:
+        """Back to ``starting`` for another attempt, ``notice`` in the logs; False when it ended."""
+        run.logs.append(notice)
+        text, new = run.logs.take()
+        ok = self.store.transition(
+            run.id, ACTIVE, events=[("logs", new)], status=Status.STARTING, started_at=None, logs=text
+        )
+        if ok:
+            run.started_at = None
+            self._changed(run, "logs")
+        return ok
+
+    def unresumable(self, row: PredictionRow, error: str) -> None:
+        """Fail a prediction left by an earlier process that can no longer run (its model is gone)."""
+        ended = self.store.transition(
+            row.id,
+            ACTIVE,
+            events=[("error", error), ("done", {"reason": "error"})],
+            status=Status.FAILED,
+            error=error,
+            completed_at=utcnow(),
+        )
+        if ended and row.webhook and self.webhooks is not None:
+            subscription = self.webhooks.subscription(row.owner, row.webhook, row.webhook_events_filter)
+            if subscription.wants("completed"):
+                self.webhooks.enqueue(subscription, self.store.prediction(row.id) or row, "completed")
+        self.notifier.notify(row.id)
+
+    def publish(self, pid: str, value: Any) -> Any:
+        """Output as stored JSON: files moved into the prediction's outputs, numpy made plain."""
+        if isinstance(value, Path):
+            return self.store.publish_output(pid, value)
+        if isinstance(value, dict):
+            return {str(k): self.publish(pid, v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.publish(pid, v) for v in value]
+        if isinstance(value, np.generic | np.ndarray):
+            return value.tolist()
+        if value is None or isinstance(value, str | int | float | bool):
+            return value
+        raise TypeError(f"the model returned a value that is not JSON: {type(value).__name__}")
+
+    def _changed(self, run: PredictionRun, event: str) -> None:
+        """Wake waiters and streams; queue the webhook event if the prediction asked for it."""
+        self.notifier.notify(run.id)
+        if run.webhook is None or self.webhooks is None or not run.webhook.wants(event):
+            return
+        row = self.store.prediction(run.id)
+        if row is not None:
+            self.webhooks.enqueue(run.webhook, row, event)
+
+
+def _seconds(start: datetime | None, end: datetime) -> float | None:
+    return None if start is None else round((end - start).total_seconds(), 6)

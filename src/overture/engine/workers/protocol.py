@@ -1,0 +1,116 @@
+"""The messages between the engine and a model worker: what crosses a pipe today and a network
+tomorrow, so every one is a plain, picklable dataclass with no live objects in it.
+
+The engine sends ``Job`` and ``Cancel``; the worker answers each job with ``Started`` (once it
+takes the job off its queue), any number of ``Log``, ``Progress`` and ``Output`` events, and
+exactly one ``Done``. A worker that cannot load its model's code sends ``WorkerFailed`` and exits.
+For the one memory budget of all workers, a worker reports ``ModelLoaded`` and ``ModelUsed``, and
+the engine may answer ``Unload``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from overture.runtime.checkpoints import CheckpointSettings
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """What a worker needs to serve one pool: where to find its predictor (a version id, and the
+    modules declaring models beside the built-in ones, as a fresh process must import them), and
+    the settings its predictor is built with."""
+
+    name: str
+    version_id: str
+    model_modules: tuple[str, ...] = ()
+    checkpoints: CheckpointSettings = field(default_factory=CheckpointSettings)
+    #: Each model package's settings dataclass by its class (``Settings.model_settings``).
+    model_settings: dict[type, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One prediction to run, with every file input already a local path."""
+
+    prediction_id: str
+    inputs: dict[str, Any]
+    #: Where the model writes output files; the engine moves them into the store.
+    scratch: Path
+    #: Someone wants partial outputs (a stream was requested, or an ``output`` webhook).
+    stream: bool = False
+
+
+@dataclass(frozen=True)
+class Cancel:
+    prediction_id: str
+
+
+@dataclass(frozen=True)
+class Unload:
+    """Drop a loaded model: another worker needs its memory."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class Started:
+    prediction_id: str
+
+
+@dataclass(frozen=True)
+class Log:
+    prediction_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    prediction_id: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Output:
+    """Output ready before the prediction ends; ``Path`` values are files in the job's scratch."""
+
+    prediction_id: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Done:
+    """The end of a job: ``output`` when it succeeded, ``error`` (a message for the user) when it
+    failed, or ``canceled``."""
+
+    prediction_id: str
+    output: Any = None
+    error: str | None = None
+    canceled: bool = False
+
+
+@dataclass(frozen=True)
+class ModelLoaded:
+    key: str
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class ModelUsed:
+    key: str
+
+
+@dataclass(frozen=True)
+class WorkerFailed:
+    """The worker could not start serving its pool (its code failed to import); it exits after."""
+
+    error: str
+
+
+#: Events about one job, which the engine records.
+JobEvent = Started | Log | Progress | Output | Done
+ModelEvent = ModelLoaded | ModelUsed
+Event = JobEvent | ModelEvent | WorkerFailed

@@ -1,0 +1,227 @@
+"""The worker side of the protocol: serves one pool's jobs wherever it runs (a child process, or
+the server's own process with ``--workers inline``) and reports everything as events.
+
+A pool is one model family on one device: its versions share a queue, worker threads and one
+predictor instance, so their predictions can batch together. Jobs wait in the pool's own queue,
+so batching and admission (``has_room``) are decided next to the model, not across a pipe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+from overture.engine.queue import JobQueue, QueueClosed
+from overture.engine.workers.protocol import (
+    Done,
+    Job,
+    JobEvent,
+    Log,
+    ModelEvent,
+    ModelLoaded,
+    ModelUsed,
+    Output,
+    PoolSpec,
+    Progress,
+    Started,
+)
+from overture.errors import CheckpointMissing, SetupFailed, prediction_error
+from overture.models.base import Canceled, ContinuousPredictor, Predictor
+from overture.models.registry import default_registry
+from overture.runtime.checkpoints import Checkpoints
+from overture.runtime.loaded import LoadedModels
+
+log = logging.getLogger("overture")
+
+Emit = Callable[[JobEvent | ModelEvent], None]
+
+
+def predictor_class(spec: PoolSpec) -> type[Predictor]:
+    """The pool's predictor class, found as the server finds it (some are made by a factory, so
+    they have no importable name): what a fresh process does first."""
+    return default_registry(spec.model_modules).version(spec.version_id)[1].predictor
+
+
+class WorkerContext:
+    """The ``Context`` a predictor sees for one job; every call becomes an event."""
+
+    def __init__(self, job: Job, emit: Emit):
+        self.job = job
+        self.prediction_id = job.prediction_id
+        self.streaming = job.stream
+        self.canceled = threading.Event()
+        self._emit = emit
+
+    def log(self, message: str) -> None:
+        self._emit(Log(self.prediction_id, message.rstrip("\n")))
+
+    def progress(self, done: int, total: int) -> None:
+        self._emit(Progress(self.prediction_id, done, total))
+
+    def check_canceled(self) -> None:
+        if self.canceled.is_set():
+            raise Canceled()
+
+    def scratch_path(self, filename: str) -> Path:
+        return self.job.scratch / filename
+
+    def partial(self, value: Any) -> None:
+        self._emit(Output(self.prediction_id, value))
+
+
+class PoolRuntime:
+    """One pool's queue, worker threads and predictor; thread-safe ``submit`` and ``cancel``."""
+
+    def __init__(self, spec: PoolSpec, predictor_class: type[Predictor], emit: Emit):
+        self.spec = spec
+        self.predictor_class = predictor_class
+        self._emit = emit
+        self._queue = JobQueue(workers=predictor_class.concurrency)
+        self._loaded = LoadedModels(
+            on_load=lambda key, nbytes: emit(ModelLoaded(key, nbytes)), on_use=lambda key: emit(ModelUsed(key))
+        )
+        self._checkpoints = Checkpoints(spec.checkpoints, self._loaded)
+        self._predictor: Predictor | None = None
+        self._setup_lock = threading.Lock()
+        #: Jobs a worker thread has taken and not finished, for cancel.
+        self._running: dict[str, WorkerContext] = {}
+        #: Cancels that found their job neither queued nor running: a thread is just taking it.
+        self._canceled_early: set[str] = set()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    # -- from the engine -----------------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        if self._queue.put(job):
+            thread = threading.Thread(target=self._serve, name=f"worker-{self.spec.name}", daemon=True)
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+            thread.start()
+
+    def cancel(self, prediction_id: str) -> None:
+        """A queued job ends at once; a running one stops at its next ``check_canceled``."""
+        if self._queue.remove(prediction_id):
+            self._emit(Done(prediction_id, canceled=True))
+            return
+        with self._lock:
+            ctx = self._running.get(prediction_id)
+            if ctx is None:
+                self._canceled_early.add(prediction_id)
+        if ctx is not None:
+            ctx.canceled.set()
+
+    def unload(self, key: str) -> None:
+        self._loaded.unload(key)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._queue.close()
+        with self._lock:
+            for ctx in self._running.values():
+                ctx.canceled.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    # -- worker threads ------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        try:
+            if issubclass(self.predictor_class, ContinuousPredictor):
+                self._serve_continuously()
+            else:
+                self._serve_batches()
+        except Exception:
+            # Reporting failed (the engine is gone): nothing is left to tell.
+            log.exception("worker %s stopped", self.spec.name)
+
+    def _serve_batches(self) -> None:
+        limit = self.predictor_class.max_batch_size
+        while jobs := self._queue.take(limit, key=lambda job: self.predictor_class.batch_key(job.inputs)):
+            ready = [self._start(job) for job in jobs]
+            try:
+                predictor = self._setup()
+                if len(ready) > 1:
+                    results = predictor.predict_batch([(ctx, job.inputs) for ctx, job in zip(ready, jobs, strict=True)])
+                else:
+                    results = [_predict_one(predictor, ready[0], jobs[0].inputs)]
+            except Exception as exc:  # setup, or the batch as a whole, failed
+                results = [exc] * len(ready)
+            for ctx, result in zip(ready, results, strict=True):
+                self._finish(ctx, result)
+
+    def _serve_continuously(self) -> None:
+        """Admit queued jobs into the predictor's loop as room allows, stepping it in between;
+        block on the queue only when the loop has nothing left to do."""
+        loop: ContinuousPredictor | None = None
+
+        def admits(job: Job) -> bool:
+            return loop is None or loop.has_room(job.inputs)
+
+        while True:
+            try:
+                job = self._queue.take_next(admits, block=loop is None or not loop.busy())
+            except QueueClosed:
+                return
+            if job is not None:
+                loop = self._admit(job) or loop
+            elif loop is not None:
+                loop.step()
+
+    def _admit(self, job: Job) -> ContinuousPredictor | None:
+        ctx = self._start(job)
+        try:
+            loop = cast(ContinuousPredictor, self._setup())
+            loop.admit(ctx, job.inputs, done=lambda result: self._finish(ctx, result))
+        except Exception as exc:  # setup failed or the input was refused: this job fails alone
+            self._finish(ctx, exc)
+            return None
+        return loop
+
+    def _start(self, job: Job) -> WorkerContext:
+        ctx = WorkerContext(job, self._emit)
+        with self._lock:
+            self._running[job.prediction_id] = ctx
+            if job.prediction_id in self._canceled_early:
+                self._canceled_early.discard(job.prediction_id)
+                ctx.canceled.set()
+        self._emit(Started(job.prediction_id))
+        return ctx
+
+    def _setup(self) -> Predictor:
+        """The pool's predictor, set up on first use; a failed setup is tried again next time."""
+        with self._setup_lock:
+            if self._predictor is None:
+                predictor = self.predictor_class(self._checkpoints, self.spec.model_settings)
+                try:
+                    predictor.setup()
+                except CheckpointMissing:
+                    raise
+                except Exception as exc:
+                    raise SetupFailed(f"Model setup failed: {type(exc).__name__}: {exc}") from exc
+                self._predictor = predictor
+            return self._predictor
+
+    def _finish(self, ctx: WorkerContext, result: Any) -> None:
+        pid = ctx.prediction_id
+        with self._lock:
+            self._running.pop(pid, None)
+        if isinstance(result, Canceled):
+            self._emit(Done(pid, canceled=True))
+        elif isinstance(result, BaseException):
+            if not isinstance(result, ValueError):
+                self._emit(Log(pid, "".join(traceback.format_exception(result)).rstrip()))
+            self._emit(Done(pid, error=prediction_error(result)))
+        else:
+            self._emit(Done(pid, output=result))
+
+
+def _predict_one(predictor: Predictor, ctx: WorkerContext, inputs: dict[str, Any]) -> Any:
+    try:
+        return predictor.predict(ctx, **inputs)
+    except Canceled as exc:
+        return exc
