@@ -8,10 +8,12 @@
 #   parity          benchmarks/gpu_parity.py: greedy codes of tiny checkpoints, CUDA bfloat16 (and
 #                   float16, float32) against CPU float32: the share of codes that agree
 #   batching-small  benchmarks/batching.py --shape small --device cuda: continuous batching against
-#                   plain generate, random weights of musicgen-small's shape
+#                   plain generate, random weights of musicgen-small's shape; (c) with the clients
+#                   polling every 0.5 s and then every 0.1 s
 #   stereo-large    benchmarks/batching.py --shape stereo-large --no-plain --alone: one 30 s
-#                   prediction alone, then 16 concurrent, through the HTTP server
-#   batching-large  benchmarks/batching.py --shape large --device cuda, 2 s clips
+#                   prediction alone, then 16 concurrent, through the HTTP server (polling 0.5 s)
+#   batching-large  benchmarks/batching.py --shape large --device cuda, 2 s clips (polling 0.5 s)
+# The server runs the model in its worker process (overture serve's default, --workers process).
 # Every part prints what it compares and the machine line (benchmarks/_machine.py). Output goes to
 # the terminal and to $OUT (default ./gpu-results): gpu.log (all of it), PART.log for each part,
 # gpu-usage.csv (nvidia-smi every 0.5 s: time, MiB used, MiB total, % busy). Weights and scratch
@@ -80,7 +82,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --cpu-check) CPU_CHECK=1 ;;
         --only) ONLY=${2//,/ }; shift ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
         *) say "unknown argument: $1 (see --help)"; exit 2 ;;
     esac
     shift
@@ -92,7 +94,8 @@ done
 mkdir -p "$OUT" "$WORK"
 exec > >(tee -a "$OUT/gpu.log") 2>&1
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1
-export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
+# Absolute: the server and its worker processes import this checkout's src too.
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$CPU_CHECK" = 1 ]; then
     BUDGET=${GPU_BUDGET_S:-900}
     # Kernel timings stream 1 MiB instead of 64: on smoke shapes this saves minutes, changes no path.
@@ -202,10 +205,10 @@ if [ "$CPU_CHECK" = 1 ]; then
         --staggered 2 --interval 0.5 --longest 1 --gets 5
     run_part stereo-large 300 "one prediction alone, then concurrent ones; stereo smoke shape standing in for stereo-large" \
         "$PY" benchmarks/batching.py --shape stereo-smoke --device cpu --dir "$WORK/stereo-smoke" --no-plain --alone \
-        --requests 2 --seconds 2 --staggered 0 --gets 0
+        --requests 2 --seconds 2 --staggered 0 --gets 0 --poll 0.5
     run_part batching-large 300 "continuous batching against plain generate; smoke shape standing in for large" \
         "$PY" benchmarks/batching.py --shape smoke --device cpu --dir "$WORK/smoke" --requests 2 --seconds 1 \
-        --staggered 0 --gets 0
+        --staggered 0 --gets 0 --poll 0.5
 else
     run_part parity 90 "greedy codes, cuda bfloat16, float16 and float32 against cpu float32, tiny checkpoints" \
         "$PY" benchmarks/gpu_parity.py
@@ -213,9 +216,9 @@ else
         "$PY" benchmarks/batching.py --shape small --device cuda --dir "$WORK/small" --gets 200
     run_part stereo-large 210 "a 30 s stereo-large prediction alone, then 16 concurrent, through the server on CUDA" \
         "$PY" benchmarks/batching.py --shape stereo-large --device cuda --dir "$WORK/stereo-large" --no-plain --alone \
-        --requests 16 --seconds 30 --staggered 0 --gets 0
+        --requests 16 --seconds 30 --staggered 0 --gets 0 --poll 0.5
     run_part batching-large 180 "continuous batching against plain generate on CUDA, musicgen-large shape, 2 s clips" \
-        "$PY" benchmarks/batching.py --shape large --device cuda --dir "$WORK/large" --seconds 2 --staggered 0 --gets 0
+        "$PY" benchmarks/batching.py --shape large --device cuda --dir "$WORK/large" --seconds 2 --staggered 0 --gets 0 --poll 0.5
 fi
 
 say ""
