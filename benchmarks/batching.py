@@ -188,7 +188,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 def descendants(root: int) -> list[int]:
-    """The process's children, theirs, and so on (``/proc/PID/task/TID/children``)."""
+    """The process's children, theirs, and so on: from ``/proc/PID/task/TID/children`` where the
+    kernel has it, else from every process's parent in ``/proc/PID/stat`` (gVisor, for one)."""
+    if not Path(f"/proc/{root}/task/{root}/children").exists():
+        return scanned_descendants(root)
     found, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -199,6 +202,23 @@ def descendants(root: int) -> list[int]:
                 continue
             found += kids
             todo += kids
+    return found
+
+
+def scanned_descendants(root: int) -> list[int]:
+    """``descendants`` by reading each process's parent from ``/proc/PID/stat``."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
     return found
 
 
@@ -220,7 +240,8 @@ def process_label(pid: int, root: int) -> str:
 class TreeMemory:
     """Resident memory of a process and its descendants (the server and its workers), sampled on
     a thread: each process's own high-water mark (VmHWM, kept for those that have ended) and the
-    largest sum of their resident memory (VmRSS) at one sample."""
+    largest sum of their resident memory (VmRSS) at one sample. Where the kernel keeps no VmHWM,
+    the largest VmRSS sampled stands in for it."""
 
     def __init__(self, root: int, interval: float = 0.5):
         self.root = root
@@ -242,7 +263,9 @@ class TreeMemory:
             if not status:
                 continue
             label = self.peaks[pid][0] if pid in self.peaks else process_label(pid, self.root)
-            self.peaks[pid] = (label, max(kib(status, "VmHWM"), self.peaks.get(pid, ("", 0))[1]))
+            # Where the kernel keeps no VmHWM, the largest VmRSS sampled stands in for it.
+            peak = kib(status, "VmHWM") or kib(status, "VmRSS")
+            self.peaks[pid] = (label, max(peak, self.peaks.get(pid, ("", 0))[1]))
             summed += kib(status, "VmRSS")
         self.summed_peak = max(self.summed_peak, summed)
 
