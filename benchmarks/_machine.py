@@ -22,10 +22,20 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def gpu_name() -> str | None:
+    """``<GPU> (<memory> GiB), CUDA <version>`` of the first CUDA device, or None without one."""
+    if not torch.cuda.is_available():
+        return None
+    properties = torch.cuda.get_device_properties(0)
+    return f"{properties.name} ({properties.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
+
+
 def machine_line() -> str:
-    """``machine: <CPU>, <n> cores, torch <version>, <t> threads, <UTC date and time>``."""
+    """``machine: <CPU>, <n> cores, torch <version>, <t> threads, <UTC date and time>``, and where
+    there is a CUDA device, ``, GPU <name> (<memory> GiB), CUDA <version>``."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    gpu = gpu_name()
     return (
         f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {now}"
+        f"{torch.get_num_threads()} threads, {now}" + (f", GPU {gpu}" if gpu else "")
     )
