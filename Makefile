@@ -1,16 +1,44 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Every package that make install puts in .venv, pinned with hashes: the dependencies, the test and
+# dev extras (lint tools, uv, pip, the build backend). Compiled by `make lock` from pyproject.toml and
+# the torch pin in constraints.txt: edit those, never the lock, then run make lock or make upgrade.
+LOCK := requirements.lock
+# uv reads no pip configuration, so it is handed pip's own (index, extra indexes, find-links: here the
+# directory with the CPU torch wheel), as pip would use it to install, config files and PIP_* alike.
+# unsafe-best-match takes the best version across all of them, as pip does (torch 2.13.0+cpu).
+PIP_SOURCES := $(PY) -c 'from pip._internal.commands import create_command; \
+	o = create_command("install").parse_args([])[0]; \
+	print(*["--index-url=" + o.index_url], *["--extra-index-url=" + u for u in o.extra_index_urls], \
+	*["--find-links=" + f for f in o.find_links])'
+LOCK_ARGS := --quiet --python $(PY) --generate-hashes --index-strategy unsafe-best-match \
+	--extra test --extra dev --constraint constraints.txt --output-file $(LOCK) pyproject.toml
 
-.PHONY: install serve test bench clean
+.PHONY: install lock upgrade serve test bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+# --require-hashes: pip installs nothing that is not in the lock, nor a file whose hash differs.
+# Then the project itself, editable, with nothing more: its dependencies are all in the lock.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Re-resolve the lock after editing pyproject.toml or constraints.txt; pins that still fit are kept.
+# With LOCK_UPGRADE=--upgrade every pin moves to the newest release allowed (make upgrade's first step).
+# Only resolves (uses .venv's uv and pip, installs nothing).
+lock:
+	$(VENV)/bin/uv pip compile $(LOCK_UPGRADE) $$($(PIP_SOURCES)) \
+		--custom-compile-command "make $(if $(LOCK_UPGRADE),upgrade,lock)" $(LOCK_ARGS)
+
+# Every dependency to the newest release that pyproject.toml and constraints.txt allow: the lock is
+# re-resolved, then installed. Commit the new requirements.lock once the tests pass.
+upgrade: install
+	$(MAKE) lock LOCK_UPGRADE=--upgrade
+	$(MAKE) install
 
 serve: install
 	$(VENV)/bin/overture serve
