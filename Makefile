@@ -15,7 +15,7 @@ PIP_SOURCES := $(PY) -c 'from pip._internal.commands import create_command; \
 LOCK_ARGS := --quiet --python $(PY) --generate-hashes --index-strategy unsafe-best-match \
 	--extra test --extra dev --constraint constraints.txt --output-file $(LOCK) pyproject.toml
 
-.PHONY: install lock upgrade serve test bench clean
+.PHONY: install lock upgrade lint serve test bench clean
 
 install: $(STAMP)
 
@@ -39,6 +39,14 @@ lock:
 upgrade: install
 	$(MAKE) lock LOCK_UPGRADE=--upgrade
 	$(MAKE) install
+
+# ruff on the whole tree, mypy on src/ (settings in pyproject.toml). All three run; any failure fails.
+lint: install
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/ruff format --check . || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	exit $$status
 
 serve: install
 	$(VENV)/bin/overture serve
