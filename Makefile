@@ -5,12 +5,16 @@ STAMP := $(VENV)/.installed
 # dev extras (lint tools, uv, pip, the build backend). Compiled by `make lock` from pyproject.toml and
 # the torch pin in constraints.txt: edit those, never the lock, then run make lock or make upgrade.
 LOCK := requirements.lock
-# uv reads no pip configuration, so it is handed pip's own (index, extra indexes, find-links: here the
-# directory with the CPU torch wheel), as pip would use it to install, config files and PIP_* alike.
+# uv reads no pip configuration, so it is handed pip's own sources (config files and PIP_* alike): the
+# index, pip's extra indexes, and find-links (here the directory with the CPU torch wheel). The index
+# comes first, as an extra index too: uv takes a version's files, and so the lock's hashes, from the
+# first index that has that version, and pip's extra indexes here are partial copies of PyPI. Handed
+# first, one of them gave a pin only the files it holds (soundfile: the wheel without libsndfile).
 # unsafe-best-match takes the best version across all of them, as pip does (torch 2.13.0+cpu).
 PIP_SOURCES := $(PY) -c 'from pip._internal.commands import create_command; \
 	o = create_command("install").parse_args([])[0]; \
-	print(*["--index-url=" + o.index_url], *["--extra-index-url=" + u for u in o.extra_index_urls], \
+	print(*["--index-url=" + o.index_url], \
+	*["--extra-index-url=" + u for u in [o.index_url, *o.extra_index_urls]], \
 	*["--find-links=" + f for f in o.find_links])'
 LOCK_ARGS := --quiet --python $(PY) --generate-hashes --index-strategy unsafe-best-match \
 	--extra test --extra dev --constraint constraints.txt --output-file $(LOCK) pyproject.toml
@@ -27,12 +31,15 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Re-resolve the lock after editing pyproject.toml or constraints.txt; pins that still fit are kept.
-# With LOCK_UPGRADE=--upgrade every pin moves to the newest release allowed (make upgrade's first step).
-# Only resolves (uses .venv's uv and pip, installs nothing).
-lock:
-	$(VENV)/bin/uv pip compile $(LOCK_UPGRADE) $$($(PIP_SOURCES)) \
-		--custom-compile-command "make $(if $(LOCK_UPGRADE),upgrade,lock)" $(LOCK_ARGS)
+# Re-resolve the lock after editing pyproject.toml or constraints.txt; pins that still fit are kept,
+# with their hashes. With LOCK_UPGRADE=--upgrade every pin moves to the newest release allowed (make
+# upgrade's first step). Only resolves, with .venv's uv and pip (made by make install if missing).
+lock: | $(VENV)/bin/uv
+	$(VENV)/bin/uv pip compile $(LOCK_UPGRADE) $$($(PIP_SOURCES)) --custom-compile-command "make lock" $(LOCK_ARGS)
+
+$(VENV)/bin/uv:
+	rm -f $(STAMP)
+	$(MAKE) install
 
 # Every dependency to the newest release that pyproject.toml and constraints.txt allow: the lock is
 # re-resolved, then installed. Commit the new requirements.lock once the tests pass.
