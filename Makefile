@@ -1,16 +1,59 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Every package that make install puts in .venv, pinned with hashes: the dependencies, the test and
+# dev extras (lint tools, uv, pip, the build backend). Compiled by `make lock` from pyproject.toml and
+# the torch pin in constraints.txt: edit those, never the lock, then run make lock or make upgrade.
+LOCK := requirements.lock
+# uv reads no pip configuration, so it is handed pip's own sources (config files and PIP_* alike): the
+# index, pip's extra indexes, and find-links (here the directory with the CPU torch wheel). The index
+# comes first, as an extra index too: uv takes a version's files, and so the lock's hashes, from the
+# first index that has that version, and pip's extra indexes here are partial copies of PyPI. Handed
+# first, one of them gave a pin only the files it holds (soundfile: the wheel without libsndfile).
+# unsafe-best-match takes the best version across all of them, as pip does (torch 2.13.0+cpu).
+PIP_SOURCES := $(PY) -c 'from pip._internal.commands import create_command; \
+	o = create_command("install").parse_args([])[0]; \
+	print(*["--index-url=" + o.index_url], \
+	*["--extra-index-url=" + u for u in [o.index_url, *o.extra_index_urls]], \
+	*["--find-links=" + f for f in o.find_links])'
+LOCK_ARGS := --quiet --python $(PY) --generate-hashes --index-strategy unsafe-best-match \
+	--extra test --extra dev --constraint constraints.txt --output-file $(LOCK) pyproject.toml
 
-.PHONY: install serve test bench clean
+.PHONY: install lock upgrade lint serve test bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+# --require-hashes: pip installs nothing that is not in the lock, nor a file whose hash differs.
+# Then the project itself, editable, with nothing more: its dependencies are all in the lock.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Re-resolve the lock after editing pyproject.toml or constraints.txt; pins that still fit are kept,
+# with their hashes. With LOCK_UPGRADE=--upgrade every pin moves to the newest release allowed (make
+# upgrade's first step). Only resolves, with .venv's uv and pip (made by make install if missing).
+lock: | $(VENV)/bin/uv
+	$(VENV)/bin/uv pip compile $(LOCK_UPGRADE) $$($(PIP_SOURCES)) --custom-compile-command "make lock" $(LOCK_ARGS)
+
+$(VENV)/bin/uv:
+	rm -f $(STAMP)
+	$(MAKE) install
+
+# Every dependency to the newest release that pyproject.toml and constraints.txt allow: the lock is
+# re-resolved, then installed. Commit the new requirements.lock once the tests pass.
+upgrade: install
+	$(MAKE) lock LOCK_UPGRADE=--upgrade
+	$(MAKE) install
+
+# ruff on the whole tree, mypy on src/ (settings in pyproject.toml). All three run; any failure fails.
+lint: install
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/ruff format --check . || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	exit $$status
 
 serve: install
 	$(VENV)/bin/overture serve
