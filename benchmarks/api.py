@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from _machine import machine_line
 
+from _machine import machine_line
 from overture.models.audio import encode, normalize
 from overture.models.synth.prompt import parse_prompt
 from overture.models.synth.render import SAMPLE_RATE, render
@@ -48,7 +48,9 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     args = [sys.executable, "-m", "overture", "serve", "--port", str(port), "--data-dir", str(data_dir)]
-    proc = subprocess.Popen([*args, "--token", TOKEN, "--no-cache"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [*args, "--token", TOKEN, "--no-cache"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
     base = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -108,7 +110,9 @@ def main() -> None:
     print(f"overture (HTTP, Prefer: wait):       {served:.1f} predictions/s, failures {failures}")
     print(f"create latency p50 {ms[0]:.0f} ms, p95 {ms[1]:.0f} ms, p99 {ms[2]:.0f} ms")
     print(f"ratio overture/baseline throughput: {served / direct:.2f}")
-    print(f"server overhead per prediction: {max(0.0, 1000 / served - per_clip * 1000):.1f} ms (at 1 core of model work)")
+    print(
+        f"server overhead per prediction: {max(0.0, 1000 / served - per_clip * 1000):.1f} ms (at 1 core of model work)"
+    )
 
 
 if __name__ == "__main__":

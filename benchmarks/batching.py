@@ -78,11 +78,11 @@ import httpx  # noqa: E402
 import replicate  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _machine import machine_line  # noqa: E402
-from musicgen import MODEL_VERSIONS, SHAPES, Context, build, hub_id  # noqa: E402
 from replicate.prediction import Prediction  # noqa: E402
 
 import overture  # noqa: E402
+from _machine import machine_line  # noqa: E402
+from musicgen import MODEL_VERSIONS, SHAPES, Context, build, hub_id  # noqa: E402
 from overture.models.musicgen import runner  # noqa: E402
 from overture.models.musicgen.batching import ContinuousBatch, Generation  # noqa: E402
 from overture.models.musicgen.checkpoint import MusicgenCheckpoint  # noqa: E402
@@ -609,8 +609,12 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=4.0, help="seconds between staggered arrivals")
     parser.add_argument("--longest", type=int, default=10, help="longest staggered clip (s); they start at 2 s")
     parser.add_argument("--gets", type=int, default=400, help="sequential GETs to time the server's CPU per GET")
-    parser.add_argument("--shape", choices=SHAPES, default="small", help="smoke shapes: small models, timings mean nothing")
-    parser.add_argument("--device", choices=["cpu", "cuda"], help="here and in the server (default: the server's choice)")
+    parser.add_argument(
+        "--shape", choices=SHAPES, default="small", help="smoke shapes: small models, timings mean nothing"
+    )
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], help="here and in the server (default: the server's choice)"
+    )
     parser.add_argument("--workers", choices=["process", "inline"], default="process", help="overture serve --workers")
     parser.add_argument("--no-plain", action="store_true", help="only the server's side: no (a), (b), (b'), staggered")
     parser.add_argument("--alone", action="store_true", help="also time one prediction alone, before (c)")
@@ -665,7 +669,9 @@ def main() -> None:
             (server_cpu, worker_cpu), client_cpu = server.tree_cpu_seconds(), cpu_seconds(os.getpid())
             wall, finished = concurrently(jobs)
             (server_after, worker_after), client_after = server.tree_cpu_seconds(), cpu_seconds(os.getpid())
-            done = Round(poll, wall, finished, server_after - server_cpu, worker_after - worker_cpu, client_after - client_cpu)
+            done = Round(
+                poll, wall, finished, server_after - server_cpu, worker_after - worker_cpu, client_after - client_cpu
+            )
             rounds.append(done)
             latencies = [f.latency for f in finished]
             mid = done.mid_run_rate()
@@ -705,7 +711,9 @@ def main() -> None:
                 f"{server_kernels}: the load logs' reports)"
             )  # fmt: skip
             threads = f"threads: {plain.threads} here vs {threads_of(server_log)} in {where} (its load log)"
-            batch_static = f"batch: one static batch of {args.requests} (every row as long as the longest) vs a continuous batch"
+            batch_static = (
+                f"batch: one static batch of {args.requests} (every row as long as the longest) vs a continuous batch"
+            )
             for name, seconds, batch, kernels in (
                 ("(c)/(a)", plain.sequential, "batch: one request at a time vs a continuous batch", plain_kernels),
                 ("(c)/(b)", plain.batched, batch_static, plain_kernels),
@@ -725,13 +733,17 @@ def main() -> None:
                 if ours is None or theirs is None:
                     cells.append(f"{label} n/a")
                 else:
-                    cells.append(f"{label} {ours:.2f} against {theirs:.2f} steps/s: costs {100 * (1 - ours / theirs):.1f} %")
+                    cells.append(
+                        f"{label} {ours:.2f} against {theirs:.2f} steps/s: costs {100 * (1 - ours / theirs):.1f} %"
+                    )
             print(f"step rate, clients polling every {poll:g} s against every {first:g} s: {'; '.join(cells)}; CPU in (c): "
                   f"server process {server_cpus[poll]:.1f} against {server_cpus[first]:.1f} s, the clients (this process, "
                   f"same cores) {client_cpus[poll]:.1f} against {client_cpus[first]:.1f} s")  # fmt: skip
         if plain is not None and walls.get(0.5) is not None:
             ratio = plain.batched / walls[0.5]
-            print(f"target (issue 13): (c) >= 2.5x (b) at 0.5 s polling: {ratio:.2f}x, {'met' if ratio >= 2.5 else 'NOT met'}")
+            print(
+                f"target (issue 13): (c) >= 2.5x (b) at 0.5 s polling: {ratio:.2f}x, {'met' if ratio >= 2.5 else 'NOT met'}"
+            )
         if mids.get(0.5) and 0.1 in mids:
             fast = mids[0.1]
             cost = None if fast is None else 100 * (1 - fast / mids[0.5])

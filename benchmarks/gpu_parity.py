@@ -36,10 +36,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+
 from _machine import machine_line  # noqa: E402
 from batching import PROMPTS  # noqa: E402
 from musicgen import Context  # noqa: E402
-
 from overture.models.musicgen.batching import ContinuousBatch, Generation  # noqa: E402
 from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint  # noqa: E402
 from overture.models.musicgen.request import Sampling  # noqa: E402

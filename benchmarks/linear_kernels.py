@@ -29,12 +29,12 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _machine import machine_line
-from musicgen import SMALL_DECODER, SMOKE_DECODER
 from transformers import MusicgenDecoderConfig
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.models.musicgen.modeling_musicgen import MusicgenForCausalLM
 
+from _machine import machine_line
+from musicgen import SMALL_DECODER, SMOKE_DECODER
 from overture.runtime.linear import DispatchLinear, Kernel, select_linear_kernels
 
 # facebook/musicgen-small's decoder (config.json on the hub); the layer sizes are musicgen.py's.
@@ -83,7 +83,7 @@ class Step:
         self.mask = torch.ones(rows, cache_len + 1, dtype=torch.long)
 
     def __call__(self) -> torch.Tensor:
-        for layer, (k, v) in zip(self.cache.self_attention_cache.layers, self.kv):
+        for layer, (k, v) in zip(self.cache.self_attention_cache.layers, self.kv, strict=False):
             layer.keys, layer.values = k, v
         with torch.inference_mode():
             out = self.model(

@@ -26,8 +26,8 @@ from typing import Any
 
 import httpx
 import numpy as np
-from _machine import machine_line
 
+from _machine import machine_line
 from api import PROMPTS, TOKEN, start_server
 
 TERMINAL = ("succeeded", "failed", "canceled")
@@ -67,7 +67,9 @@ class Load:
         duration = 8.0 if kind == "cancel" else round(random.uniform(0.5, 1.0), 2)
         body = {"input": {"prompt": PROMPTS[i % len(PROMPTS)], "duration": duration, "seed": random.randrange(1 << 30)}}
         if kind == "sync":
-            created = await self.call("POST create (Prefer: wait)", "POST", CREATE, json=body, headers={"Prefer": "wait=10"})
+            created = await self.call(
+                "POST create (Prefer: wait)", "POST", CREATE, json=body, headers={"Prefer": "wait=10"}
+            )
         else:
             created = await self.call("POST create", "POST", CREATE, json=body)
         if created is None:
@@ -191,7 +193,10 @@ def main() -> None:
     rss, fds = [s["rss_mib"] for s in samples], [s["fds"] for s in samples]
     print(f"server RSS MiB first {rss[0]:.0f}, max {max(rss):.0f}, last {rss[-1]:.0f}; "
           f"open fds first {fds[0]}, max {max(fds)}, last {fds[-1]}; {len(samples)} samples, every 10 s and at the end")  # fmt: skip
-    print("server samples (s, RSS MiB, open fds): " + ", ".join(f"{s['t']:.0f}/{s['rss_mib']:.0f}/{s['fds']}" for s in samples))
+    print(
+        "server samples (s, RSS MiB, open fds): "
+        + ", ".join(f"{s['t']:.0f}/{s['rss_mib']:.0f}/{s['fds']}" for s in samples)
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

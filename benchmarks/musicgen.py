@@ -32,8 +32,8 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from _machine import machine_line  # noqa: E402
 
+from _machine import machine_line  # noqa: E402
 from overture.models.musicgen import MUSICGEN  # noqa: E402
 from overture.models.musicgen.tiny import _TINY_ENCODEC, _TINY_T5  # noqa: E402
 from overture.models.tokenizers import t5_tokenizer  # noqa: E402

@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from _machine import machine_line
 
+from _machine import machine_line
 from overture.models.riffusion.spectrogram import (
     SpectrogramParams,
     audio_from_image,

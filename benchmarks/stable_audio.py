@@ -22,11 +22,11 @@ import time
 
 import pyloudnorm
 import torch
-from _machine import machine_line
 from diffusers import AutoencoderOobleck, CosineDPMSolverMultistepScheduler, StableAudioDiTModel, StableAudioPipeline
 from diffusers.pipelines.stable_audio import StableAudioProjectionModel
 from transformers import T5Config, T5EncoderModel
 
+from _machine import machine_line
 from overture.models.stable_audio.generate import frames_for, generate, sample_rate, window_frames
 from overture.models.stable_audio.request import Request
 from overture.models.tokenizers import t5_tokenizer

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from _machine import machine_line
 
+from _machine import machine_line
 from overture.models.musicgen.checkpoint import load_checkpoint
 from overture.models.musicgen.streaming import ChunkedDecoder, EncodecStream, StreamDecoder
 from overture.testing import tiny_checkpoint

@@ -16,10 +16,9 @@ import httpx
 import pytest
 from starlette.requests import Request
 
+from harness import OTHER_TOKEN, TOKEN, Server
 from overture.api.auth import TokenAuth, owner_of
 from overture.api.errors import ApiError
-
-from harness import OTHER_TOKEN, TOKEN, Server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,7 +49,9 @@ def _routes(server: Server) -> list[tuple[str, str]]:
 
 def test_every_v1_route_refuses_a_missing_malformed_or_wrong_token(server: Server) -> None:
     routes = _routes(server)
-    assert {("GET", "/v1/files/x/download"), ("GET", "/v1/outputs/x/x"), ("GET", "/v1/predictions/x/stream")} <= set(routes)
+    assert {("GET", "/v1/files/x/download"), ("GET", "/v1/outputs/x/x"), ("GET", "/v1/predictions/x/stream")} <= set(
+        routes
+    )
     with httpx.Client(base_url=server.base_url, timeout=10) as http:
         for method, path in routes:
             for header in BAD_HEADERS:
@@ -64,7 +65,9 @@ def test_signed_urls_expire_and_cannot_be_altered(server: Server) -> None:
     with server.http() as http:
         ids = [
             http.post(
-                "/v1/models/overture/synth/predictions", json={"input": {"duration": 1, "seed": seed}}, headers={"Prefer": "wait"}
+                "/v1/models/overture/synth/predictions",
+                json={"input": {"duration": 1, "seed": seed}},
+                headers={"Prefer": "wait"},
             ).json()["id"]
             for seed in (1, 2)
         ]
@@ -143,7 +146,9 @@ def test_each_token_sees_only_its_own_files_and_outputs(server: Server) -> None:
     with server.http() as mine, server.http(OTHER_TOKEN) as other:
         file = mine.post("/v1/files", files={"content": ("mine.bin", b"private bytes")}).json()
         prediction = mine.post(
-            "/v1/models/tests/file-echo/predictions", json={"input": {"audio": file["urls"]["get"]}}, headers={"Prefer": "wait"}
+            "/v1/models/tests/file-echo/predictions",
+            json={"input": {"audio": file["urls"]["get"]}},
+            headers={"Prefer": "wait"},
         ).json()
         assert prediction["status"] == "succeeded", prediction
         output = prediction["output"]["file"]

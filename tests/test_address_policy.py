@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -161,9 +160,7 @@ def ca() -> trustme.CA:
 
 
 @pytest.fixture(scope="module")
-def strict(
-    tmp_path_factory: pytest.TempPathFactory, dns: tuple[ScriptedDNS, Path], ca: trustme.CA
-) -> Iterator[Server]:
+def strict(tmp_path_factory: pytest.TempPathFactory, dns: tuple[ScriptedDNS, Path], ca: trustme.CA) -> Iterator[Server]:
     """A server that resolves through the test DNS and trusts the test CA. Inputs: no private
     addresses except 127.0.0.1/32, let through by an allow range. Webhooks: 127.0.0.2/32 denied."""
     _, resolv = dns
@@ -440,8 +437,9 @@ def test_a_webhook_to_a_denied_address_is_refused(
     assert status == 201, body
     delivery = _delivery(strict, body["id"])
     assert delivery["failed"] == 1 and delivery["delivered"] == 0
-    assert "denied-hook.policy.test resolves to an address in a denied range (127.0.0.2 in 127.0.0.2/32)" in (
-        delivery["last_error"]
+    assert (
+        "denied-hook.policy.test resolves to an address in a denied range (127.0.0.2 in 127.0.0.2/32)"
+        in (delivery["last_error"])
     )
     assert refused.requests == []
 
@@ -496,7 +494,16 @@ def test_a_policy_the_server_cannot_read_stops_it_at_start_up(
     refused (or worse, an allowed) request later."""
     config_file = tmp_path / "overture.toml"
     config_file.write_text(config)
-    serve = [sys.executable, "-m", "overture", "serve", "--data-dir", str(tmp_path / "data"), "--config", str(config_file)]
+    serve = [
+        sys.executable,
+        "-m",
+        "overture",
+        "serve",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--config",
+        str(config_file),
+    ]
     wide = {**os.environ, "COLUMNS": "1000"}  # so that rich does not wrap the message inside its error box
     result = subprocess.run(serve + options, capture_output=True, text=True, timeout=60, env=wide)
     assert result.returncode == 2 and words in result.stderr, result.stderr

@@ -5,9 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from overture.models.synth import SYNTH_VERSION
-
 from harness import Server
+from overture.models.synth import SYNTH_VERSION
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -162,7 +161,9 @@ def test_a_trailing_slash_is_a_404_not_a_redirect(http: httpx.Client, method: st
 
 def test_huge_json_body_is_413(http: httpx.Client) -> None:
     body = b'{"input": {"prompt": "' + b"x" * (33 * 1024 * 1024) + b'"}}'
-    response = http.post("/v1/models/overture/synth/predictions", content=body, headers={"content-type": "application/json"})
+    response = http.post(
+        "/v1/models/overture/synth/predictions", content=body, headers={"content-type": "application/json"}
+    )
     assert "limit" in _problem(response, 413)
 
 

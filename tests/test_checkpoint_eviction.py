@@ -4,19 +4,16 @@ in whichever worker holds them, as many as it takes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import re
+from collections.abc import Iterator
 
 import pytest
 import replicate
 
+from harness import Server
 from overture.models import riffusion, stable_audio
 from overture.models.diffusion import pipeline_nbytes
 from overture.testing import tiny_checkpoint
-
-from harness import Server
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("one_thread")]
 

@@ -26,7 +26,9 @@ def overture(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
 def test_run_in_process_writes_the_audio(tmp_path: Path) -> None:
     out = tmp_path / "out.wav"
-    result = overture("run", "overture/synth", "-i", "prompt=lofi hip hop in C minor", "-i", "duration=8", "-o", str(out))
+    result = overture(
+        "run", "overture/synth", "-i", "prompt=lofi hip hop in C minor", "-i", "duration=8", "-o", str(out)
+    )
     assert result.returncode == 0, result.stderr
     audio, rate = sf.read(out)
     assert rate == 44100 and audio.shape == (8 * 44100, 2)

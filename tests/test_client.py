@@ -11,9 +11,8 @@ import replicate
 import soundfile as sf
 from replicate.exceptions import ModelError, ReplicateError
 
-from overture.models.synth import SYNTH_VERSION
-
 from harness import OTHER_TOKEN, Server
+from overture.models.synth import SYNTH_VERSION
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,13 +40,18 @@ def test_run_by_model_name_uses_the_latest_version(client: replicate.Client) -> 
 
 
 def test_create_then_poll_with_reload_like_the_seed_example(client: replicate.Client) -> None:
-    prediction = client.predictions.create(model="overture/synth", input={"prompt": "epic orchestral music", "duration": 6})
+    prediction = client.predictions.create(
+        model="overture/synth", input={"prompt": "epic orchestral music", "duration": 6}
+    )
     assert prediction.status == "starting" and prediction.output is None
     while prediction.status not in ["succeeded", "failed"]:
         prediction.reload()
         time.sleep(0.05)
     assert prediction.status == "succeeded"
-    assert prediction.metrics["predict_time"] > 0 and prediction.metrics["total_time"] >= prediction.metrics["predict_time"]
+    assert (
+        prediction.metrics["predict_time"] > 0
+        and prediction.metrics["total_time"] >= prediction.metrics["predict_time"]
+    )
     assert "Using seed:" in prediction.logs
     assert prediction.progress is not None and prediction.progress.percentage == 1.0
 
@@ -138,9 +142,7 @@ def test_file_input_uploaded_from_an_open_file(client: replicate.Client, tmp_pat
 
 
 def test_file_input_as_data_uri(client: replicate.Client) -> None:
-    output = client.run(
-        "tests/file-echo", input={"audio": io.BytesIO(b"hello")}, file_encoding_strategy="base64"
-    )
+    output = client.run("tests/file-echo", input={"audio": io.BytesIO(b"hello")}, file_encoding_strategy="base64")
     assert output["size"] == 5
 
 

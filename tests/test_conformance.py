@@ -21,7 +21,18 @@ pytestmark = pytest.mark.timeout(120)
 
 #: Keys the document requires (``schemas_prediction_response``, ``schemas_file_response``, the
 #: account); values it does not declare nullable must not be null.
-PREDICTION_REQUIRED = {"id", "model", "version", "input", "output", "data_removed", "error", "status", "created_at", "urls"}
+PREDICTION_REQUIRED = {
+    "id",
+    "model",
+    "version",
+    "input",
+    "output",
+    "data_removed",
+    "error",
+    "status",
+    "created_at",
+    "urls",
+}
 PREDICTION_NOT_NULL = {"id", "model", "version", "input", "data_removed", "status", "created_at", "urls"}
 PREDICTION_STATUSES = {"starting", "processing", "succeeded", "failed", "canceled"}
 FILE_REQUIRED = {"id", "checksums", "content_type", "created_at", "expires_at", "metadata", "size", "urls"}
@@ -123,7 +134,9 @@ def test_a_deadline_cancels_the_running_and_the_queued_prediction(http: httpx.Cl
         "/v1/models/tests/steps/predictions", json={"input": {"steps": 400}}, headers={"Cancel-After": "6s"}
     )
     # tests/steps runs one at a time: this one waits behind the first, which outlives its deadline.
-    queued = http.post("/v1/models/tests/steps/predictions", json={"input": {"steps": 1}}, headers={"Cancel-After": "5s"})
+    queued = http.post(
+        "/v1/models/tests/steps/predictions", json={"input": {"steps": 1}}, headers={"Cancel-After": "5s"}
+    )
     for response, seconds in ((running, 6), (queued, 5)):
         body = wait_finished(http, response.json()["id"])
         assert_prediction_shape(body)

@@ -23,7 +23,6 @@ from overture.models import riffusion, stable_audio
 from overture.runtime.checkpoints import Checkpoints
 from overture.testing import tiny_checkpoint
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 #: family → (model module, files of the real repo that the pipeline does not load).

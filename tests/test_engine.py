@@ -6,16 +6,15 @@ import hashlib
 import http.server
 import threading
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import replicate
 
+from harness import Server
 from overture.engine.workers.protocol import Job
 from overture.engine.workers.queue import WORKER_IDLE_SECONDS, JobQueue, QueueClosed
-
-from harness import Server
 
 pytestmark = pytest.mark.timeout(60)
 

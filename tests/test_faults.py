@@ -57,7 +57,10 @@ def test_a_hanging_model_is_canceled_at_the_server_timeout(srv: Server) -> None:
         body = wait_finished(http, _create(http, "tests/faulty", {"fault": "hang", "seconds": 60}))
         assert TIMEOUT <= time.monotonic() - started < TIMEOUT + 3
         assert body["status"] == "canceled"
-        assert body["error"] == f"Canceled: the prediction did not finish within its deadline of {TIMEOUT} s (Cancel-After or the server's timeout)."
+        assert (
+            body["error"]
+            == f"Canceled: the prediction did not finish within its deadline of {TIMEOUT} s (Cancel-After or the server's timeout)."
+        )
         _still_serving(http)
 
 

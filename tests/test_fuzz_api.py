@@ -46,7 +46,18 @@ SEED = 7
 MAX_EXAMPLES = 30
 #: What the sweep puts in each parameter: controls, the soft hyphen that was a 500 in a signature,
 #: Latin-1 and astral characters, bidi and byte-order marks, delimiters, a dot segment, 5,000 digits.
-HOSTILE_VALUES = ["\x00", "\xad4", "\xe9\xe8", "\U0001f3b5", "\r\n\t", "\u202e\ufeff", "\x7f\x85", "%/?#", "..", "9" * 5000]
+HOSTILE_VALUES = [
+    "\x00",
+    "\xad4",
+    "\xe9\xe8",
+    "\U0001f3b5",
+    "\r\n\t",
+    "\u202e\ufeff",
+    "\x7f\x85",
+    "%/?#",
+    "..",
+    "9" * 5000,
+]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +73,9 @@ def known(srv: Server) -> dict[str, list[str]]:
     """Records that exist, by the parameter names that point at them."""
     with srv.http() as http:
         audio = "data:audio/wav;base64," + base64.b64encode(b"RIFF-fuzz").decode()
-        done = wait_finished(http, http.post("/v1/models/tests/file-echo/predictions", json={"input": {"audio": audio}}).json()["id"])
+        done = wait_finished(
+            http, http.post("/v1/models/tests/file-echo/predictions", json={"input": {"audio": audio}}).json()["id"]
+        )
         uploaded = http.post("/v1/files", files={"content": ("melody.wav", b"RIFF", "audio/wav")}).json()
     signed = urllib.parse.urlsplit(done["signed_output"]["file"])
     query = dict(urllib.parse.parse_qsl(signed.query))

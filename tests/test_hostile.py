@@ -4,7 +4,6 @@ audio, endless downloads, traversal. Schemathesis over every route is in test_fu
 from __future__ import annotations
 
 import base64
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -23,10 +22,14 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Small limits, so that going past them is cheap."""
     srv = Server(
         tmp_path_factory.mktemp("hostile") / "data",
-        "--max-request-bytes", str(4 << 20),
-        "--max-input-file-bytes", str(1 << 20),
-        "--input-download-timeout", "3",
-        "--prediction-timeout", "20",
+        "--max-request-bytes",
+        str(4 << 20),
+        "--max-input-file-bytes",
+        str(1 << 20),
+        "--input-download-timeout",
+        "3",
+        "--prediction-timeout",
+        "20",
     ).start()
     yield srv
     srv.stop()
@@ -41,7 +44,9 @@ def _problem(response: httpx.Response, *statuses: int) -> str:
 def test_deeply_nested_json_is_refused(limited: Server) -> None:
     nested = '{"input": {"label": ' + "[" * 100_000 + "]" * 100_000 + "}}"
     with limited.http() as http:
-        response = http.post("/v1/models/tests/steps/predictions", content=nested, headers={"content-type": "application/json"})
+        response = http.post(
+            "/v1/models/tests/steps/predictions", content=nested, headers={"content-type": "application/json"}
+        )
         _problem(response, 400, 422)
         assert http.get("/health").status_code == 200
 
@@ -143,7 +148,9 @@ def hostile_url() -> Iterator[str]:
 def test_hostile_input_url_fails_only_its_prediction(limited: Server, hostile_url: str, path: str, words: str) -> None:
     with limited.http() as http:
         started = time.monotonic()
-        pid = http.post("/v1/models/tests/file-echo/predictions", json={"input": {"audio": hostile_url + path}}).json()["id"]
+        pid = http.post("/v1/models/tests/file-echo/predictions", json={"input": {"audio": hostile_url + path}}).json()[
+            "id"
+        ]
         body = wait_finished(http, pid)
         assert body["status"] == "failed" and words in body["error"], body["error"]
         assert time.monotonic() - started < 15

@@ -27,6 +27,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import overture_test_models
+from harness import TOKEN, Server, wait_finished
 from overture.errors import InvalidInput
 from overture.models.base import Version
 from overture.models.registry import default_registry
@@ -34,9 +36,6 @@ from overture.models.riffusion import VERSION as RIFFUSION_VERSION
 from overture.models.schema import Field
 from overture.models.stable_audio import STABILITY_VERSION, STACKADOC_VERSION
 from overture.models.synth import SYNTH_VERSION
-
-import overture_test_models
-from harness import TOKEN, Server, wait_finished
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -41,7 +41,9 @@ def test_sigkill_mid_run_then_restart_finishes_every_prediction(fresh_server: Se
     srv = fresh_server.start()
     with srv.http() as http:
         ids = [
-            http.post("/v1/models/tests/steps/predictions", json={"input": {"steps": 20, "step_seconds": 0.1}}).json()["id"]
+            http.post("/v1/models/tests/steps/predictions", json={"input": {"steps": 20, "step_seconds": 0.1}}).json()[
+                "id"
+            ]
             for _ in range(4)
         ]
         while http.get(f"/v1/predictions/{ids[0]}").json()["status"] != "processing":

@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from overture.runtime import linear as L
-
 from harness import require
+from overture.runtime import linear as L
 
 
 @pytest.fixture(autouse=True)

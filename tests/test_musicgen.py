@@ -19,17 +19,16 @@ import pytest
 import soundfile
 import torch
 
+from harness import RecordingContext, inputs_for
 from overture.errors import CheckpointMissing, InvalidInput
 from overture.models.base import Canceled, Predictor
 from overture.models.musicgen import MUSICGEN, OVERTURE_VERSION, REPLICATE_VERSION, write_tiny_stereo_melody_checkpoint
-from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint
 from overture.models.musicgen.batching import ContinuousBatch, Generation, Window, plan_windows, sample_tokens
+from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint
 from overture.models.musicgen.request import Sampling
 from overture.models.registry import Registry
 from overture.runtime.checkpoints import Checkpoints, CheckpointSettings
 from overture.testing import tiny_checkpoint
-
-from harness import RecordingContext, inputs_for
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_thread")]
 

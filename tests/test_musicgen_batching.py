@@ -13,6 +13,7 @@ import pytest
 import soundfile
 import torch
 
+from harness import GREEDY, SAMPLED, RecordingContext, Watch, generation, inputs_for
 from overture.engine.workers.protocol import Job
 from overture.engine.workers.queue import JobQueue
 from overture.models.base import Canceled
@@ -25,10 +26,7 @@ from overture.models.musicgen.settings import MusicGenSettings
 from overture.runtime.checkpoints import Checkpoints, CheckpointSettings
 from overture.testing import tiny_checkpoint
 
-from harness import GREEDY, SAMPLED, RecordingContext, Watch, generation, inputs_for
-
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_thread")]
-
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +82,11 @@ def test_a_half_precision_checkpoint_runs_in_the_loop(checkpoints: dict[str, Mus
     unguided = Sampling(top_k=250, top_p=0.0, temperature=1.0, guidance=1.0)
     textless = generation(checkpoint, 2, 15, unguided)
     textless.text = checkpoint.encode_text(None)
-    schedule = [(0, generation(checkpoint, 0, 20, SAMPLED)), (3, generation(checkpoint, 1, 12, unguided)), (5, textless)]
+    schedule = [
+        (0, generation(checkpoint, 0, 20, SAMPLED)),
+        (3, generation(checkpoint, 1, 12, unguided)),
+        (5, textless),
+    ]
     results, sizes = run(checkpoint, schedule)
     assert max(sizes) == 3
     for codes, frames in zip(results, (20, 12, 15), strict=True):
@@ -299,7 +301,6 @@ def test_a_failed_step_fails_every_generation_in_it(checkpoints: dict[str, Music
     ended = batch.abort(error)
     assert [result for _, result in ended] == [error, error] and not batch.rows
     assert batch.cache.capacity == (0, 0, 0)
-
 
 
 def test_the_operator_caps_the_rows_of_a_running_batch(tmp_path: Path, checkpoints) -> None:

@@ -13,12 +13,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from harness import SAMPLED, generation
 from overture.models.musicgen.batching import ContinuousBatch
 from overture.models.musicgen.checkpoint import MusicgenCheckpoint, load_checkpoint
 from overture.models.musicgen.request import Sampling
 from overture.testing import tiny_checkpoint
-
-from harness import SAMPLED, generation
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("one_thread")]
 

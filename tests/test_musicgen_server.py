@@ -18,10 +18,9 @@ import replicate
 import soundfile
 from replicate.exceptions import ModelError
 
+from harness import Server
 from overture.models.musicgen import OVERTURE_VERSION, REPLICATE_VERSION, write_tiny_stereo_melody_checkpoint
 from overture.testing import tiny_checkpoint
-
-from harness import TOKEN, Server
 
 pytestmark = pytest.mark.timeout(180)
 

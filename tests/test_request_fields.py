@@ -32,7 +32,9 @@ def _invalid(response: httpx.Response) -> tuple[str, list[dict[str, str]]]:
         ({"input": "prompt=techno"}, "input", "dictionary"),
     ],
 )
-def test_a_bad_top_level_field_is_named_as_sent(http: httpx.Client, body: dict[str, Any], field: str, words: str) -> None:
+def test_a_bad_top_level_field_is_named_as_sent(
+    http: httpx.Client, body: dict[str, Any], field: str, words: str
+) -> None:
     detail, fields = _invalid(http.post("/v1/models/overture/synth/predictions", json={"input": {}, **body}))
     assert detail.startswith(f"- {field}: ") and words in detail, detail
     assert "input." not in detail
@@ -65,7 +67,9 @@ def test_a_bad_upload_field_is_named_as_sent(http: httpx.Client) -> None:
 
 
 def test_inputs_keep_their_input_prefix(http: httpx.Client) -> None:
-    detail, fields = _invalid(http.post("/v1/predictions", json={"version": SYNTH_VERSION, "input": {"duration": "long"}}))
+    detail, fields = _invalid(
+        http.post("/v1/predictions", json={"version": SYNTH_VERSION, "input": {"duration": "long"}})
+    )
     assert detail.startswith("- input.duration: ") and [f["field"] for f in fields] == ["duration"]
 
 

@@ -19,12 +19,11 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+from harness import Server
 from overture.models.riffusion import HUB_ID, MODELS, VERSION
 from overture.models.riffusion.riffuse import slerp
 from overture.models.riffusion.seed_images import SEED_IMAGE_IDS, load_seed_image
 from overture.testing import tiny_checkpoint
-
-from harness import Server
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_thread")]
 

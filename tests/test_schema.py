@@ -39,7 +39,10 @@ def test_cog_layout() -> None:
         "x-order": 0,
     }
     assert schemas["model_version"] == {
-        "title": "model_version", "description": "An enumeration.", "enum": ["large", "small"], "type": "string"
+        "title": "model_version",
+        "description": "An enumeration.",
+        "enum": ["large", "small"],
+        "type": "string",
     }
     assert schemas["steps"]["type"] == "integer"
     # default=None: optional, and no "default" key at all (pydantic-era Cog).
@@ -53,8 +56,14 @@ def test_cog_layout() -> None:
 def test_defaults_and_unknown_keys() -> None:
     values = SCHEMA.validate({"required_text": "x", "unknown": 1, "prompt": None})
     assert values == {
-        "model_version": "large", "prompt": None, "input_audio": None, "duration": 8,
-        "continuation_start": 0, "top_p": 0.0, "steps": 100, "required_text": "x",
+        "model_version": "large",
+        "prompt": None,
+        "input_audio": None,
+        "duration": 8,
+        "continuation_start": 0,
+        "top_p": 0.0,
+        "steps": 100,
+        "required_text": "x",
     }
 
 

@@ -11,9 +11,8 @@ import pytest
 import replicate
 import trustme
 
+from harness import Server
 from overture.models.synth import SYNTH_VERSION
-
-from harness import TOKEN, Server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -85,8 +84,10 @@ def test_over_https_outputs_are_file_objects(tmp_path: Path, monkeypatch: pytest
     ca.cert_pem.write_to_path(tmp_path / "ca.pem")
     srv = Server(
         tmp_path / "data",
-        "--ssl-certfile", str(tmp_path / "cert.pem"),
-        "--ssl-keyfile", str(tmp_path / "key.pem"),
+        "--ssl-certfile",
+        str(tmp_path / "cert.pem"),
+        "--ssl-keyfile",
+        str(tmp_path / "key.pem"),
         scheme="https",
         verify=ssl.create_default_context(cafile=tmp_path / "ca.pem"),
     ).start()

@@ -9,9 +9,8 @@ import urllib.parse
 import httpx
 import pytest
 
-from overture.store.secrets import Keys
-
 from harness import Server, wait_finished
+from overture.store.secrets import Keys
 
 #: An output that exists, so a refusal can only come from the signature or the expiry.
 _OUTPUT_INPUT = {"audio": "data:audio/wav;base64," + base64.b64encode(b"RIFF-not-really-audio").decode()}

@@ -21,7 +21,6 @@ from overture.models.riffusion.spectrogram import (
     reference_audio_from_mel,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PARAMS = SpectrogramParams()

@@ -20,6 +20,7 @@ import replicate
 import soundfile as sf
 import torch
 
+from harness import Server
 from overture.models.base import Version
 from overture.models.stable_audio import (
     HUB_ID,
@@ -32,8 +33,6 @@ from overture.models.stable_audio import (
 from overture.models.stable_audio.request import Request
 from overture.models.stable_audio.sampling import SAMPLERS, exponential_sigmas, sample
 from overture.testing import tiny_checkpoint
-
-from harness import Server
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("one_thread")]
 

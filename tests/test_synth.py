@@ -10,8 +10,8 @@ import numpy as np
 import pyloudnorm
 import pytest
 import soundfile
-from audio_analysis import band_energy_fractions, estimate_key, estimate_tempo, pitch_class
 
+from audio_analysis import band_energy_fractions, estimate_key, estimate_tempo, pitch_class
 from overture.models.audio import CONTENT_TYPES, encode, normalize, read_audio
 from overture.models.synth.prompt import Arrangement, parse_prompt
 from overture.models.synth.render import SAMPLE_RATE, chunk_count, render

@@ -44,7 +44,7 @@ def test_every_event_arrives_in_order_signed(client: replicate.Client, receiver:
     # Logs come at most every 500 ms, the latest state each time: about 1.2 s of steps.
     assert len(middle) <= 4
     times = [r["at"] for r in delivered[1:-1]]
-    assert all(b - a > 0.4 for a, b in zip(times, times[1:]))
+    assert all(b - a > 0.4 for a, b in zip(times, times[1:], strict=False))
     assert len({r["headers"]["webhook-id"] for r in delivered}) == len(delivered)
 
 
@@ -60,10 +60,15 @@ def test_filter_sends_only_the_chosen_events(client: replicate.Client, receiver:
     assert _events(receiver) == ["succeeded"]
 
 
-def test_failing_receiver_gets_each_event_exactly_once(client: replicate.Client, receiver: Receiver, server: Server) -> None:
+def test_failing_receiver_gets_each_event_exactly_once(
+    client: replicate.Client, receiver: Receiver, server: Server
+) -> None:
     receiver.fail_first = 3
     prediction = client.predictions.create(
-        model="tests/steps", input={"steps": 1}, webhook=f"{receiver.url}/hook", webhook_events_filter=["start", "completed"]
+        model="tests/steps",
+        input={"steps": 1},
+        webhook=f"{receiver.url}/hook",
+        webhook_events_filter=["start", "completed"],
     )
     receiver.wait_for(lambda: "succeeded" in _events(receiver))
     time.sleep(0.5)
@@ -74,7 +79,12 @@ def test_failing_receiver_gets_each_event_exactly_once(client: replicate.Client,
     assert sorted(by_id.values()) == [[503, 503, 503, 200]] * 2
     record = server.http().get(f"/v1/predictions/{prediction.id}").json()
     assert record["webhook_delivery"] == {
-        "delivered": 2, "pending": 0, "failed": 0, "attempts": 8, "last_status": 200, "last_error": None
+        "delivered": 2,
+        "pending": 0,
+        "failed": 0,
+        "attempts": 8,
+        "last_status": 200,
+        "last_error": None,
     }
 
 

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from replicate.stream import ServerSentEvent
 
-from overture.testing import tiny_checkpoint
-
 from harness import Server, wait_finished
+from overture.testing import tiny_checkpoint
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -188,7 +187,9 @@ def test_sigterm_stops_the_server_and_every_worker(tmp_path: Path) -> None:
     srv.process.send_signal(signal.SIGTERM)
     # uvicorn shuts down gracefully, then raises the signal again so that a supervisor sees it.
     assert srv.process.wait(30) == -signal.SIGTERM
-    assert "engine stopped: 2 model workers, 2 unfinished predictions kept for the next start" in srv.log_path.read_text()
+    assert (
+        "engine stopped: 2 model workers, 2 unfinished predictions kept for the next start" in srv.log_path.read_text()
+    )
     wait_until(lambda: not any(alive(pid) for pid in workers), timeout=10, what="no orphan workers")
 
 

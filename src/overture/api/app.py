@@ -12,8 +12,8 @@ from fastapi.responses import HTMLResponse
 
 from overture.api import catalog, errors, files, openapi, predictions, stream
 from overture.api.auth import Owner, TokenAuth
-from overture.api.limits import BodyLimit
 from overture.api.deps import Present, Services, Svc
+from overture.api.limits import BodyLimit
 from overture.api.present import Presenter
 from overture.config import Settings
 from overture.engine.engine import Engine

@@ -41,7 +41,9 @@ def list_versions(model_owner: str, model_name: str, _: Owner, svc: Svc, present
 
 
 @router.get("/models/{model_owner}/{model_name}/versions/{version_id}")
-def get_version(model_owner: str, model_name: str, version_id: str, _: Owner, svc: Svc, present: Present) -> dict[str, Any]:
+def get_version(
+    model_owner: str, model_name: str, version_id: str, _: Owner, svc: Svc, present: Present
+) -> dict[str, Any]:
     model = _model(svc, model_owner, model_name)
     try:
         return present.version(svc.engine.registry.model_version(model, version_id))

@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict
 
 from overture.api.auth import Owner
 from overture.api.deps import Present, Services, Svc, decode_cursor, encode_cursor
-from overture.api.present import Presenter
 from overture.api.errors import ApiError, invalid_request
+from overture.api.present import Presenter
 from overture.api.signing import check_signed, page_subject
 from overture.engine.netpolicy import AddressPolicy
 from overture.engine.webhooks import check_url, delivery_summary
@@ -252,7 +252,9 @@ def cancel_prediction(prediction_id: str, owner: Owner, svc: Svc, present: Prese
 
 
 @router.get("/predictions")
-def list_predictions(owner: Owner, svc: Svc, present: Present, cursor: str | None = Query(default=None)) -> dict[str, Any]:
+def list_predictions(
+    owner: Owner, svc: Svc, present: Present, cursor: str | None = Query(default=None)
+) -> dict[str, Any]:
     size = svc.settings.page_size
     rows = svc.engine.store.predictions_page(owner, decode_cursor(cursor), size + 1)
     next_path = f"/v1/predictions?cursor={encode_cursor(rows[size - 1].seq)}" if len(rows) > size else None

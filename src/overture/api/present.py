@@ -18,7 +18,6 @@ from overture.status import TERMINAL
 from overture.store.db import FileRow, PredictionRow
 from overture.store.secrets import Keys
 
-
 #: ``expires_at`` of what is never deleted: the last moment a ``date-time`` can name.
 NEVER = "9999-12-31T23:59:59.999Z"
 

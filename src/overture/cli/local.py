@@ -45,4 +45,3 @@ def run_local(ref: str, values: dict[str, Any]) -> tuple[dict[str, Any], bytes |
 def _view(row: Any) -> dict[str, Any]:
     """The fields of a stored prediction that ``watch`` and ``run`` read, as the API names them."""
     return {"status": row.status, "logs": row.logs, "error": row.error, "output": row.output}
-

@@ -52,7 +52,9 @@ def serve(
     ] = Settings.max_request_bytes,
     prediction_timeout: Annotated[
         float | None,
-        typer.Option(envvar="OVERTURE_PREDICTION_TIMEOUT", help="Cancel predictions unfinished after this many seconds."),
+        typer.Option(
+            envvar="OVERTURE_PREDICTION_TIMEOUT", help="Cancel predictions unfinished after this many seconds."
+        ),
     ] = None,
     input_allow_private: Annotated[
         bool | None,
@@ -114,7 +116,9 @@ def serve(
     model_memory_gb: Annotated[
         float | None, typer.Option(envvar="OVERTURE_MODEL_MEMORY_GB", help="Budget for loaded models (LRU).")
     ] = None,
-    device: Annotated[str | None, typer.Option(envvar="OVERTURE_DEVICE", help="cuda, cpu, ... (default: auto).")] = None,
+    device: Annotated[
+        str | None, typer.Option(envvar="OVERTURE_DEVICE", help="cuda, cpu, ... (default: auto).")
+    ] = None,
     workers: Annotated[
         Workers | None,
         typer.Option(
@@ -168,7 +172,9 @@ def serve(
     ssl_certfile: Annotated[
         Path | None, typer.Option(envvar="OVERTURE_SSL_CERTFILE", help="Serve HTTPS with this certificate (PEM).")
     ] = None,
-    ssl_keyfile: Annotated[Path | None, typer.Option(envvar="OVERTURE_SSL_KEYFILE", help="Its private key (PEM).")] = None,
+    ssl_keyfile: Annotated[
+        Path | None, typer.Option(envvar="OVERTURE_SSL_KEYFILE", help="Its private key (PEM).")
+    ] = None,
     model_module: Annotated[
         list[str] | None,
         typer.Option(envvar="OVERTURE_MODEL_MODULES", help="Importable module whose MODELS list is also served."),
@@ -237,7 +243,6 @@ def serve(
     )
 
 
-
 def _log_config() -> dict[str, Any]:
     """uvicorn's logging, with Overture's own log (workers started and lost, models unloaded) at
     INFO beside it."""
@@ -281,7 +286,7 @@ def _address_settings(
     for key, values in ranges.items():
         configured = table.get(key, [])
         if not (isinstance(configured, list) and all(isinstance(item, str) for item in configured)):
-            raise typer.BadParameter(f"{key} must be a list of ranges, such as [\"10.0.0.0/8\"]", param_hint="--config")
+            raise typer.BadParameter(f'{key} must be a list of ranges, such as ["10.0.0.0/8"]', param_hint="--config")
         try:
             settings[key] = parse_networks(split(values) or configured)
         except ValueError as exc:
@@ -364,4 +369,3 @@ def _model_settings(
 def _given(**values: Any) -> dict[str, Any]:
     """The values given, as a dataclass's keyword arguments: those left None keep its defaults."""
     return {key: value for key, value in values.items() if value is not None}
-

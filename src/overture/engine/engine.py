@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -49,7 +49,7 @@ from overture.errors import InvalidInput, UnknownModel, prediction_error
 from overture.ids import new_id
 from overture.models.base import Model, Version
 from overture.models.registry import Registry
-from overture.status import ACTIVE, TERMINAL, Status
+from overture.status import TERMINAL, Status
 from overture.store.db import PredictionRow
 from overture.store.store import Store, utcnow
 
@@ -110,7 +110,9 @@ class Engine:
         self.webhooks.stop()
         left = sum(1 for run in list(self._runs.values()) if not run.finished)
         log.info(
-            "engine stopped: %d model workers, %d unfinished predictions kept for the next start", len(self._pools), left
+            "engine stopped: %d model workers, %d unfinished predictions kept for the next start",
+            len(self._pools),
+            left,
         )
 
     def recover(self) -> None:
@@ -418,9 +420,7 @@ class Engine:
         for run in list(self._runs.values()):
             if run.in_worker and run.cancel_sent_at is not None and time.monotonic() - run.cancel_sent_at > grace:
                 run.cancel_sent_at = None
-                self._pool(run).worker.kill(
-                    f"was restarted: prediction {run.id} ignored its cancel for {grace:g} s"
-                )
+                self._pool(run).worker.kill(f"was restarted: prediction {run.id} ignored its cancel for {grace:g} s")
 
     def _apply_retention(self) -> None:
         cutoff = utcnow() - timedelta(hours=self.settings.retention_hours or 0)

@@ -153,7 +153,9 @@ def _pin(pool: Any, backend: Any) -> None:
     own and the pool keeps it in a private attribute: should an httpcore release rename it, the
     assignment would silently leave the pool connecting by name, so that is refused instead."""
     if not hasattr(pool, "_network_backend"):
-        raise RuntimeError(f"httpcore {httpcore.__version__} keeps its network backend elsewhere; Overture cannot pin connections")
+        raise RuntimeError(
+            f"httpcore {httpcore.__version__} keeps its network backend elsewhere; Overture cannot pin connections"
+        )
     pool._network_backend = backend
 
 

@@ -178,7 +178,9 @@ class WebhookDispatcher:
             for task in tasks:
                 task.cancel()
 
-    def _dispatch_due(self, http: httpx.AsyncClient, limit: asyncio.Semaphore, tasks: set[asyncio.Task[None]]) -> datetime | None:
+    def _dispatch_due(
+        self, http: httpx.AsyncClient, limit: asyncio.Semaphore, tasks: set[asyncio.Task[None]]
+    ) -> datetime | None:
         """Start every delivery that is due and first in its prediction's line; return the next due time."""
         now = utcnow()
         next_due = None
@@ -229,7 +231,9 @@ class WebhookDispatcher:
         else:
             status = response.status_code
             if 200 <= status < 300:
-                self.store.update_delivery(row.id, state="delivered", last_status=status, last_error=None, delivered_at=utcnow())
+                self.store.update_delivery(
+                    row.id, state="delivered", last_status=status, last_error=None, delivered_at=utcnow()
+                )
                 return
             wait = retry_after(response.headers.get("retry-after"))
             if not (status == 429 or status >= 500):
@@ -239,14 +243,18 @@ class WebhookDispatcher:
             error = f"HTTP {status}"
         self._schedule_retry(row, attempts, status, error, wait)
 
-    def _schedule_retry(self, row: DeliveryRow, attempts: int, status: int | None, error: str, wait: float | None) -> None:
+    def _schedule_retry(
+        self, row: DeliveryRow, attempts: int, status: int | None, error: str, wait: float | None
+    ) -> None:
         backoff = min(self.policy.backoff_seconds * 2 ** (attempts - 1), self.policy.max_backoff_seconds)
         delay = backoff * random.uniform(0.5, 1.0)
         if wait is not None:
             delay = max(delay, min(wait, self.policy.retry_seconds))
         next_at = utcnow() + timedelta(seconds=delay)
         if next_at > row.created_at + timedelta(seconds=self.policy.retry_seconds):
-            self.store.update_delivery(row.id, state="failed", last_status=status, last_error=f"{error}; gave up retrying")
+            self.store.update_delivery(
+                row.id, state="failed", last_status=status, last_error=f"{error}; gave up retrying"
+            )
         else:
             self.store.update_delivery(row.id, next_attempt_at=next_at, last_status=status, last_error=error)
 

@@ -23,7 +23,9 @@ class Registry:
             for vid in (version.id, *version.aliases):
                 if vid in self.versions:
                     # run("o/n:v") posts only the bare id, so ids must be unique across all models.
-                    raise ValueError(f"version id {vid!r} of {model.ref} is already used by {self.versions[vid][0].ref}")
+                    raise ValueError(
+                        f"version id {vid!r} of {model.ref} is already used by {self.versions[vid][0].ref}"
+                    )
                 self.versions[vid] = (model, version)
         self.models[model.ref] = model
 

@@ -45,9 +45,9 @@ import logging
 import os
 import statistics
 import time
-from functools import partial
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 import torch
@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 #: Resident size of a reordered copy relative to its fp32 weight (measured 1.01-1.13x on the
 #: musicgen-small shapes), used to bound the copies by a memory budget.
 COPY_SIZE_FACTOR = 1.15
+
+
 #: Weights streamed per timing pass: twice a 32 MiB L3 cache, so that each weight is cold when it
 #: is read again, as it is in a real decoder step (a model smaller than this streams only itself).
 #: ``OVERTURE_KERNEL_SAMPLE_MIB`` changes it, for the benchmarks' smoke runs only.

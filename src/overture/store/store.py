@@ -29,7 +29,6 @@ from overture.store.db import DeliveryRow, EventRow, FileRow, PredictionRow, con
 R = TypeVar("R", PredictionRow, FileRow, DeliveryRow)
 
 
-
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from overture.engine.workers.queue import JobQueue, QueueClosed
 from overture.engine.workers.protocol import (
     Done,
     Job,
@@ -30,6 +29,7 @@ from overture.engine.workers.protocol import (
     Progress,
     Started,
 )
+from overture.engine.workers.queue import JobQueue, QueueClosed
 from overture.errors import CheckpointMissing, SetupFailed, prediction_error
 from overture.models.base import Canceled, ContinuousPredictor, Predictor
 from overture.models.registry import default_registry

@@ -239,7 +239,9 @@ class StepDecoder:
         text = self._text_mask(cache, slots)
         for number, layer in enumerate(self.layers):
             x = layer.self_attn_layer_norm(hidden)
-            q, k, v = (self._heads(p(x)) for p in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj))
+            q, k, v = (
+                self._heads(p(x)) for p in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj)
+            )
             cache.keys[number][index, :, :length] = k
             cache.values[number][index, :, :length] = v
             attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -268,7 +270,9 @@ class StepDecoder:
         text = self._text_mask(cache, list(range(rows)))
         for number, layer in enumerate(self.layers):
             x = layer.self_attn_layer_norm(hidden)
-            q, k, v = (self._heads(p(x)) for p in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj))
+            q, k, v = (
+                self._heads(p(x)) for p in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj)
+            )
             keys, values = cache.keys[number], cache.values[number]
             keys[real, :, filled] = k[:rows, :, 0]
             values[real, :, filled] = v[:rows, :, 0]

@@ -146,7 +146,5 @@ def _seed(seed: int | None) -> int | None:
     if not seed or seed == -1:
         return None
     if not 0 < seed < SEED_LIMIT:
-        raise ValueError(
-            f"`seed` must be between 0 and {SEED_LIMIT - 1}, or -1 for a random seed (got {shown(seed)})."
-        )
+        raise ValueError(f"`seed` must be between 0 and {SEED_LIMIT - 1}, or -1 for a random seed (got {shown(seed)}).")
     return seed

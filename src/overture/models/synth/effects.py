@@ -40,7 +40,7 @@ class _Taps:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         extended = np.concatenate([self.history, x])
         out = np.zeros((len(self.taps), len(x)), dtype=np.float32)
-        for channel, taps in zip(out, self.taps):
+        for channel, taps in zip(out, self.taps, strict=False):
             for delay, gain in taps:
                 channel += np.float32(gain) * extended[self.span - delay : self.span - delay + len(x)]
         self.history = extended[-self.span :].copy()

@@ -30,9 +30,13 @@ class SynthPredictor(Predictor):
         seed: int = Input(
             description="Seed for random number generator. If None or -1, a random seed will be used.", default=None
         ),
-        output_format: str = Input(description="Output format for generated audio.", default="wav", choices=["wav", "mp3"]),
+        output_format: str = Input(
+            description="Output format for generated audio.", default="wav", choices=["wav", "mp3"]
+        ),
         normalization_strategy: str = Input(
-            description="Strategy for normalizing audio.", default="loudness", choices=["loudness", "clip", "peak", "rms"]
+            description="Strategy for normalizing audio.",
+            default="loudness",
+            choices=["loudness", "clip", "peak", "rms"],
         ),
     ) -> Path:
         if seed is None or seed < 0:
@@ -55,4 +59,3 @@ class SynthPredictor(Predictor):
         path = ctx.scratch_path(f"output.{output_format}")
         path.write_bytes(encode(audio, SAMPLE_RATE, output_format))
         return path
-

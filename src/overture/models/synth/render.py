@@ -118,7 +118,7 @@ class _Renderer:
         if "bass" in arrangement.instruments:
             tracks.append(self._track(score.bass, self._instrument(self.style.bass), _BASS_MIX))
         melodic = [name for name in arrangement.instruments if name in MELODIC_INSTRUMENTS]
-        for timbre, (role, mix) in zip(melodic, _MELODIC_MIX):
+        for timbre, (role, mix) in zip(melodic, _MELODIC_MIX, strict=False):
             tracks.append(self._track(getattr(score, role), self._instrument(timbre), mix))
         return tracks
 
@@ -158,7 +158,7 @@ class _Renderer:
         stereo = np.zeros((2, n), dtype=np.float32)
         reverb_send = np.zeros(n, dtype=np.float32)
         echo_send = np.zeros(n, dtype=np.float32)
-        for row, track in zip(block, self.tracks):
+        for row, track in zip(block, self.tracks, strict=False):
             mix = track.mix
             if mix.ducked and duck is not None:
                 row = row * duck

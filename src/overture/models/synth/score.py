@@ -64,8 +64,7 @@ def compose(arrangement: Arrangement, n_bars: int, rng: np.random.Generator) -> 
     options = PROGRESSIONS[style.progressions][0 if mode == "major" else 1]
     picks = rng.choice(len(options), size=2, replace=False)
     sections = {
-        name: [chord_from_numeral(n, mode, style.sevenths) for n in options[i].split()]
-        for name, i in zip("AB", picks)
+        name: [chord_from_numeral(n, mode, style.sevenths) for n in options[i].split()] for name, i in zip("AB", picks, strict=False)
     }
     chords = [sections[_FORM[(bar // BARS_PER_PHRASE) % len(_FORM)]][bar % BARS_PER_PHRASE] for bar in range(n_bars)]
     # End on the tonic so the piece resolves.
@@ -155,7 +154,7 @@ def _voice_chords(chords: list[Chord], tonic: int) -> list[tuple[int, ...]]:
         candidates = [_stack([*pcs[i:], *pcs[:i]]) for i in range(len(pcs))]
         if voicings:
             previous = voicings[-1]
-            best = min(candidates, key=lambda c: sum(abs(a - b) for a, b in zip(sorted(c), sorted(previous))))
+            best = min(candidates, key=lambda c: sum(abs(a - b) for a, b in zip(sorted(c), sorted(previous), strict=False)))
         else:
             best = min(candidates, key=lambda c: abs(sum(c) / len(c) - 62))
         voicings.append(best)
@@ -178,9 +177,7 @@ def _rhythm(rng: np.random.Generator, cells: tuple[str, ...], steps: int) -> lis
     return notes or [(0, STEPS_PER_BEAT)]
 
 
-def _phrase_melody(
-    rng: np.random.Generator, chords: list[Chord], cells: tuple[str, ...]
-) -> list[tuple[int, int, int]]:
+def _phrase_melody(rng: np.random.Generator, chords: list[Chord], cells: tuple[str, ...]) -> list[tuple[int, int, int]]:
     """A four-bar phrase as (step, length, scale degree): a two-bar call, then an answer with the
     same rhythm that comes to rest on the last chord's root. Strong beats land on chord tones."""
     half = BARS_PER_PHRASE * STEPS_PER_BAR // 2
