@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,11 +129,11 @@ async def run(base: str, server_pid: int, predictions: int, clients: int, minute
         while True:
             counter = iter(range(predictions))
 
-            async def client_loop() -> None:
-                for i in counter:
+            async def client_loop(shared: Iterator[int]) -> None:
+                for i in shared:
                     await load.one(i)
 
-            await asyncio.gather(*(client_loop() for _ in range(clients)))
+            await asyncio.gather(*(client_loop(counter) for _ in range(clients)))
             rounds += 1
             if end is None or time.perf_counter() >= end:
                 break

@@ -29,7 +29,9 @@ def onset_envelope(audio: np.ndarray, sample_rate: int, hop: int = 256) -> tuple
     power = np.abs(spec) ** 2
     freqs = np.fft.rfftfreq(1024, 1 / sample_rate)
     edges = np.geomspace(30, min(16000, sample_rate / 2), 25)
-    bands = np.array([power[(freqs >= lo) & (freqs < hi)].sum(axis=0) for lo, hi in zip(edges[:-1], edges[1:], strict=False)])
+    bands = np.array(
+        [power[(freqs >= lo) & (freqs < hi)].sum(axis=0) for lo, hi in zip(edges[:-1], edges[1:], strict=False)]
+    )
     # Like librosa's top_db: whatever is 80 dB below the loudest moment is silence.
     level = 10 * np.log10(np.maximum(bands, bands.max() * 1e-8) + 1e-20)
     flux = np.maximum(np.diff(level, axis=1), 0).sum(axis=0)
@@ -117,4 +119,6 @@ def band_energy_fractions(audio: np.ndarray, sample_rate: int, edges: tuple[floa
     """Share of spectral energy in each band between consecutive ``edges`` (Hz)."""
     freqs, density = signal.welch(mono(audio), sample_rate, nperseg=4096)
     total = density.sum()
-    return np.array([density[(freqs >= lo) & (freqs < hi)].sum() / total for lo, hi in zip(edges[:-1], edges[1:], strict=False)])
+    return np.array(
+        [density[(freqs >= lo) & (freqs < hi)].sum() / total for lo, hi in zip(edges[:-1], edges[1:], strict=False)]
+    )

@@ -41,7 +41,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
             r"^kernel choice per weight shape and row count, here and in the server: (the same|NOT the same)$",
             r"^\(c\)  overture, 2 concurrent API predictions, polling every 0\.5 s: ",
             r"^\(c\)  overture, 2 concurrent API predictions, polling every 0\.1 s: ",
-            rf"^ratio \(c\)/\(b\) {RATIO} at 0\.5 s polling, {RATIO} at 0\.1 s polling  differs: batch: .*; kernels: .*; "
+            rf"^ratio \(c\)/\(b\) {RATIO} at 0\.5 s polling, {RATIO} at 0\.1 s polling  "
+            r"differs: batch: .*; kernels: .*; "
             r"threads: \d+ here vs \d+ in its worker process",
             rf"^ratio \(c\)/\(b'\) {RATIO} at 0\.5 s polling, .*differs: batch: one static batch",
             rf"^latency overture vs static \(b'\), static/overture: mean .* = {RATIO}; p50 .* max .* = {RATIO}$",

@@ -261,7 +261,7 @@ def test_sigkill_while_the_store_copies_an_upload(fresh_server: Server) -> None:
             answers.append(exc)
 
     with _DirectoryWatch(files_dir) as watch:
-        for tries in range(1, 6):
+        for tries in range(1, 6):  # noqa: B007 - the try that caught it is reported after the loop
             answers: list[httpx.Response | httpx.TransportError] = []
             thread = threading.Thread(target=upload, args=(answers,))
             thread.start()

@@ -58,8 +58,8 @@ def test_a_hanging_model_is_canceled_at_the_server_timeout(srv: Server) -> None:
         assert TIMEOUT <= time.monotonic() - started < TIMEOUT + 3
         assert body["status"] == "canceled"
         assert (
-            body["error"]
-            == f"Canceled: the prediction did not finish within its deadline of {TIMEOUT} s (Cancel-After or the server's timeout)."
+            body["error"] == f"Canceled: the prediction did not finish within its deadline of {TIMEOUT} s "
+            "(Cancel-After or the server's timeout)."
         )
         _still_serving(http)
 

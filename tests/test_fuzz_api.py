@@ -40,7 +40,10 @@ from harness import TESTS_DIR, TOKEN, Server, wait_finished
 pytestmark = pytest.mark.timeout(240)
 
 #: Schemathesis checks: no 5xx, and status, content type, headers and body as the document says.
-CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,ignored_auth"
+CHECKS = (
+    "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
+    "response_headers_conformance,ignored_auth"
+)
 SEED = 7
 #: Per operation and phase: about 1,200 requests, 30 s on the 2-core CI machine.
 MAX_EXAMPLES = 30

@@ -175,7 +175,7 @@ def _busy_server(tmp_path: Path) -> tuple[Server, list[int]]:
     with srv.http() as http:
         for model, payload in (("steps", {"steps": 10_000, "step_seconds": 0.05}), ("faulty", {"fault": "block"})):
             pid = http.post(f"/v1/models/tests/{model}/predictions", json={"input": payload}).json()["id"]
-            wait_until(lambda: http.get(f"/v1/predictions/{pid}").json()["status"] == "processing")
+            wait_until(lambda pid=pid: http.get(f"/v1/predictions/{pid}").json()["status"] == "processing")
     workers = worker_pids(srv)
     assert len(workers) == 2
     return srv, workers

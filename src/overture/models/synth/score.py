@@ -64,7 +64,8 @@ def compose(arrangement: Arrangement, n_bars: int, rng: np.random.Generator) -> 
     options = PROGRESSIONS[style.progressions][0 if mode == "major" else 1]
     picks = rng.choice(len(options), size=2, replace=False)
     sections = {
-        name: [chord_from_numeral(n, mode, style.sevenths) for n in options[i].split()] for name, i in zip("AB", picks, strict=False)
+        name: [chord_from_numeral(n, mode, style.sevenths) for n in options[i].split()]
+        for name, i in zip("AB", picks, strict=False)
     }
     chords = [sections[_FORM[(bar // BARS_PER_PHRASE) % len(_FORM)]][bar % BARS_PER_PHRASE] for bar in range(n_bars)]
     # End on the tonic so the piece resolves.
@@ -154,7 +155,9 @@ def _voice_chords(chords: list[Chord], tonic: int) -> list[tuple[int, ...]]:
         candidates = [_stack([*pcs[i:], *pcs[:i]]) for i in range(len(pcs))]
         if voicings:
             previous = voicings[-1]
-            best = min(candidates, key=lambda c: sum(abs(a - b) for a, b in zip(sorted(c), sorted(previous), strict=False)))
+            best = min(
+                candidates, key=lambda c: sum(abs(a - b) for a, b in zip(sorted(c), sorted(previous), strict=False))
+            )
         else:
             best = min(candidates, key=lambda c: abs(sum(c) / len(c) - 62))
         voicings.append(best)
