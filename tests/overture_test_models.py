@@ -48,12 +48,16 @@ class Batched(Predictor):
     output_schema = {"type": "object", "title": "Output"}
     max_batch_size = 4
 
-    def predict(self, ctx: Context, text: str = Input(), delay: float = Input(default=0.3)) -> Any:
-        return self.predict_batch([(ctx, {"text": text, "delay": delay})])[0]
+    def predict(
+        self, ctx: Context, text: str = Input(), delay: float = Input(default=0.3), lose_one: bool = Input(default=False)
+    ) -> Any:
+        return self.predict_batch([(ctx, {"text": text, "delay": delay, "lose_one": False})])[0]
 
     def predict_batch(self, jobs: Any) -> list[Any]:
         time.sleep(max(inputs["delay"] for _, inputs in jobs))
-        return [{"text": inputs["text"], "batch_size": len(jobs)} for _, inputs in jobs]
+        results = [{"text": inputs["text"], "batch_size": len(jobs)} for _, inputs in jobs]
+        # A bug in a model's batch bookkeeping: one result short.
+        return results[1:] if any(inputs["lose_one"] for _, inputs in jobs) else results
 
 
 class FileEcho(Predictor):
@@ -171,7 +175,7 @@ class Crash(Predictor):
     def predict(
         self,
         ctx: Context,
-        how: str = Input(choices=["none", "abort", "segfault", "exit"]),
+        how: str = Input(choices=["none", "abort", "segfault", "exit", "unreadable"]),
         after_steps: int = Input(default=0, ge=0, le=1000),
         step_seconds: float = Input(default=0.05, ge=0, le=10),
     ) -> str:
@@ -185,7 +189,21 @@ class Crash(Predictor):
             ctypes.string_at(0)
         if how == "exit":
             os._exit(3)
+        if how == "unreadable":
+            return Unreadable()  # type: ignore[return-value]
         return f"survived {after_steps} steps"
+
+
+class Unreadable:
+    """An output that pickles in the worker but does not unpickle in the server, as an object of
+    a class only the worker's environment has."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return _refuse_to_unpickle, ()
+
+
+def _refuse_to_unpickle() -> None:
+    raise ModuleNotFoundError("No module named 'only_in_the_worker'")
 
 
 MODELS = [

@@ -197,3 +197,35 @@ def test_workers_of_a_killed_server_notice_and_exit(tmp_path: Path) -> None:
     srv, workers = _busy_server(tmp_path)
     srv.kill()
     wait_until(lambda: not any(alive(pid) for pid in workers), timeout=10, what="no orphan workers")
+
+
+def test_an_output_the_server_cannot_read_fails_its_prediction_and_the_worker_comes_back(server: Server) -> None:
+    with server.http() as http:
+        pid = http.post("/v1/models/tests/crash/predictions", json={"input": {"how": "unreadable"}}).json()["id"]
+        body = wait_finished(http, pid, timeout=60)
+        assert body["status"] == "failed"
+        assert body["error"] == (
+            "The model's worker process sent a message the server could not read "
+            "(ModuleNotFoundError: No module named 'only_in_the_worker')."
+        )
+        pid = http.post("/v1/models/tests/crash/predictions", json={"input": {"how": "none"}}).json()["id"]
+        assert wait_finished(http, pid, timeout=60)["output"] == "survived 0 steps"
+
+
+def test_a_batch_answered_with_too_few_results_fails_that_batch_only(server: Server) -> None:
+    with server.http() as http:
+        # The first runs alone while the other four queue, then share one call.
+        ids = [
+            http.post(
+                "/v1/models/tests/batched/predictions", json={"input": {"text": str(i), "lose_one": True}}
+            ).json()["id"]
+            for i in range(5)
+        ]
+        bodies = [wait_finished(http, pid, timeout=60) for pid in ids]
+        shared = [body for body in bodies if body["status"] == "failed"]
+        assert shared, [body["output"] for body in bodies]
+        for body in shared:
+            n = len(shared)
+            assert body["error"] == f"RuntimeError: The model returned {n - 1} results for a batch of {n}"
+        pid = http.post("/v1/models/tests/batched/predictions", json={"input": {"text": "after"}}).json()["id"]
+        assert wait_finished(http, pid, timeout=60)["output"] == {"text": "after", "batch_size": 1}

@@ -261,6 +261,9 @@ class Engine:
 
     def _prepare(self, run: PredictionRun) -> None:
         """Fetch the inputs, answer from the result cache when it can, else send the job."""
+        if run.finished:  # canceled while it waited for the feeder
+            self._forget(run)
+            return
         try:
             scratch = self.store.scratch(run.id)
             inputs = self.resolver.resolve(run.version.inputs, run.values, run.owner, scratch)
@@ -270,7 +273,7 @@ class Engine:
             try:
                 self.recorder.complete(run, Status.FAILED, error=prediction_error(exc))
             except Exception:
-                # The record cannot be written either: it stays active until a restart or its deadline.
+                # The record cannot be written either: it stays active, and the next start runs it again.
                 log.exception("could not record the failure of %s", run.id)
             self._forget(run)
             return
@@ -293,10 +296,20 @@ class Engine:
                 submit = False
             else:
                 submit = run.in_worker = True
-        if submit:
-            self._pool(run).worker.submit(run.job)
-        else:
+        if not submit:
             self._forget(run)
+            return
+        worker = self._pool(run).worker
+        try:
+            worker.submit(run.job)
+        except Exception as exc:  # no process could be started (out of memory, of file descriptors)
+            log.exception("could not send %s to its worker", run.id)
+            run.in_worker = False
+            self.recorder.complete(run, Status.FAILED, error=f"Could not start the model's worker: {exc}")
+            self._forget(run)
+            return
+        if run.cancel_sent_at is not None:
+            worker.cancel(run.id)  # the cancel came while the job was on its way: send it after the job
 
     def _forget(self, run: PredictionRun) -> None:
         """The job is over: drop the run and its scratch files."""
@@ -420,7 +433,9 @@ class Engine:
         for run in list(self._runs.values()):
             if run.in_worker and run.cancel_sent_at is not None and time.monotonic() - run.cancel_sent_at > grace:
                 run.cancel_sent_at = None
-                self._pool(run).worker.kill(f"was restarted: prediction {run.id} ignored its cancel for {grace:g} s")
+                log.warning("prediction %s ignored its cancel for %g s: restarting its worker", run.id, grace)
+                # Its neighbours' errors must not name it: it may be another account's.
+                self._pool(run).worker.kill(f"was restarted: a prediction in it ignored its cancel for {grace:g} s")
 
     def _apply_retention(self) -> None:
         cutoff = utcnow() - timedelta(hours=self.settings.retention_hours or 0)

@@ -47,11 +47,6 @@ class MemoryLedger:
             for slot in [slot for slot in self._sizes if slot[0] == pool]:
                 del self._sizes[slot]
 
-    def slots(self) -> list[Slot]:
-        """What is loaded, least recently used first."""
-        with self._lock:
-            return list(self._sizes)
-
     def _over_budget(self, keep: Slot) -> list[Slot]:
         if self.budget_bytes is None:
             return []

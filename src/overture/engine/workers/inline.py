@@ -8,7 +8,7 @@ import logging
 import threading
 
 from overture.engine.workers.protocol import Job, JobEvent, ModelEvent, PoolSpec
-from overture.engine.workers.runtime import PoolRuntime, predictor_class
+from overture.engine.workers.runtime import PoolRuntime, code_failure, predictor_class
 from overture.engine.workers.transport import EventSink, WorkerLost
 
 log = logging.getLogger("overture")
@@ -27,8 +27,8 @@ class InlineWorker:
                 try:
                     cls = predictor_class(self.spec)
                 except Exception as exc:
-                    error = f"The model's worker could not load its code: {type(exc).__name__}: {exc}"
-                    self._sink.lost(self.spec.name, [job.prediction_id], WorkerLost(error, retryable=False))
+                    lost = WorkerLost(code_failure(exc), retryable=False)
+                    self._sink.lost(self.spec.name, [job.prediction_id], lost)
                     return
                 self._runtime = PoolRuntime(self.spec, cls, self._emit)
         self._runtime.submit(job)

@@ -32,7 +32,7 @@ from overture.engine.workers.protocol import (
     Unload,
     WorkerFailed,
 )
-from overture.engine.workers.runtime import PoolRuntime, predictor_class
+from overture.engine.workers.runtime import PoolRuntime, code_failure, predictor_class
 from overture.engine.workers.transport import EventSink, WorkerLost
 
 log = logging.getLogger("overture")
@@ -51,9 +51,12 @@ class ProcessWorker:
         self._sink = sink
         self._lock = threading.Lock()
         self._child: _Child | None = None
+        self._stopped = False
 
     def submit(self, job: Job) -> None:
         with self._lock:
+            if self._stopped:
+                return  # the server is stopping: the job stays active in the records for the next start
             if self._child is None:
                 self._child = _Child(self)
             self._child.send(job)
@@ -77,6 +80,7 @@ class ProcessWorker:
 
     def stop(self) -> None:
         with self._lock:
+            self._stopped = True
             child, self._child = self._child, None
         if child is not None:
             child.stop()
@@ -137,12 +141,18 @@ class _Child:
                 event: Event = self._conn.recv()
             except (EOFError, OSError):
                 break
+            except Exception as exc:  # a message that does not unpickle here: whose it was is unknown
+                self.kill(f"sent a message the server could not read ({type(exc).__name__}: {exc})")
+                continue
             if isinstance(event, Done):
                 self.outstanding.pop(event.prediction_id, None)
             elif isinstance(event, WorkerFailed):
                 self._failed = event.error
                 continue
-            self.owner._sink.event(self.spec.name, event)
+            try:
+                self.owner._sink.event(self.spec.name, event)
+            except Exception:
+                log.exception("could not handle %s from the worker for %s", type(event).__name__, self.spec.name)
         self._conn.close()
         self.process.join(STOP_SECONDS)
         self.owner._ended(self)
@@ -170,14 +180,16 @@ def _exit_cause(code: int | None) -> str:
 def serve(conn: Connection, spec: PoolSpec) -> None:
     """The child's main: load the pool's code, then run what the engine sends until told to stop
     or until the server is gone."""
-    # Ctrl-C reaches the whole process group; the server stops its workers itself.
+    # Ctrl-C, or a supervisor's SIGTERM, reaches the whole process group; the server stops its
+    # workers itself once its open requests are done, and a worker outlives it only until its pipe closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker {spec.name}: %(message)s")
     try:
         cls = predictor_class(spec)
     except BaseException as exc:  # noqa: BLE001 - whatever the import raised, the engine must hear it
-        conn.send(WorkerFailed(f"The model's worker could not load its code: {type(exc).__name__}: {exc}"))
-        return
+        conn.send(WorkerFailed(code_failure(exc)))
+        os._exit(1)  # not a normal exit: threads the failed import started could hold up the interpreter's
     send_lock = threading.Lock()
 
     def emit(event: JobEvent | ModelEvent) -> None:
@@ -207,7 +219,8 @@ def serve(conn: Connection, spec: PoolSpec) -> None:
         elif isinstance(message, Cancel):
             runtime.cancel(message.prediction_id)
         elif isinstance(message, Unload):
-            runtime.unload(message.key)
+            # Not on this thread: it may wait for a model being loaded, and cancels must still get through.
+            threading.Thread(target=runtime.unload, args=(message.key,), daemon=True).start()
 
 
 def _unsendable(event: JobEvent | ModelEvent, exc: Exception) -> JobEvent:

@@ -43,6 +43,15 @@ class JobQueue:
                 return True
             return False
 
+    def replace_worker(self) -> bool:
+        """A worker thread failed; True when the caller must start another in its place (it
+        stays counted), False when there is nothing queued for one (it is counted out)."""
+        with self._ready:
+            if self._jobs and not self._closed:
+                return True
+            self._live -= 1
+            return False
+
     def _wait_for_job(self) -> bool:
         """Wait (lock held) until there is a job or the queue closes; False when the caller has
         waited ``idle_seconds`` for nothing and is now retired."""

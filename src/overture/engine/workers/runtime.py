@@ -47,6 +47,11 @@ def predictor_class(spec: PoolSpec) -> type[Predictor]:
     return default_registry(spec.model_modules).version(spec.version_id)[1].predictor
 
 
+def code_failure(exc: BaseException) -> str:
+    """The error of every prediction of a pool whose model code could not be imported."""
+    return f"The model's worker could not load its code: {type(exc).__name__}: {exc}"
+
+
 class WorkerContext:
     """The ``Context`` a predictor sees for one job; every call becomes an event."""
 
@@ -55,6 +60,8 @@ class WorkerContext:
         self.prediction_id = job.prediction_id
         self.streaming = job.stream
         self.canceled = threading.Event()
+        #: The worker thread running it: a thread that fails outside any prediction fails its own.
+        self.thread = threading.current_thread()
         self._emit = emit
 
     def log(self, message: str) -> None:
@@ -99,9 +106,12 @@ class PoolRuntime:
 
     def submit(self, job: Job) -> None:
         if self._queue.put(job):
-            thread = threading.Thread(target=self._serve, name=f"worker-{self.spec.name}", daemon=True)
-            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-            thread.start()
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(target=self._serve, name=f"worker-{self.spec.name}", daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
 
     def cancel(self, prediction_id: str) -> None:
         """A queued job ends at once; a running one stops at its next ``check_canceled``."""
@@ -135,9 +145,25 @@ class PoolRuntime:
                 self._serve_continuously()
             else:
                 self._serve_batches()
-        except Exception:
-            # Reporting failed (the engine is gone): nothing is left to tell.
-            log.exception("worker %s stopped", self.spec.name)
+        except Exception as exc:  # outside any one prediction: a model's batch bookkeeping broke
+            log.exception("a worker thread of %s failed", self.spec.name)
+            self._fail_thread(exc)
+
+    def _fail_thread(self, exc: Exception) -> None:
+        """Fail what this thread was running, set the predictor up afresh (its state may be
+        broken), and hand the queue to a new thread."""
+        me = threading.current_thread()
+        with self._lock:
+            mine = [ctx for ctx in self._running.values() if ctx.thread is me]
+        for ctx in mine:
+            try:
+                self._finish(ctx, exc)
+            except Exception:
+                log.exception("could not report the failure of %s", ctx.prediction_id)
+        with self._setup_lock:
+            self._predictor = None
+        if self._queue.replace_worker():
+            self._start_thread()
 
     def _serve_batches(self) -> None:
         limit = self.predictor_class.max_batch_size
@@ -147,6 +173,8 @@ class PoolRuntime:
                 predictor = self._setup()
                 if len(ready) > 1:
                     results = predictor.predict_batch([(ctx, job.inputs) for ctx, job in zip(ready, jobs, strict=True)])
+                    if len(results) != len(ready):
+                        raise RuntimeError(f"The model returned {len(results)} results for a batch of {len(ready)}")
                 else:
                     results = [_predict_one(predictor, ready[0], jobs[0].inputs)]
             except Exception as exc:  # setup, or the batch as a whole, failed
