@@ -49,7 +49,11 @@ class Batched(Predictor):
     max_batch_size = 4
 
     def predict(
-        self, ctx: Context, text: str = Input(), delay: float = Input(default=0.3), lose_one: bool = Input(default=False)
+        self,
+        ctx: Context,
+        text: str = Input(),
+        delay: float = Input(default=0.3),
+        lose_one: bool = Input(default=False),
     ) -> Any:
         return self.predict_batch([(ctx, {"text": text, "delay": delay, "lose_one": False})])[0]
 
