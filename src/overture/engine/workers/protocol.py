@@ -1,11 +1,11 @@
 """The messages between the engine and a model worker: what crosses a pipe today and a network
 tomorrow, so every one is a plain, picklable dataclass with no live objects in it.
 
-The engine sends ``Job`` and ``Cancel``; the worker answers each job with ``Started`` (once it
-takes the job off its queue), any number of ``Log``, ``Progress`` and ``Output`` events, and
-exactly one ``Done``. A worker that cannot load its model's code sends ``WorkerFailed`` and exits.
-For the one memory budget of all workers, a worker reports ``ModelLoaded`` and ``ModelUsed``, and
-the engine may answer ``Unload``.
+The engine sends ``Job`` and ``Cancel`` (and ``None``, over a pipe, to stop the worker); the
+worker answers each job with ``Started`` (once it takes the job off its queue), any number of
+``Log``, ``Progress`` and ``Output`` events, and exactly one ``Done``. A worker that cannot load
+its model's code sends ``WorkerFailed`` and exits. For the one memory budget of all workers, a
+worker reports ``ModelLoaded`` and ``ModelUsed``, and the engine may answer ``Unload``.
 """
 
 from __future__ import annotations
