@@ -97,6 +97,8 @@ class PoolRuntime:
         self._setup_lock = threading.Lock()
         #: Jobs a worker thread has taken and not finished, for cancel.
         self._running: dict[str, WorkerContext] = {}
+        #: Jobs submitted and not yet done: a cancel for any other has come too late.
+        self._unfinished: set[str] = set()
         #: Cancels that found their job neither queued nor running: a thread is just taking it.
         self._canceled_early: set[str] = set()
         self._lock = threading.Lock()
@@ -105,6 +107,8 @@ class PoolRuntime:
     # -- from the engine -----------------------------------------------------------------------
 
     def submit(self, job: Job) -> None:
+        with self._lock:
+            self._unfinished.add(job.prediction_id)
         if self._queue.put(job):
             self._start_thread()
 
@@ -116,11 +120,13 @@ class PoolRuntime:
     def cancel(self, prediction_id: str) -> None:
         """A queued job ends at once; a running one stops at its next ``check_canceled``."""
         if self._queue.remove(prediction_id):
+            with self._lock:
+                self._unfinished.discard(prediction_id)
             self._emit(Done(prediction_id, canceled=True))
             return
         with self._lock:
             ctx = self._running.get(prediction_id)
-            if ctx is None:
+            if ctx is None and prediction_id in self._unfinished:
                 self._canceled_early.add(prediction_id)
         if ctx is not None:
             ctx.canceled.set()
@@ -238,6 +244,7 @@ class PoolRuntime:
         pid = ctx.prediction_id
         with self._lock:
             self._running.pop(pid, None)
+            self._unfinished.discard(pid)
         if isinstance(result, Canceled):
             self._emit(Done(pid, canceled=True))
         elif isinstance(result, BaseException):
