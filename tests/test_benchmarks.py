@@ -26,7 +26,11 @@ RATIO = r"\d+\.\d+x"
 CASES: dict[str, tuple[list[str], list[str]]] = {
     "api.py": (
         ["--requests", "8", "--clients", "2", "--duration", "0.5"],
-        [r"^overture \(HTTP, Prefer: wait\): .* failures 0$", r"^ratio overture/baseline throughput: \d+\.\d+$"],
+        [
+            r"^overture \(HTTP, Prefer: wait\): .* failures 0$",
+            r"^ratio overture/baseline throughput: \d+\.\d+$",
+            r"^CPU per prediction: server process \d+\.\d ms \(its overhead\), its worker processes \d+\.\d ms",
+        ],
     ),
     "load.py": (
         ["--predictions", "10", "--clients", "2"],
