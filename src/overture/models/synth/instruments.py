@@ -191,11 +191,7 @@ def _organ(freq: float, gate: int, sr: int) -> np.ndarray:
 
 def _piano(freq: float, gate: int, sr: int) -> np.ndarray:
     env = _envelope(gate, sr, 0.004, 0.9 * (262 / freq) ** 0.3, 0.05, 0.3)
-    t = np.arange(len(env)) / sr
-    phase = _phase(freq, len(env), sr)
-    bright = _play(_table(_harmonics(freq, sr, 1.3, 4500)), phase)
-    dark = _play(_table(_harmonics(freq, sr, 1.3, 700)), phase)
-    return _crossfade(dark, bright, t, 0.2) * env
+    return _darkening(freq, sr, env, rolloff=1.3, bright_hz=4500, dark_hz=700, seconds=0.2)
 
 
 def _guitar(freq: float, gate: int, sr: int) -> np.ndarray:
@@ -212,11 +208,18 @@ def _guitar(freq: float, gate: int, sr: int) -> np.ndarray:
 
 def _pluck(freq: float, gate: int, sr: int) -> np.ndarray:
     env = _envelope(gate, sr, 0.002, 0.3, 0.0, 0.1)
+    return _darkening(freq, sr, env, rolloff=1.0, bright_hz=5000, dark_hz=600, seconds=0.06)
+
+
+def _darkening(
+    freq: float, sr: int, env: np.ndarray, rolloff: float, bright_hz: float, dark_hz: float, seconds: float
+) -> np.ndarray:
+    """A struck tone whose high harmonics die first: bright at the attack, dark after ``seconds``."""
     t = np.arange(len(env)) / sr
     phase = _phase(freq, len(env), sr)
-    bright = _play(_table(_harmonics(freq, sr, 1.0, 5000)), phase)
-    dark = _play(_table(_harmonics(freq, sr, 1.0, 600)), phase)
-    return _crossfade(dark, bright, t, 0.06) * env
+    bright = _play(_table(_harmonics(freq, sr, rolloff, bright_hz)), phase)
+    dark = _play(_table(_harmonics(freq, sr, rolloff, dark_hz)), phase)
+    return _crossfade(dark, bright, t, seconds) * env
 
 
 def _lead(freq: float, gate: int, sr: int) -> np.ndarray:
