@@ -66,19 +66,19 @@ class Recorder:
         events.append(("done", reason))
         now = utcnow()
         started_at = values.get("started_at", run.started_at)
-        ok = self.store.transition(
-            run.id,
-            ACTIVE,
-            events=events,
-            status=status,
-            logs=text,
-            completed_at=now,
-            predict_time=_seconds(started_at, now),
-            **values,
-        )
+        values.update(status=status, logs=text, completed_at=now, predict_time=_seconds(started_at, now))
+        webhook = run.webhook
+        if webhook is not None and webhook.wants("completed"):
+            # The delivery is written with the status: a crash between two commits would lose it.
+            ok = self.store.transition_then_add(
+                run.id, ACTIVE, lambda row: self.webhooks.delivery(webhook, row, "completed"), events, **values
+            )
+        else:
+            ok = self.store.transition(run.id, ACTIVE, events=events, **values)
         if ok:
             run.finished = True
-            self._changed(run, "completed")
+            self.notifier.notify(run.id)
+            self.webhooks.wake()
         return ok
 
     def restarted(self, run: PredictionRun, notice: str) -> bool:
@@ -95,19 +95,17 @@ class Recorder:
 
     def unresumable(self, row: PredictionRow, error: str) -> None:
         """Fail a prediction left by an earlier process that can no longer run (its model is gone)."""
-        ended = self.store.transition(
-            row.id,
-            ACTIVE,
-            events=[("error", error), ("done", {"reason": "error"})],
-            status=Status.FAILED,
-            error=error,
-            completed_at=utcnow(),
-        )
-        if ended and row.webhook:
-            subscription = self.webhooks.subscription(row.owner, row.webhook, row.webhook_events_filter)
-            if subscription.wants("completed"):
-                self.webhooks.enqueue(subscription, self.store.prediction(row.id) or row, "completed")
+        events: list[tuple[str, Any]] = [("error", error), ("done", {"reason": "error"})]
+        values = {"status": Status.FAILED, "error": error, "completed_at": utcnow()}
+        webhook = self.webhooks.subscription(row.owner, row.webhook, row.webhook_events_filter) if row.webhook else None
+        if webhook is not None and webhook.wants("completed"):
+            self.store.transition_then_add(
+                row.id, ACTIVE, lambda ended: self.webhooks.delivery(webhook, ended, "completed"), events, **values
+            )
+        else:
+            self.store.transition(row.id, ACTIVE, events=events, **values)
         self.notifier.notify(row.id)
+        self.webhooks.wake()
 
     def publish(self, pid: str, value: Any) -> Any:
         """Output as stored JSON: files moved into the prediction's outputs, numpy made plain."""

@@ -122,27 +122,33 @@ class WebhookDispatcher:
 
     def enqueue(self, subscription: WebhookSubscription, row: PredictionRow, event: str) -> None:
         """Store ``event``'s delivery of ``row`` as it is now, to be sent when due."""
-        body = json.dumps(self.renderer.prediction(row), separators=(",", ":"))
+        body = self._body(row)
         # The latest state wins: an unsent output/logs delivery just gets the newer body.
         if event in _INTERMEDIATE and self.store.refresh_unsent(row.id, _INTERMEDIATE, event, body):
             return
-        now = utcnow()
-        due = subscription.due(event, now)
-        self.store.add(
-            DeliveryRow(
-                id="msg_" + secrets.token_urlsafe(18),
-                prediction_id=row.id,
-                owner=subscription.owner,
-                url=subscription.url,
-                event=event,
-                body=body,
-                state="pending",
-                attempts=0,
-                next_attempt_at=due,
-                created_at=now,
-            )
-        )
+        self.store.add(self.delivery(subscription, row, event, body))
         self.wake()
+
+    def delivery(
+        self, subscription: WebhookSubscription, row: PredictionRow, event: str, body: str | None = None
+    ) -> DeliveryRow:
+        """``event``'s delivery of ``row``, for the caller to store (then ``wake``)."""
+        now = utcnow()
+        return DeliveryRow(
+            id="msg_" + secrets.token_urlsafe(18),
+            prediction_id=row.id,
+            owner=subscription.owner,
+            url=subscription.url,
+            event=event,
+            body=body if body is not None else self._body(row),
+            state="pending",
+            attempts=0,
+            next_attempt_at=subscription.due(event, now),
+            created_at=now,
+        )
+
+    def _body(self, row: PredictionRow) -> str:
+        return json.dumps(self.renderer.prediction(row), separators=(",", ":"))
 
     def wake(self) -> None:
         if self._loop is not None and self._wake is not None:

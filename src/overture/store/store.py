@@ -11,14 +11,14 @@ import hashlib
 import os
 import shutil
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
 
-from sqlalchemy import CursorResult, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, CursorResult, Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from overture.errors import TooLarge
@@ -39,6 +39,24 @@ class StoredFile:
     size: int
     md5: str
     sha256: str
+
+
+def _transition(
+    db: Connection | Session, pid: str, from_status: Iterable[str], events: Iterable[tuple[str, Any]], values: Any
+) -> bool:
+    table = cast(Table, PredictionRow.__table__)
+    result = db.execute(
+        update(table)
+        .where(table.c.id == pid, table.c.status.in_(tuple(from_status)))
+        # With nothing to change, a self-assignment still tells whether the status matches.
+        .values(**(values or {"status": table.c.status}))
+    )
+    if cast(CursorResult[Any], result).rowcount != 1:
+        return False
+    rows = [{"prediction_id": pid, "event": event, "data": data} for event, data in events]
+    if rows:
+        db.execute(insert(cast(Table, EventRow.__table__)), rows)
+    return True
 
 
 class Store:
@@ -119,19 +137,24 @@ class Store:
 
         Runs on a bare connection: this is the hottest write, and the ORM session's bookkeeping
         cost more than the statement."""
-        table = cast(Table, PredictionRow.__table__)
         with self._write_lock, self.engine.begin() as conn:
-            result = conn.execute(
-                update(table)
-                .where(table.c.id == pid, table.c.status.in_(tuple(from_status)))
-                # With nothing to change, a self-assignment still tells whether the status matches.
-                .values(**(values or {"status": table.c.status}))
-            )
-            if result.rowcount != 1:
+            return _transition(conn, pid, from_status, events, values)
+
+    def transition_then_add(
+        self,
+        pid: str,
+        from_status: Iterable[str],
+        then: Callable[[PredictionRow], Any],
+        events: Iterable[tuple[str, Any]] = (),
+        **values: Any,
+    ) -> bool:
+        """``transition``, and in the same transaction the row ``then`` makes of the updated
+        prediction: a terminal status and its ``completed`` webhook delivery are written together,
+        so a crash between two commits cannot lose the delivery."""
+        with self.writing() as s:
+            if not _transition(s, pid, from_status, events, values):
                 return False
-            rows = [{"prediction_id": pid, "event": event, "data": data} for event, data in events]
-            if rows:
-                conn.execute(insert(cast(Table, EventRow.__table__)), rows)
+            s.add(then(s.scalars(select(PredictionRow).where(PredictionRow.id == pid)).one()))
             return True
 
     def run_count(self, model: str) -> int:
