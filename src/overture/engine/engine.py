@@ -349,12 +349,11 @@ class Engine:
         elif isinstance(event, Started):
             if not self.recorder.started(run):
                 self._pool(run).worker.cancel(run.id)
-        elif isinstance(event, Log):
-            run.logs.append(event.text)
-            if run.logs.due():
-                self.recorder.flush(run)
-        elif isinstance(event, Progress):
-            run.logs.progress(event.done, event.total)
+        elif isinstance(event, Log | Progress):
+            if isinstance(event, Log):
+                run.logs.append(event.text)
+            else:
+                run.logs.progress(event.done, event.total)
             if run.logs.due():
                 self.recorder.flush(run)
         elif isinstance(event, Output):

@@ -97,8 +97,8 @@ class _Child:
     def __init__(self, owner: ProcessWorker):
         self.owner = owner
         self.spec = owner.spec
-        #: Jobs sent and not yet answered with ``Done``.
-        self.outstanding: dict[str, Job] = {}
+        #: Ids of the jobs sent and not yet answered with ``Done``.
+        self.outstanding: set[str] = set()
         self._killed_because: str | None = None
         self._stopping = False
         self._failed: str | None = None
@@ -114,7 +114,7 @@ class _Child:
 
     def send(self, message: Job | Cancel | Unload | None) -> None:
         if isinstance(message, Job):
-            self.outstanding[message.prediction_id] = message
+            self.outstanding.add(message.prediction_id)
         try:
             self._conn.send(message)
         except (OSError, ValueError):
@@ -145,7 +145,7 @@ class _Child:
                 self.kill(f"sent a message the server could not read ({type(exc).__name__}: {exc})")
                 continue
             if isinstance(event, Done):
-                self.outstanding.pop(event.prediction_id, None)
+                self.outstanding.discard(event.prediction_id)
             elif isinstance(event, WorkerFailed):
                 self._failed = event.error
                 continue
