@@ -28,7 +28,8 @@ router = APIRouter()
 async def create_file(request: Request, owner: Owner, svc: Svc, present: Present) -> dict[str, Any]:
     limit = svc.settings.max_upload_bytes
     try:
-        form = await request.form(max_files=1, max_fields=16)
+        # Two files: the JavaScript client sends ``metadata`` as a file part (a JSON Blob) beside ``content``.
+        form = await request.form(max_files=2, max_fields=16)
     except HTTPException:
         raise
     except Exception as exc:  # python-multipart raises several types for broken bodies
@@ -36,7 +37,7 @@ async def create_file(request: Request, owner: Owner, svc: Svc, present: Present
     content = form.get("content")
     if not isinstance(content, UploadFile):
         raise invalid_request([("content", "field required (a multipart part named 'content' with the file)")])
-    metadata = _metadata(form.get("metadata"))
+    metadata = _metadata(await _text(form.get("metadata")))
     fid = new_id()
     try:
         stored = await anyio.to_thread.run_sync(partial(svc.engine.store.save_upload, fid, content.file, limit))
@@ -60,11 +61,21 @@ async def create_file(request: Request, owner: Owner, svc: Svc, present: Present
     return present.file(row)
 
 
-def _metadata(raw: Any) -> dict[str, Any]:
+async def _text(part: str | UploadFile | None) -> str | None:
+    """A form field's text, whether it came as a plain field (Python's client) or as a file part."""
+    if not isinstance(part, UploadFile):
+        return part
+    try:
+        return (await part.read()).decode()
+    except UnicodeDecodeError:
+        return ""
+
+
+def _metadata(raw: str | None) -> dict[str, Any]:
     if raw is None:
         return {}
     try:
-        value = json.loads(raw if isinstance(raw, str) else "")
+        value = json.loads(raw)
     except json.JSONDecodeError:
         value = None
     if not isinstance(value, dict):
