@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import mimetypes
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse
 from starlette.datastructures import UploadFile
 
-from overture.api.auth import Owner
+from overture.api.auth import Owner, owner_or_signed
 from overture.api.deps import Present, Svc, decode_cursor, encode_cursor
 from overture.api.errors import ApiError, invalid_request
 from overture.api.signing import check_signed
@@ -125,9 +125,13 @@ def _output_response(svc: Svc, prediction_id: str, name: str) -> FileResponse:
     return FileResponse(path, media_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
 
 
+#: The token's owner, or None for a reader with an output URL the server signed.
+OutputReader = Annotated[str | None, Depends(owner_or_signed(lambda path: f"{path['prediction_id']}/{path['name']}"))]
+
+
 @router.get("/v1/outputs/{prediction_id}/{name}")
-def get_output(prediction_id: str, name: str, owner: Owner, svc: Svc) -> FileResponse:
-    if svc.engine.store.prediction(prediction_id, owner) is None:
+def get_output(prediction_id: str, name: str, owner: OutputReader, svc: Svc) -> FileResponse:
+    if owner is not None and svc.engine.store.prediction(prediction_id, owner) is None:
         raise ApiError(404, f"Output {prediction_id}/{name} does not exist")
     return _output_response(svc, prediction_id, name)
 
