@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from overture.api.errors import ApiError
+from overture.api.signing import check_signed
 
 
 def owner_of(token: str) -> str:
@@ -42,3 +44,25 @@ async def authenticate(request: Request) -> str:
 
 
 Owner = Annotated[str, Depends(authenticate)]
+
+
+def owner_or_signed(subject: Callable[[dict[str, Any]], str]) -> Callable[..., Awaitable[str | None]]:
+    """A dependency for a route that a URL the server signed opens without a token, as Replicate's
+    stream and file URLs open: the JavaScript client's ``EventSource``-style stream reader and its
+    ``FileOutput`` fetch them with no ``Authorization`` header. ``subject`` names what the signature
+    covers, from the path parameters.
+
+    It gives the token's owner, or None for a request that came without a token and whose URL's
+    signature the server wrote for this subject. A request with a token is judged by the token alone,
+    so another token holding a signed URL still sees only its own records; one with neither is a 401.
+    """
+
+    async def dependency(
+        request: Request, expires: str | None = Query(default=None), signature: str | None = Query(default=None)
+    ) -> str | None:
+        if signature is None or "authorization" in request.headers:
+            return await authenticate(request)
+        check_signed(request.app.state.services.keys, subject(request.path_params), expires or "", signature)
+        return None
+
+    return dependency

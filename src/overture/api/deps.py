@@ -29,10 +29,21 @@ async def services(request: Request) -> Services:
     return request.app.state.services
 
 
+#: How the official JavaScript client names itself, unless its user gives it another ``userAgent``.
+JAVASCRIPT_CLIENT = "replicate-javascript/"
+
+
 async def presenter(request: Request) -> Presenter:
     svc: Services = request.app.state.services
     base = Presenter.public_base(request, svc.settings.public_url)
-    return Presenter(base, svc.keys, svc.settings.signed_url_ttl_seconds, svc.settings.retention_hours)
+    # Output URLs that open without the token for those who read them without one: a request that
+    # came with a signature instead (a stream), and the JavaScript client, whose FileOutput fetches
+    # output URLs with no Authorization header. The Python client sends its token to them.
+    headers = request.headers
+    signed = "authorization" not in headers or headers.get("user-agent", "").startswith(JAVASCRIPT_CLIENT)
+    return Presenter(
+        base, svc.keys, svc.settings.signed_url_ttl_seconds, svc.settings.retention_hours, signed_outputs=signed
+    )
 
 
 Svc = Annotated[Services, Depends(services)]

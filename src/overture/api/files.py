@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import mimetypes
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse
 from starlette.datastructures import UploadFile
 
-from overture.api.auth import Owner
+from overture.api.auth import Owner, owner_or_signed
 from overture.api.deps import Present, Svc, decode_cursor, encode_cursor
 from overture.api.errors import ApiError, invalid_request
 from overture.api.signing import check_signed
@@ -28,7 +28,8 @@ router = APIRouter()
 async def create_file(request: Request, owner: Owner, svc: Svc, present: Present) -> dict[str, Any]:
     limit = svc.settings.max_upload_bytes
     try:
-        form = await request.form(max_files=1, max_fields=16)
+        # Two files: the JavaScript client sends ``metadata`` as a file part (a JSON Blob) beside ``content``.
+        form = await request.form(max_files=2, max_fields=16)
     except HTTPException:
         raise
     except Exception as exc:  # python-multipart raises several types for broken bodies
@@ -36,7 +37,7 @@ async def create_file(request: Request, owner: Owner, svc: Svc, present: Present
     content = form.get("content")
     if not isinstance(content, UploadFile):
         raise invalid_request([("content", "field required (a multipart part named 'content' with the file)")])
-    metadata = _metadata(form.get("metadata"))
+    metadata = _metadata(await _text(form.get("metadata")))
     fid = new_id()
     try:
         stored = await anyio.to_thread.run_sync(partial(svc.engine.store.save_upload, fid, content.file, limit))
@@ -60,11 +61,21 @@ async def create_file(request: Request, owner: Owner, svc: Svc, present: Present
     return present.file(row)
 
 
-def _metadata(raw: Any) -> dict[str, Any]:
+async def _text(part: str | UploadFile | None) -> str | None:
+    """A form field's text, whether it came as a plain field (Python's client) or as a file part."""
+    if not isinstance(part, UploadFile):
+        return part
+    try:
+        return (await part.read()).decode()
+    except UnicodeDecodeError:
+        return ""
+
+
+def _metadata(raw: str | None) -> dict[str, Any]:
     if raw is None:
         return {}
     try:
-        value = json.loads(raw if isinstance(raw, str) else "")
+        value = json.loads(raw)
     except json.JSONDecodeError:
         value = None
     if not isinstance(value, dict):
@@ -114,9 +125,13 @@ def _output_response(svc: Svc, prediction_id: str, name: str) -> FileResponse:
     return FileResponse(path, media_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
 
 
+#: The token's owner, or None for a reader with an output URL the server signed.
+OutputReader = Annotated[str | None, Depends(owner_or_signed(lambda path: f"{path['prediction_id']}/{path['name']}"))]
+
+
 @router.get("/v1/outputs/{prediction_id}/{name}")
-def get_output(prediction_id: str, name: str, owner: Owner, svc: Svc) -> FileResponse:
-    if svc.engine.store.prediction(prediction_id, owner) is None:
+def get_output(prediction_id: str, name: str, owner: OutputReader, svc: Svc) -> FileResponse:
+    if owner is not None and svc.engine.store.prediction(prediction_id, owner) is None:
         raise ApiError(404, f"Output {prediction_id}/{name} does not exist")
     return _output_response(svc, prediction_id, name)
 

@@ -96,6 +96,9 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
             responses = op["responses"]
             # Any request may fail validation, and any path may name nothing (an unknown route is a 404 too).
             codes = ["403" if signed else "401", "404", "422"]
+            # A /v1 route that a signed URL opens without the token (outputs, streams) may refuse either.
+            if not signed and any(p["name"] == "signature" for p in op.get("parameters", [])):
+                codes.append("403")
             if method == "post":
                 codes += ["400", "413"]
             if method in ("post", "delete"):

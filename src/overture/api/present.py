@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import Request
 
-from overture.api.signing import page_subject, signed_query
+from overture.api.signing import page_subject, signed_query, stream_subject
 from overture.models.base import Model, Version
 from overture.models.schema import COG_VERSION
 from overture.outputs import FILE_REF, map_files
@@ -31,13 +31,24 @@ def _first(value: str | None) -> str | None:
 
 
 class Presenter:
-    """Builds response bodies for one request, so every URL uses the base that client can reach."""
+    """Builds response bodies for one request, so every URL uses the base that client can reach.
 
-    def __init__(self, base: str, keys: Keys, signed_ttl: int, retention_hours: float | None = None):
+    With ``signed_outputs``, output URLs carry a signature, for a reader that opens them without the
+    token; they still name ``/v1/outputs``, so they work as inputs and with the token too."""
+
+    def __init__(
+        self,
+        base: str,
+        keys: Keys,
+        signed_ttl: int,
+        retention_hours: float | None = None,
+        signed_outputs: bool = False,
+    ):
         self.base = base.rstrip("/")
         self.keys = keys
         self.signed_ttl = signed_ttl
         self.retention_hours = retention_hours
+        self.signed_outputs = signed_outputs
 
     @staticmethod
     def public_base(request: Request, configured: str | None) -> str:
@@ -72,7 +83,12 @@ class Presenter:
             "started_at": timestamp(row.started_at),
             "completed_at": timestamp(row.completed_at),
             "deadline": timestamp(row.deadline),
-            "urls": {"get": url, "cancel": f"{url}/cancel", "stream": f"{url}/stream", "web": self.web_url(row.id)},
+            "urls": {
+                "get": url,
+                "cancel": f"{url}/cancel",
+                "stream": self.stream_url(row.id),
+                "web": self.web_url(row.id),
+            },
             "webhook": row.webhook,
             "webhook_events_filter": row.webhook_events_filter,
         }
@@ -99,10 +115,16 @@ class Presenter:
         return map_files(value, lambda ref: url_for(ref[FILE_REF]))
 
     def output_url(self, rel: str) -> str:
-        return f"{self.base}/v1/outputs/{urllib.parse.quote(rel)}"
+        url = f"{self.base}/v1/outputs/{urllib.parse.quote(rel)}"
+        return f"{url}?{signed_query(self.keys, rel, self.signed_ttl)}" if self.signed_outputs else url
 
     def signed_output_url(self, rel: str) -> str:
         return f"{self.base}/signed/outputs/{urllib.parse.quote(rel)}?{signed_query(self.keys, rel, self.signed_ttl)}"
+
+    def stream_url(self, pid: str) -> str:
+        """Signed: a browser's ``EventSource`` and the JavaScript client's stream reader send no token."""
+        query = signed_query(self.keys, stream_subject(pid), self.signed_ttl)
+        return f"{self.base}/v1/predictions/{pid}/stream?{query}"
 
     def web_url(self, pid: str) -> str:
         """The prediction's page, signed: a browser's address bar cannot send the bearer token."""

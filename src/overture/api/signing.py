@@ -24,6 +24,11 @@ def page_subject(pid: str) -> str:
     return f"page:{pid}"
 
 
+def stream_subject(pid: str) -> str:
+    """What a prediction's ``urls.stream`` signature covers."""
+    return f"stream:{pid}"
+
+
 def signed_query(keys: Keys, subject: str, ttl: int) -> str:
     """``expires=...&signature=...`` granting ``subject`` for ``ttl`` seconds."""
     expires = int(time.time()) + ttl

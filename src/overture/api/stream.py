@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Depends, Header
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
-from overture.api.auth import Owner
+from overture.api.auth import owner_or_signed
 from overture.api.deps import Present, Svc
 from overture.api.errors import ApiError
+from overture.api.signing import stream_subject
 from overture.status import TERMINAL
 
 router = APIRouter(prefix="/v1")
+
+#: The token's owner, or None for a reader with the signed ``urls.stream``.
+Reader = Annotated[str | None, Depends(owner_or_signed(lambda path: stream_subject(path["prediction_id"])))]
 
 #: Comment lines this often: the client gives up after 30 s without a byte.
 KEEPALIVE_SECONDS = 10
@@ -23,7 +28,7 @@ _POLL_SECONDS = 5.0
 
 @router.get("/predictions/{prediction_id}/stream")
 async def stream_prediction(
-    prediction_id: str, owner: Owner, svc: Svc, present: Present, last_event_id: str | None = Header(default=None)
+    prediction_id: str, owner: Reader, svc: Svc, present: Present, last_event_id: str | None = Header(default=None)
 ) -> EventSourceResponse:
     """Replays what was already emitted (or what follows ``Last-Event-ID``), then the rest live,
     and closes after ``done``. Only ``output``, ``logs``, ``error`` and ``done`` are sent."""

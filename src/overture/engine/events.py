@@ -60,6 +60,10 @@ class Recorder:
             run.logs.append(last_line)
         text, new = run.logs.take()
         events: list[tuple[str, Any]] = [("logs", new)] if new else []
+        if status == Status.SUCCEEDED and not run.produced_output and values.get("output") is not None:
+            # Nothing was streamed before (a model that does not stream, an answer from the cache):
+            # the whole output is the stream's output event, or a stream's reader would get none.
+            events.append(("output", values["output"]))
         if status == Status.FAILED:
             events.append(("error", values["error"]))
         reason = {} if status == Status.SUCCEEDED else {"reason": "error" if status == Status.FAILED else str(status)}
