@@ -4,6 +4,7 @@ Hugging Face cache (``HF_HOME``), by the models that load them."""
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -95,7 +96,8 @@ def local_table() -> None:
                 f"{state.parameters / 1e6:.1f} M" if state.parameters is not None else "-",
                 f"{_size(fp32)} / {_size(half)}" if fp32 is not None and half is not None else "-",
             )
-    Console().print(table)
+    # Piped, the table keeps its columns whole instead of 80 characters wide.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def _registry() -> Registry:

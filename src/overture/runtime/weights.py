@@ -135,8 +135,10 @@ def pull(weights: HubWeights, say: Callable[[str], None] = print) -> Path:
     own downloads keep no partial file across processes. ``snapshot_download`` then links the
     blobs into the snapshot, the same cache entries it makes itself.
     """
-    from huggingface_hub import HfApi, snapshot_download, try_to_load_from_cache
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+    # huggingface_hub's HTTP client, whose transport errors it lets through.
+    import httpx2
+    from huggingface_hub import HfApi, constants, snapshot_download, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
     from huggingface_hub.hf_api import RepoFile
     from huggingface_hub.utils import filter_repo_objects
 
@@ -175,6 +177,8 @@ def pull(weights: HubWeights, say: Callable[[str], None] = print) -> Path:
         raise WeightsRefused(
             f"{weights.repo} was not found on the hub, or it is private and HF_TOKEN does not give access to it."
         ) from None
+    except (httpx2.HTTPError, HfHubHTTPError) as exc:  # unreachable, or a hub error other than the above
+        raise WeightsRefused(f"Could not pull {weights.repo} from {constants.ENDPOINT}: {exc}") from None
 
 
 def refused_message(weights: HubWeights) -> str:
@@ -189,6 +193,7 @@ def _fetch_blob(repo: str, commit: str, filename: str, say: Callable[[str], None
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.file_download import http_get, repo_folder_name
     from huggingface_hub.utils import build_hf_headers
+    from tqdm import tqdm
 
     metadata = get_hf_file_metadata(hf_hub_url(repo, filename, revision=commit))
     if metadata.etag is None:
@@ -214,6 +219,9 @@ def _fetch_blob(repo: str, commit: str, filename: str, say: Callable[[str], None
                 headers=build_hf_headers(),
                 expected_size=metadata.size,
                 displayed_filename=filename,
+                # Plain tqdm shows its bar wherever it writes; huggingface_hub's own hides it off a
+                # terminal and under some log levels, and a pull is mostly waiting on this bar.
+                tqdm_class=tqdm,
             )
         partial.replace(blob)
 
