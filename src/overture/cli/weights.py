@@ -15,7 +15,7 @@ from overture.cli.common import console, split
 from overture.errors import UnknownModel
 from overture.models.registry import Registry, default_registry
 from overture.models.weights import declared, variants
-from overture.runtime.weights import HubWeights, WeightsRefused, on_disk, prune_plan
+from overture.runtime.weights import HubWeights, PullFailed, on_disk, prune_plan
 from overture.runtime.weights import pull as pull_weights
 
 
@@ -33,7 +33,7 @@ def pull(
         console.print(f"Pulling {weights.repo} ({name}) at {weights.revision}")
         try:
             snapshot = pull_weights(weights, say=console.print)
-        except WeightsRefused as exc:
+        except PullFailed as exc:
             console.print(str(exc), style="red")
             raise typer.Exit(1) from None
         state = on_disk(weights)

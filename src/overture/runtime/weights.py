@@ -50,8 +50,8 @@ class HubWeights:
         return any(filter_repo_objects([path], allow_patterns=list(self.files), ignore_patterns=list(self.ignore)))
 
 
-class WeightsRefused(Exception):
-    """The hub would not serve a repo's files: gated, private or missing."""
+class PullFailed(Exception):
+    """A pull could not finish: the repo is gated, private or missing, or the hub unreachable."""
 
 
 # -- what is on disk ---------------------------------------------------------------------------
@@ -155,7 +155,7 @@ def pull(weights: HubWeights, say: Callable[[str], None] = print) -> Path:
         )
         if not wanted:
             names = ", ".join(weights.files)
-            raise WeightsRefused(f"{weights.repo} at {weights.revision} has none of the files {names}.")
+            raise PullFailed(f"{weights.repo} at {weights.revision} has none of the files {names}.")
         for entry in wanted:
             if isinstance(try_to_load_from_cache(weights.repo, entry.path, revision=commit), str):
                 say(f"{entry.path}: already here")
@@ -170,15 +170,15 @@ def pull(weights: HubWeights, say: Callable[[str], None] = print) -> Path:
             )
         )
     except GatedRepoError:
-        raise WeightsRefused(refused_message(weights)) from None
+        raise PullFailed(refused_message(weights)) from None
     except RevisionNotFoundError:
-        raise WeightsRefused(f"{weights.repo} has no revision {weights.revision} on the hub.") from None
+        raise PullFailed(f"{weights.repo} has no revision {weights.revision} on the hub.") from None
     except RepositoryNotFoundError:
-        raise WeightsRefused(
+        raise PullFailed(
             f"{weights.repo} was not found on the hub, or it is private and HF_TOKEN does not give access to it."
         ) from None
     except (httpx2.HTTPError, HfHubHTTPError) as exc:  # unreachable, or a hub error other than the above
-        raise WeightsRefused(f"Could not pull {weights.repo} from {constants.ENDPOINT}: {exc}") from None
+        raise PullFailed(f"Could not pull {weights.repo} from {constants.ENDPOINT}: {exc}") from None
 
 
 def refused_message(weights: HubWeights) -> str:
@@ -197,7 +197,7 @@ def _fetch_blob(repo: str, commit: str, filename: str, say: Callable[[str], None
 
     metadata = get_hf_file_metadata(hf_hub_url(repo, filename, revision=commit))
     if metadata.etag is None:
-        raise WeightsRefused(f"The hub sent no ETag for {repo}/{filename}, so it cannot be cached.")
+        raise PullFailed(f"The hub sent no ETag for {repo}/{filename}, so it cannot be cached.")
     folder = repo_folder_name(repo_id=repo, repo_type="model")
     blob = hub_cache() / folder / "blobs" / metadata.etag
     if blob.exists():
@@ -207,9 +207,14 @@ def _fetch_blob(repo: str, commit: str, filename: str, say: Callable[[str], None
     lock.parent.mkdir(parents=True, exist_ok=True)
     # The lock huggingface_hub takes for the same blob: no two downloads append to one file.
     with FileLock(lock):
+        if blob.exists():  # another download finished it while this one waited
+            return
         partial = blob.with_name(f"{metadata.etag}.incomplete")
         with partial.open("ab") as file:
             have = file.tell()
+            if metadata.size is not None and have > metadata.size:  # not a start of this file
+                file.truncate(0)
+                have = 0
             if have:
                 say(f"{filename}: resuming after {have} of {metadata.size} bytes")
             http_get(
