@@ -61,6 +61,7 @@ def test_a_download_fetches_only_what_the_pipeline_loads(
     def snapshot_download(
         repo_id: str,
         *,
+        revision: str = "main",
         local_files_only: bool = False,
         allow_patterns: Sequence[str] | None = None,
         ignore_patterns: Sequence[str] | None = None,

@@ -499,7 +499,7 @@ def test_a_missing_checkpoint_fails_at_once_saying_how_to_provide_it(scratch) ->
         run(predictor, scratch(), prompt="jazz", model_version="large", duration=1)
     assert time.monotonic() - started < 10
     assert "overture serve --checkpoint facebook/musicgen-large=/path/to/dir" in str(error.value)
-    assert "huggingface-cli download facebook/musicgen-large" in str(error.value)
+    assert "Download it with `overture pull`" in str(error.value)
 
 
 def test_an_operator_can_refuse_a_checkpoint(checkpoint_dirs, scratch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,6 +21,7 @@ from overture.engine.engine import Engine
 from overture.engine.netpolicy import address_policy
 from overture.engine.webhooks import WebhookDispatcher, WebhookPolicy
 from overture.models.registry import default_registry
+from overture.models.weights import log_readiness
 from overture.store.secrets import Keys
 from overture.store.store import Store
 
@@ -61,6 +63,10 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         services.engine.start()
+        # Looking at the weights on disk takes a moment; the server answers meanwhile.
+        threading.Thread(
+            target=log_readiness, args=(services.engine.registry, settings.checkpoints), daemon=True
+        ).start()
         try:
             yield
         finally:

@@ -11,6 +11,7 @@ from overture.api.deps import Present, Svc
 from overture.api.errors import ApiError
 from overture.errors import UnknownModel
 from overture.models.base import Model
+from overture.models.weights import readiness
 
 router = APIRouter(prefix="/v1")
 
@@ -31,7 +32,9 @@ def list_models(_: Owner, svc: Svc, present: Present) -> dict[str, Any]:
 @router.get("/models/{model_owner}/{model_name}")
 def get_model(model_owner: str, model_name: str, _: Owner, svc: Svc, present: Present) -> dict[str, Any]:
     model = _model(svc, model_owner, model_name)
-    return present.model(model, svc.engine.store.run_count(model.ref))
+    # An extension field: which of the model's variants can run without a download.
+    weights = readiness(model, svc.engine.settings.checkpoints)
+    return {**present.model(model, svc.engine.store.run_count(model.ref)), "x-overture-weights": weights}
 
 
 @router.get("/models/{model_owner}/{model_name}/versions")

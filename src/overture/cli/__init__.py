@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from overture.cli import client, serve
+from overture.cli import client, serve, weights
 
 app = typer.Typer(help="Overture: Replicate's music models on your own machines.", no_args_is_help=True)
 app.add_typer(client.predictions_app, name="predictions")
 app.command()(serve.serve)
 app.command()(client.run)
 app.command()(client.models)
+app.command()(weights.pull)
+app.command()(weights.prune)

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from overture.cli.common import console, watch
 from overture.cli.local import run_local
+from overture.cli.weights import local_table
 from overture.config import Settings
 
 predictions_app = typer.Typer(help="Inspect and cancel predictions on a running server.", no_args_is_help=True)
@@ -43,8 +44,15 @@ def run(
         typer.echo(json.dumps(prediction["output"]))
 
 
-def models() -> None:
+def models(
+    local: Annotated[
+        bool, typer.Option("--local", help="Each variant's weights in HF_HOME: present, size, memory needed.")
+    ] = False,
+) -> None:
     """List the models: the server's when REPLICATE_BASE_URL is set, else the built-in ones."""
+    if local:
+        local_table()
+        return
     table = Table("model", "latest version", "description")
     if _server() is not None:
         with _client() as client:

@@ -16,8 +16,13 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from overture.models.schema import InputSchema, openapi_document
 from overture.runtime.checkpoints import Checkpoints
+from overture.runtime.weights import HubWeights
 
 S = TypeVar("S")
+
+
+#: The variant name of a model whose versions load one set of weights.
+DEFAULT_WEIGHTS = "default"
 
 
 class Canceled(BaseException):
@@ -61,6 +66,9 @@ class Predictor:
     #: Versions whose predictors name the same pool share one queue, its workers and one instance
     #: (the first version's), so that their predictions can batch together.
     pool: ClassVar[str | None] = None
+    #: The weights each variant loads, by ``model_version`` (``DEFAULT_WEIGHTS`` for a model with
+    #: one set): the declaration that its loading code and ``overture pull`` both read.
+    weights: ClassVar[Mapping[str, HubWeights]] = {}
 
     def __init__(self, checkpoints: Checkpoints | None = None, model_settings: Mapping[type, Any] | None = None):
         #: Where weights come from and which loaded models stay in memory.

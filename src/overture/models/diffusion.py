@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from overture.models.base import Context
 from overture.models.schema import shown
 from overture.runtime.checkpoints import Checkpoints, module_nbytes
+from overture.runtime.weights import HubWeights
 
 P = TypeVar("P")
 
@@ -24,26 +25,21 @@ P = TypeVar("P")
 UNUSED_WEIGHTS = ("*.ckpt", "*.msgpack", "*.h5", "*.onnx")
 
 
-def load_pipeline(
-    checkpoints: Checkpoints,
-    hub_id: str,
-    pipeline_class: type[P],
-    components: Sequence[str],
-    gated: bool = False,
-    **kwargs: Any,
-) -> P:
-    """The pipeline for ``hub_id`` (or the operator's substitute), loaded once on the server's
-    device and dtype, and kept in the LRU of loaded models shared with every other model.
+def pipeline_weights(repo: str, components: Sequence[str], gated: bool = False) -> HubWeights:
+    """What a diffusers pipeline loads from ``repo``: ``model_index.json`` and the folders of the
+    ``components`` that ``from_pretrained`` loads (every one in ``model_index.json`` that the
+    pipeline's loading does not replace), without other runtimes' copies of the weights."""
+    files = ("model_index.json", *(f"{component}/*" for component in components))
+    return HubWeights(repo, files, ignore=UNUSED_WEIGHTS, gated=gated)
 
-    ``components`` are the folders of the pipeline's repo that ``from_pretrained`` loads (every
-    one in ``model_index.json`` that ``kwargs`` does not replace): a download fetches those and
-    ``model_index.json`` only.
-    """
-    served = checkpoints.served(hub_id)
+
+def load_pipeline(checkpoints: Checkpoints, weights: HubWeights, pipeline_class: type[P], **kwargs: Any) -> P:
+    """The pipeline of ``weights`` (from the operator's substitute repo, if any), loaded once on the
+    server's device and dtype, and kept in the LRU of loaded models shared with every other model."""
+    served = checkpoints.served(weights.repo)
 
     def load() -> P:
-        files = ["model_index.json", *(f"{component}/*" for component in components)]
-        path = checkpoints.path(served, gated=gated, allow_patterns=files, ignore_patterns=UNUSED_WEIGHTS)
+        path = checkpoints.path(served, weights)
         pipeline = pipeline_class.from_pretrained(path, dtype=checkpoints.dtype(), **kwargs)  # type: ignore[attr-defined]
         pipeline.set_progress_bar_config(disable=True)
         return pipeline.to(checkpoints.device())

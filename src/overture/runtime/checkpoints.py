@@ -9,13 +9,14 @@ that runs only the built-in synth model starts without them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from overture.errors import CheckpointMissing
 from overture.runtime.loaded import LoadedModels
+from overture.runtime.weights import HubWeights, path_in_cache
 
 T = TypeVar("T")
 
@@ -52,40 +53,21 @@ class Checkpoints:
             )
         return served
 
-    def path(
-        self,
-        hub_id: str,
-        gated: bool = False,
-        allow_patterns: Sequence[str] | None = None,
-        ignore_patterns: Sequence[str] | None = None,
-    ) -> Path:
+    def path(self, hub_id: str, weights: HubWeights | None = None) -> Path:
         """A local directory with ``hub_id``'s files: the operator's mapping, else the HF cache
         (downloading when the hub is reachable and ``HF_HUB_OFFLINE`` is not set).
 
-        A download fetches only the repo files that match ``allow_patterns`` (all when None) and
-        none that match ``ignore_patterns`` (glob patterns, as ``snapshot_download`` takes them):
-        some repos carry several copies of their weights for other runtimes.
+        ``weights`` is the model's declaration of the files it loads (the whole repo when None):
+        a download fetches those alone, from ``hub_id`` when the operator substituted it.
         """
         mapped = self.settings.local_dirs.get(hub_id)
         if mapped is not None:
             if not mapped.is_dir():
                 raise CheckpointMissing(f"Checkpoint {hub_id} is mapped to {mapped}, which is not a directory.")
             return mapped
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
+        declared = weights.serving(hub_id) if weights is not None else HubWeights(hub_id, files=("*",))
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        try:
-            return Path(
-                snapshot_download(
-                    hub_id,
-                    local_files_only=offline,
-                    allow_patterns=list(allow_patterns) if allow_patterns is not None else None,
-                    ignore_patterns=list(ignore_patterns) if ignore_patterns is not None else None,
-                )
-            )
-        except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
-            raise CheckpointMissing(_missing_message(hub_id, gated, exc)) from None
+        return path_in_cache(declared, offline)
 
     # -- loaded models -------------------------------------------------------------------------
 
@@ -112,20 +94,6 @@ class Checkpoints:
         if self.device().startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
-
-
-def _missing_message(hub_id: str, gated: bool, exc: Exception) -> str:
-    cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
-    token_hint = (
-        " It is gated on the hub: accept its licence there and set HF_TOKEN (or run `huggingface-cli login`)."
-        if gated
-        else ""
-    )
-    return (
-        f"Checkpoint {hub_id} is not available: it is not in the Hugging Face cache ({cache}) and could not be "
-        f"downloaded ({type(exc).__name__}).{token_hint} Download it with `huggingface-cli download {hub_id}`, "
-        f"or point the server at a local copy: `overture serve --checkpoint {hub_id}=/path/to/dir`."
-    )
 
 
 def module_nbytes(module: Any) -> int:

@@ -16,6 +16,7 @@ from overture.errors import CheckpointMissing
 from overture.models.base import Context, ContinuousPredictor
 from overture.models.musicgen.request import MAX_WINDOW_SECONDS, WINDOW_STRIDE_SECONDS, Request, hub_id
 from overture.models.musicgen.settings import MusicGenSettings
+from overture.models.musicgen.weights import weights_by_model_version
 from overture.models.schema import Input
 from overture.runtime.checkpoints import Checkpoints
 
@@ -126,6 +127,8 @@ def predictor_for(model_versions: tuple[str, ...]) -> type[MusicgenPredictor]:
     Replicate's, word for word (the golden schema test holds them to it)."""
 
     class VersionPredictor(MusicgenPredictor):
+        weights = weights_by_model_version(model_versions)
+
         def predict(
             self,
             ctx: Context,

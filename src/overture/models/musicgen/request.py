@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from overture.models.musicgen.weights import hub_id
 from overture.models.schema import shown
 
 #: Replicate's choices, in its order.
@@ -42,10 +43,6 @@ WINDOW_STRIDE_SECONDS = 18
 MAX_DURATION_SECONDS = 24 * 60 * 60
 #: audiocraft's seeds go to numpy, which takes them below 2**32.
 SEED_LIMIT = 2**32
-
-
-def hub_id(model_version: str) -> str:
-    return f"facebook/musicgen-{model_version}"
 
 
 @dataclass(frozen=True)

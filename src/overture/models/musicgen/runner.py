@@ -20,6 +20,7 @@ from overture.models.musicgen.input_audio import continuation_prompt, input_slic
 from overture.models.musicgen.request import MAX_WINDOW_SECONDS, Request
 from overture.models.musicgen.settings import MAX_SLOTS
 from overture.models.musicgen.streaming import stream_decoder
+from overture.models.musicgen.weights import musicgen_weights
 from overture.runtime.checkpoints import Checkpoints, module_nbytes
 from overture.runtime.linear import KernelReport, select_linear_kernels
 
@@ -76,7 +77,7 @@ def load(checkpoints: Checkpoints, requested: str, ctx: Context, slots: int = MA
     served = checkpoints.served(requested)
 
     def loader() -> MusicgenCheckpoint:
-        directory = checkpoints.path(served)
+        directory = checkpoints.path(served, musicgen_weights(served))
         ctx.log(f"Loading checkpoint {served} from {directory}")
         started = time.monotonic()
         checkpoint = load_checkpoint(directory, checkpoints.device(), checkpoints.dtype())

@@ -13,8 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from overture.models.audio import encode
-from overture.models.base import Context, Model, Predictor, Version
-from overture.models.diffusion import load_pipeline, resolve_seed, seed_problems, step_reporter, steps_problems
+from overture.models.base import DEFAULT_WEIGHTS, Context, Model, Predictor, Version
+from overture.models.diffusion import (
+    load_pipeline,
+    pipeline_weights,
+    resolve_seed,
+    seed_problems,
+    step_reporter,
+    steps_problems,
+)
 from overture.models.riffusion.seed_images import SEED_IMAGE_IDS, load_seed_image
 from overture.models.riffusion.settings import RiffusionSettings
 from overture.models.schema import Input
@@ -44,6 +51,7 @@ OUTPUT_SCHEMA: dict[str, Any] = {
 #: safety checker (and so without its feature extractor), and the repo's other weights are for
 #: other runtimes: ``riffusion-model-v1.ckpt`` and a TorchScript UNet.
 COMPONENTS = ("scheduler", "text_encoder", "tokenizer", "unet", "vae")
+WEIGHTS = pipeline_weights(HUB_ID, COMPONENTS)
 
 
 def load(checkpoints: Checkpoints) -> StableDiffusionPipeline:
@@ -53,9 +61,8 @@ def load(checkpoints: Checkpoints) -> StableDiffusionPipeline:
 
     return load_pipeline(
         checkpoints,
-        HUB_ID,
+        WEIGHTS,
         StableDiffusionPipeline,
-        COMPONENTS,
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -64,6 +71,7 @@ def load(checkpoints: Checkpoints) -> StableDiffusionPipeline:
 
 class RiffusionPredictor(Predictor):
     output_schema = OUTPUT_SCHEMA
+    weights = {DEFAULT_WEIGHTS: WEIGHTS}
 
     @classmethod
     def check_inputs(cls, raw: Mapping[str, Any], values: dict[str, Any]) -> list[tuple[str, str]]:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from overture.models.audio import encode
-from overture.models.base import Context, Model, Predictor, Version
-from overture.models.diffusion import load_pipeline, resolve_seed, step_reporter
+from overture.models.base import DEFAULT_WEIGHTS, Context, Model, Predictor, Version
+from overture.models.diffusion import load_pipeline, pipeline_weights, resolve_seed, step_reporter
 from overture.models.schema import Input
 from overture.models.stable_audio.request import Request
 from overture.runtime.checkpoints import Checkpoints
@@ -50,6 +50,8 @@ BATCH_SIZE = Input(default=1)
 #: The folders of the repo that ``StableAudioPipeline.from_pretrained`` loads; the repo also
 #: holds the same weights as single files for stable-audio-tools (``model.ckpt``, ``model.safetensors``).
 COMPONENTS = ("projection_model", "scheduler", "text_encoder", "tokenizer", "transformer", "vae")
+#: Gated on the hub: its licence must be accepted before the hub serves the files.
+WEIGHTS = pipeline_weights(HUB_ID, COMPONENTS, gated=True)
 
 
 def load(checkpoints: Checkpoints) -> StableAudioPipeline:
@@ -57,10 +59,12 @@ def load(checkpoints: Checkpoints) -> StableAudioPipeline:
     # torch and diffusers load with the first prediction, not with the server.
     from diffusers.pipelines.stable_audio.pipeline_stable_audio import StableAudioPipeline
 
-    return load_pipeline(checkpoints, HUB_ID, StableAudioPipeline, COMPONENTS, gated=True)
+    return load_pipeline(checkpoints, WEIGHTS, StableAudioPipeline)
 
 
 class _StableAudioPredictor(Predictor):
+    weights = {DEFAULT_WEIGHTS: WEIGHTS}
+
     @classmethod
     def check_inputs(cls, raw: Mapping[str, Any], values: dict[str, Any]) -> list[tuple[str, str]]:
         return Request.from_inputs(values).problems(given=[name for name, value in raw.items() if value is not None])
