@@ -204,6 +204,8 @@ def test_queue_position_and_its_log_line_move_as_the_queue_drains(start) -> None
         assert body["status"] == "processing" and body.get("queue_position") is None
         assert "Waiting in the queue" not in body["logs"]
         assert http.get(f"/v1/predictions/{first.id}").json().get("queue_position") is None
+        documented = http.get("/openapi.json").json()["components"]["schemas"]["Prediction"]["properties"]
+        assert "Overture extension" in documented["queue_position"]["description"]
     positions = [position for position, _ in seen if position is not None]
     assert positions[0] == 3 and positions[-1] == 1
     assert positions == sorted(positions, reverse=True)
