@@ -16,7 +16,8 @@ from harness import OTHER_TOKEN, Server, wait_finished
 from overture.api.errors import ApiError
 from overture.api.ratelimit import RateLimiter
 from overture.config import Settings
-from overture.engine.workers.protocol import Job
+from overture.engine.workers.positions import PositionReporter
+from overture.engine.workers.protocol import Job, QueuePositions
 from overture.engine.workers.queue import JobQueue
 
 pytestmark = pytest.mark.timeout(180)
@@ -182,6 +183,27 @@ def test_one_token_s_50_queued_predictions_do_not_wait_ahead_of_another_s_one(st
 
 
 # -- a queued prediction's place in line ---------------------------------------------------------
+
+
+def test_a_pool_reports_its_whole_queue_in_one_event_at_a_bounded_rate() -> None:
+    queue = JobQueue()
+    sent: list[QueuePositions] = []
+    reporter = PositionReporter(queue, sent.append, running=lambda: 2, interval=0.2)
+    reporter.ran(3.0)
+    began = time.monotonic()
+    for i in range(500):
+        queue.put(Job(f"p{i}", {}, Path("."), owner=f"owner{i % 2}"))
+        reporter.changed()
+    while not (sent and len(sent[-1].prediction_ids) == 500):
+        assert time.monotonic() - began < 10
+        time.sleep(0.01)
+    elapsed = time.monotonic() - began
+    reporter.stop()
+    # 500 changes: the first report at once, then at most one per interval.
+    assert len(sent) <= 2 + elapsed / 0.2, (len(sent), elapsed)
+    last = sent[-1]
+    assert len(last.prediction_ids) == 500 and last.prediction_ids[:3] == ("p0", "p1", "p2")
+    assert last.seconds_per_place == 1.5  # a 3 s run, two running side by side
 
 
 def test_queue_position_and_its_log_line_move_as_the_queue_drains(start) -> None:  # noqa: ANN001
