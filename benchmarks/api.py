@@ -7,7 +7,10 @@ Runs in one go, side by side:
 Prints predictions per second, p50/p95/p99 latency of the create call, the ratio, and the CPU
 time per prediction of the server process and of its model worker processes.
 
-    .venv/bin/python benchmarks/api.py [--requests 400] [--clients 32] [--duration 0.5]
+    .venv/bin/python benchmarks/api.py [--requests 400] [--clients 32] [--duration 0.5] [--no-rate-limits]
+
+The server keeps its default rate limits (600 creates a minute per token), so runs of more than
+about 560 requests need ``--no-rate-limits``; run with and without it to see what the limiter costs.
 """
 
 from __future__ import annotations
@@ -45,13 +48,17 @@ def baseline(n: int, duration: float) -> float:
     return (time.perf_counter() - started) / n
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+#: Server options that turn the per-token rate limits off.
+NO_RATE_LIMITS = ("--rate-limit-creates", "0", "--rate-limit-requests", "0")
+
+
+def start_server(data_dir: Path, *options: str) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     args = [sys.executable, "-m", "overture", "serve", "--port", str(port), "--data-dir", str(data_dir)]
     proc = subprocess.Popen(
-        [*args, "--token", TOKEN, "--no-cache"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        [*args, "--token", TOKEN, "--no-cache", *options], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
     )
     base = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -91,11 +98,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--duration", type=float, default=0.5, help="seconds of audio per prediction")
+    parser.add_argument("--no-rate-limits", action="store_true", help="turn the server's per-token rate limits off")
     args = parser.parse_args()
 
     per_clip = baseline(min(args.requests, 50), args.duration)
     data_dir = Path(tempfile.mkdtemp(prefix="overture-bench-"))
-    proc, base = start_server(data_dir)
+    proc, base = start_server(data_dir, *(NO_RATE_LIMITS if args.no_rate_limits else ()))
     try:
         asyncio.run(load(base, args.clients, args.clients, args.duration))  # worker started, model warm
         server_before, worker_before = _tree_cpu(proc.pid)
@@ -110,7 +118,8 @@ def main() -> None:
     served = args.requests / elapsed
     direct = 1 / per_clip
     print(machine_line())
-    print(f"load: {args.requests} predictions of {args.duration} s, {args.clients} clients")
+    limits = "off" if args.no_rate_limits else "on"
+    print(f"load: {args.requests} predictions of {args.duration} s, {args.clients} clients, rate limits {limits}")
     print(f"baseline (model alone, sequential): {per_clip * 1000:.1f} ms/clip = {direct:.1f} clips/s")
     print(f"overture (HTTP, Prefer: wait):       {served:.1f} predictions/s, failures {failures}")
     print(f"create latency p50 {ms[0]:.0f} ms, p95 {ms[1]:.0f} ms, p99 {ms[2]:.0f} ms")

@@ -264,6 +264,8 @@ class Served:
         self.url = f"http://127.0.0.1:{port}"
         args = [sys.executable, "-m", "overture", "serve", "--port", str(port), "--data-dir", str(self.data)]
         args += ["--token", TOKEN, "--checkpoint", f"{hub_id(shape)}={directory}", "--no-cache", "--workers", workers]
+        # Its clients poll as fast as the benchmark asks: no rate limit may hold them back.
+        args += ["--rate-limit-requests", "0"]
         # The server and its workers import the overture this process imported (a worktree's src).
         source = str(Path(overture.__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}

@@ -63,3 +63,10 @@ class Settings:
     #: How long a running prediction may ignore a cancel before its worker process is killed and
     #: restarted.
     cancel_grace_seconds: float = 10.0
+    #: Per token, in any ``rate_limit_window_seconds``: prediction creates, and all other requests
+    #: (Replicate's published limits); 0 turns a limit off.
+    rate_limit_creates: int = 600
+    rate_limit_requests: int = 3000
+    rate_limit_window_seconds: float = 60.0
+    #: Predictions one token may have waiting to start; 0 for no cap.
+    max_queued_per_token: int = 0

@@ -14,6 +14,7 @@ with its type name so a bug report names it.
     ├── UnknownModel        no such model or version
     ├── TooLarge            an upload past the size limit
     ├── CheckpointMissing   weights that cannot be found; says how to provide them
+    ├── TooManyQueued       a token at its cap of queued predictions (--max-queued-per-token)
     └── SetupFailed         a model whose setup raised
 
 Each also keeps the builtin base that says what kind of problem it is (a bad value, a missing
@@ -64,6 +65,10 @@ class TooLarge(UserError, ValueError):
 
 class CheckpointMissing(UserError, RuntimeError):
     """Weights that cannot be found; the message says how to provide them."""
+
+
+class TooManyQueued(UserError, RuntimeError):
+    """A create refused: the token has as many predictions waiting as the server allows."""
 
 
 class SetupFailed(UserError, RuntimeError):

@@ -16,6 +16,7 @@ from overture.api.auth import Owner, TokenAuth
 from overture.api.deps import Present, Services, Svc
 from overture.api.limits import BodyLimit
 from overture.api.present import Presenter
+from overture.api.ratelimit import RateLimiter
 from overture.config import Settings
 from overture.engine.engine import Engine
 from overture.engine.netpolicy import address_policy
@@ -75,7 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Overture", version="0.1.0", lifespan=lifespan, redirect_slashes=False)
     app.state.services = services
-    app.state.auth = TokenAuth(settings.tokens)
+    app.state.auth = TokenAuth(settings.tokens, RateLimiter.from_settings(settings))
     errors.install(app)
     openapi.install(app)
     # Multipart framing adds a little to an upload of the largest allowed size.

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request
 
 from overture.api.errors import ApiError
+from overture.api.ratelimit import RateLimiter
 from overture.api.signing import check_signed
 
 
@@ -19,8 +20,11 @@ def owner_of(token: str) -> str:
 
 
 class TokenAuth:
-    def __init__(self, tokens: list[str]):
+    """Knows the tokens, and holds each to its rate limits (``limiter``; None: no limits)."""
+
+    def __init__(self, tokens: list[str], limiter: RateLimiter | None = None):
         self._tokens = [(t.encode(), owner_of(t)) for t in tokens]
+        self._limiter = limiter
 
     def __call__(self, request: Request) -> str:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -34,6 +38,8 @@ class TokenAuth:
                 owner = name
         if owner is None:
             raise ApiError(401, "You did not pass a valid authentication token")
+        if self._limiter is not None:
+            self._limiter.admit(owner, request.method, request.scope["path"])
         return owner
 
 

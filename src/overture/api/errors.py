@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from overture.errors import InvalidInput, storage_problem
+from overture.errors import InvalidInput, TooManyQueued, storage_problem
 
 log = logging.getLogger("overture")
 
@@ -23,15 +23,17 @@ _TITLES = {
     405: "Method not allowed",
     413: "Payload too large",
     422: "Invalid input",
+    429: "Too many requests",
     500: "Internal server error",
     507: "Insufficient storage",
 }
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, detail: str, **extra: Any):
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any):
         self.status = status
         self.detail = detail
+        self.headers = headers
         self.extra = extra
 
 
@@ -55,7 +57,7 @@ def invalid_request(errors: list[tuple[str, str]], inputs: list[tuple[str, str]]
 
 
 def _answer(exc: ApiError) -> JSONResponse:
-    return problem(exc.status, exc.detail, **exc.extra)
+    return problem(exc.status, exc.detail, exc.headers, **exc.extra)
 
 
 def install(app: FastAPI) -> None:
@@ -66,6 +68,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(InvalidInput)
     async def _invalid_input(_: Request, exc: InvalidInput) -> JSONResponse:
         return invalid_input(exc)
+
+    @app.exception_handler(TooManyQueued)
+    async def _too_many_queued(_: Request, exc: TooManyQueued) -> JSONResponse:
+        return problem(429, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -32,12 +32,43 @@ _ERRORS = {
     "404": "No such record, route or file (or one of another token's)",
     "413": "The request body is larger than the server's limit",
     "422": "Invalid input, parameter or body",
+    "429": "Over the token's rate limit (``Retry-After`` says when to try again), or a create past its cap of "
+    "queued predictions",
     "507": "The data directory is full or read-only",
 }
 
 #: Routes that want the bearer token, and those signed instead (outputs and ``urls.web``'s pages).
 _WITH_TOKEN = "/v1/"
 _SIGNED = ("/signed/", "/p/")
+
+#: Replicate's prediction object is not restated here; these are the properties Overture adds to it.
+_PREDICTION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": True,
+    "description": "A prediction as Replicate's API shows it, with Overture's extensions listed here.",
+    "properties": {
+        "queue_position": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "description": "Overture extension: while the prediction waits to start, its place in its model's queue "
+            "(1 starts next), as the model's worker last reported it; absent once it has started. The last line of "
+            "`logs` says the same, with an estimated start from the model's recent run times.",
+        },
+        "signed_output": {
+            "description": "Overture extension: `output` with URLs signed to work without the token, until they expire."
+        },
+    },
+}
+_PREDICTION_ROUTES = (
+    "/v1/predictions",
+    "/v1/models/{model_owner}/{model_name}/predictions",
+    "/v1/deployments/{deployment_owner}/{deployment_name}/predictions",
+    "/v1/predictions/{prediction_id}",
+    "/v1/predictions/{prediction_id}/cancel",
+)
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds until the rate limit admits the request", "schema": {"type": "integer"}}
+}
 
 _BINARY = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
 
@@ -87,6 +118,7 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
     """Add to FastAPI's document, in place, what every route with a token or a signature may answer."""
     components = spec.setdefault("components", {})
     components.setdefault("schemas", {})["Problem"] = _PROBLEM_SCHEMA
+    components["schemas"]["Prediction"] = _PREDICTION_SCHEMA
     components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     for path, operations in spec["paths"].items():
         signed = path.startswith(_SIGNED)
@@ -95,7 +127,7 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
         for method, op in operations.items():
             responses = op["responses"]
             # Any request may fail validation, and any path may name nothing (an unknown route is a 404 too).
-            codes = ["403" if signed else "401", "404", "422"]
+            codes = ["403" if signed else "401", "404", "422"] + ([] if signed else ["429"])
             # A /v1 route that a signed URL opens without the token (outputs, streams) may refuse either.
             if not signed and any(p["name"] == "signature" for p in op.get("parameters", [])):
                 codes.append("403")
@@ -105,6 +137,11 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
                 codes.append("507")
             for code in codes:
                 responses[code] = _problem(_ERRORS[code])
+            if "429" in responses:
+                responses["429"]["headers"] = _RETRY_AFTER
+            if path in _PREDICTION_ROUTES and not (path == "/v1/predictions" and method == "get"):
+                ok = responses.get("201") or responses["200"]
+                ok["content"]["application/json"]["schema"] = {"$ref": "#/components/schemas/Prediction"}
             if not signed:
                 op["security"] = [{"bearer": []}]
             if path == "/v1/files" and method == "post":

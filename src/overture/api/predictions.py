@@ -63,9 +63,11 @@ Headers = Annotated[PredictionHeaders, Depends(_headers)]
 
 
 def show(svc: Services, present: Presenter, row: PredictionRow, status: str | None = None) -> dict[str, Any]:
-    """The prediction as the API shows it, with its webhook's delivery state when it has one."""
+    """The prediction as the API shows it, with its webhook's delivery state when it has one, and
+    its place in the queue while it waits."""
     webhook = delivery_summary(svc.engine.store.deliveries(row.id)) if row.webhook else None
-    return present.prediction(row, status=status, webhook=webhook)
+    queue = svc.engine.queue_spot(row.id) if row.status == Status.STARTING else None
+    return present.prediction(row, status=status, webhook=webhook, queue=queue)
 
 
 _DURATION = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$")

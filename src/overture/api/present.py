@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import Request
 
 from overture.api.signing import page_subject, signed_query, stream_subject
+from overture.engine.queueing import QueueSpot
 from overture.models.base import Model, Version
 from overture.models.schema import COG_VERSION
 from overture.outputs import FILE_REF, map_files
@@ -64,9 +65,14 @@ class Presenter:
     # -- predictions ---------------------------------------------------------------------------
 
     def prediction(
-        self, row: PredictionRow, status: str | None = None, webhook: dict[str, Any] | None = None
+        self,
+        row: PredictionRow,
+        status: str | None = None,
+        webhook: dict[str, Any] | None = None,
+        queue: QueueSpot | None = None,
     ) -> dict[str, Any]:
-        """The prediction; ``status`` overrides the stored one, ``webhook`` is its delivery summary."""
+        """The prediction; ``status`` overrides the stored one, ``webhook`` is its delivery summary,
+        ``queue`` its place in line while it waits."""
         url = f"{self.base}/v1/predictions/{row.id}"
         body: dict[str, Any] = {
             "id": row.id,
@@ -101,6 +107,10 @@ class Presenter:
             body["deployment"] = row.deployment
         if webhook is not None:
             body["webhook_delivery"] = webhook
+        if queue is not None:
+            # Overture extra, kept in memory and never stored: the line ends the logs until it starts.
+            body["queue_position"] = queue.position
+            body["logs"] = f"{row.logs or ''}{queue.line()}\n"
         if row.output is not None:
             # Overture extra: the same output as URLs that work without a header, e.g. in <audio src>.
             body["signed_output"] = self._output(row.output, self.signed_output_url)

@@ -179,6 +179,28 @@ def serve(
         list[str] | None,
         typer.Option(envvar="OVERTURE_MODEL_MODULES", help="Importable module whose MODELS list is also served."),
     ] = None,
+    rate_limit_creates: Annotated[
+        int,
+        typer.Option(
+            envvar="OVERTURE_RATE_LIMIT_CREATES", min=0, help="Prediction creates per token per window (0: no limit)."
+        ),
+    ] = Settings.rate_limit_creates,
+    rate_limit_requests: Annotated[
+        int,
+        typer.Option(
+            envvar="OVERTURE_RATE_LIMIT_REQUESTS", min=0, help="Other requests per token per window (0: no limit)."
+        ),
+    ] = Settings.rate_limit_requests,
+    rate_limit_window: Annotated[
+        float,
+        typer.Option(envvar="OVERTURE_RATE_LIMIT_WINDOW", min=0.001, metavar="SECONDS", help="Window of the limits."),
+    ] = Settings.rate_limit_window_seconds,
+    max_queued_per_token: Annotated[
+        int,
+        typer.Option(
+            envvar="OVERTURE_MAX_QUEUED_PER_TOKEN", min=0, help="Predictions a token may have waiting (0: no cap)."
+        ),
+    ] = Settings.max_queued_per_token,
 ) -> None:
     """Start the HTTP server."""
     import uvicorn
@@ -217,6 +239,10 @@ def serve(
         checkpoints=_checkpoint_settings(checkpoint, substitute, allow_checkpoint, model_memory_gb, device, table),
         model_settings=_model_settings(table, batch_memory_gb, batch_slots, riffusion_seed_images),
         **_worker_settings(table, workers, cancel_grace),
+        rate_limit_creates=rate_limit_creates,
+        rate_limit_requests=rate_limit_requests,
+        rate_limit_window_seconds=rate_limit_window,
+        max_queued_per_token=max_queued_per_token,
     )
     generated = not settings.tokens
     application = create_app(settings)

@@ -27,6 +27,7 @@ from overture.engine.inputs import InputResolver
 from overture.engine.memory import MemoryLedger
 from overture.engine.netpolicy import address_policy
 from overture.engine.notify import Notifier
+from overture.engine.queueing import QueuedCounts, QueueSpot
 from overture.engine.run import LogBuffer, PredictionRun
 from overture.engine.webhooks import WebhookDispatcher
 from overture.engine.workers.inline import InlineWorker
@@ -42,6 +43,7 @@ from overture.engine.workers.protocol import (
     Output,
     PoolSpec,
     Progress,
+    QueuePositions,
     Started,
 )
 from overture.engine.workers.transport import Transport, WorkerLost
@@ -77,6 +79,7 @@ class Engine:
             store, settings.max_input_file_bytes, settings.input_download_seconds, address_policy(settings, "input")
         )
         self._runs: dict[str, PredictionRun] = {}
+        self.queued = QueuedCounts(settings.max_queued_per_token)
         self._pools: dict[str, Pool] = {}
         self.memory = MemoryLedger(settings.checkpoints.memory_budget_bytes, self._unload)
         self._lock = threading.Lock()
@@ -124,6 +127,7 @@ class Engine:
             except (UnknownModel, InvalidInput) as exc:
                 self.recorder.unresumable(row, f"Could not resume this prediction after a server restart: {exc}")
                 continue
+            self.queued.add(row.owner, row.id, capped=False)
             run = self._run(row, version, values)
             if row.status == Status.PROCESSING:
                 self.recorder.restarted(run, "Server restarted while this prediction ran; running it again.")
@@ -143,29 +147,36 @@ class Engine:
         cancel_after: float | None = None,
         deployment: str | None = None,
     ) -> PredictionRow:
-        """Validate and queue a prediction; raises ``InvalidInput`` naming every bad input field.
+        """Validate and queue a prediction; raises ``InvalidInput`` naming every bad input field,
+        ``TooManyQueued`` when the owner has as many waiting as ``--max-queued-per-token`` allows.
 
         ``webhook`` is checked by the caller, which knows the request field that carried it."""
         values = self.validate(owner, version, raw_input)
         now = utcnow()
         limit = cancel_after if cancel_after is not None else self.settings.prediction_timeout_seconds
-        row = self.store.add(
-            PredictionRow(
-                id=new_id(),
-                owner=owner,
-                model=model.ref,
-                version=version.id,
-                status=Status.STARTING,
-                input=raw_input or {},
-                logs="",
-                webhook=webhook,
-                webhook_events_filter=list(webhook_events_filter) if webhook_events_filter is not None else None,
-                stream=stream,
-                deployment=deployment,
-                created_at=now,
-                deadline=now + timedelta(seconds=limit) if limit is not None else None,
+        pid = new_id()
+        self.queued.add(owner, pid)
+        try:
+            row = self.store.add(
+                PredictionRow(
+                    id=pid,
+                    owner=owner,
+                    model=model.ref,
+                    version=version.id,
+                    status=Status.STARTING,
+                    input=raw_input or {},
+                    logs="",
+                    webhook=webhook,
+                    webhook_events_filter=list(webhook_events_filter) if webhook_events_filter is not None else None,
+                    stream=stream,
+                    deployment=deployment,
+                    created_at=now,
+                    deadline=now + timedelta(seconds=limit) if limit is not None else None,
+                )
             )
-        )
+        except BaseException:
+            self.queued.remove(owner, pid)
+            raise
         self._dispatch(self._run(row, version, values))
         return row
 
@@ -285,7 +296,7 @@ class Engine:
             )
             self._forget(run)
             return
-        run.job = Job(run.id, inputs, scratch, run.stream)
+        run.job = Job(run.id, inputs, scratch, run.stream, owner=run.owner)
         self._submit(run)
 
     def _submit(self, run: PredictionRun) -> None:
@@ -315,6 +326,7 @@ class Engine:
         """The job is over: drop the run and its scratch files."""
         with self._lock:
             self._runs.pop(run.id, None)
+        self.queued.remove(run.owner, run.id)
         self.store.clear_scratch(run.id)
 
     # -- from the worker (EventSink) -----------------------------------------------------------
@@ -325,6 +337,9 @@ class Engine:
             return
         if isinstance(event, ModelUsed):
             self.memory.used(pool, event.key)
+            return
+        if isinstance(event, QueuePositions):
+            self._place(event)
             return
         run = self._runs.get(event.prediction_id)
         if run is None:
@@ -347,6 +362,8 @@ class Engine:
         elif run.finished:
             return  # canceled or expired while the worker ran it: nothing more reaches the record
         elif isinstance(event, Started):
+            self.queued.remove(run.owner, run.id)
+            run.queue = None
             if not self.recorder.started(run):
                 self._pool(run).worker.cancel(run.id)
         elif isinstance(event, Log | Progress):
@@ -374,6 +391,23 @@ class Engine:
                 self.recorder.complete(run, Status.FAILED, error=prediction_error(exc))
                 return
             self.recorder.complete(run, Status.SUCCEEDED, output=output, cache_key=run.cache_key)
+
+    def _place(self, event: QueuePositions) -> None:
+        """Keep each queued prediction's place in memory, where the API reads it (``queue_spot``)."""
+        now = time.monotonic()
+        per_place = event.seconds_per_place
+        for position, pid in enumerate(event.prediction_ids, 1):
+            run = self._runs.get(pid)
+            # A report made just before the job started can arrive after its Started.
+            if run is not None and run.started_at is None and not run.finished:
+                run.queue = QueueSpot(
+                    position, len(event.prediction_ids), None if per_place is None else now + position * per_place
+                )
+
+    def queue_spot(self, pid: str) -> QueueSpot | None:
+        """Where a queued prediction stands, as its worker last reported; None once it started."""
+        run = self._runs.get(pid)
+        return run.queue if run is not None and run.started_at is None and not run.finished else None
 
     def lost(self, pool: str, prediction_ids: list[str], why: WorkerLost) -> None:
         """A worker died holding these jobs: each runs again once if it had produced no output,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from overture.engine.queueing import QueueSpot
 from overture.engine.webhooks import WebhookSubscription
 from overture.engine.workers.protocol import Job
 from overture.models.base import Version
@@ -40,6 +41,8 @@ class PredictionRun:
     finished: bool = False
     #: ``time.monotonic()`` when the worker was told to cancel; it has a grace period to stop.
     cancel_sent_at: float | None = None
+    #: Its place in its pool's queue until it starts, as the worker last reported it.
+    queue: QueueSpot | None = None
 
     @property
     def pool(self) -> str:

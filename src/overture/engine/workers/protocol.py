@@ -5,7 +5,8 @@ The engine sends ``Job`` and ``Cancel`` (and ``None``, over a pipe, to stop the 
 worker answers each job with ``Started`` (once it takes the job off its queue), any number of
 ``Log``, ``Progress`` and ``Output`` events, and exactly one ``Done``. A worker that cannot load
 its model's code sends ``WorkerFailed`` and exits. For the one memory budget of all workers, a
-worker reports ``ModelLoaded`` and ``ModelUsed``, and the engine may answer ``Unload``.
+worker reports ``ModelLoaded`` and ``ModelUsed``, and the engine may answer ``Unload``. While jobs
+wait, ``QueuePositions`` says where each stands.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Job:
     scratch: Path
     #: Someone wants partial outputs (a stream was requested, or an ``output`` webhook).
     stream: bool = False
+    #: Whose it is (the token's owner name): the queue takes turns between owners.
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,17 @@ class ModelUsed:
 
 
 @dataclass(frozen=True)
+class QueuePositions:
+    """The pool's queued jobs in the order they will start, sent at a bounded rate while the
+    queue changes: one event for all of them, not one per job per move."""
+
+    prediction_ids: tuple[str, ...]
+    #: Estimated seconds each place in line adds to the wait (recent run time over the jobs
+    #: running side by side); None before the pool has finished a job.
+    seconds_per_place: float | None
+
+
+@dataclass(frozen=True)
 class WorkerFailed:
     """The worker could not start serving its pool (its code failed to import); it exits after."""
 
@@ -112,5 +126,6 @@ class WorkerFailed:
 
 #: Events about one job, which the engine records.
 JobEvent = Started | Log | Progress | Output | Done
-ModelEvent = ModelLoaded | ModelUsed
+#: Events about the pool as a whole.
+ModelEvent = ModelLoaded | ModelUsed | QueuePositions
 Event = JobEvent | ModelEvent | WorkerFailed

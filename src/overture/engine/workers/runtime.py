@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from overture.engine.workers.positions import PositionReporter
 from overture.engine.workers.protocol import (
     Done,
     Job,
@@ -62,6 +63,7 @@ class WorkerContext:
         self.canceled = threading.Event()
         #: The worker thread running it: a thread that fails outside any prediction fails its own.
         self.thread = threading.current_thread()
+        self.began = time.monotonic()
         self._emit = emit
 
     def log(self, message: str) -> None:
@@ -89,6 +91,7 @@ class PoolRuntime:
         self.predictor_class = predictor_class
         self._emit = emit
         self._queue = JobQueue(workers=predictor_class.concurrency)
+        self._positions = PositionReporter(self._queue, emit, running=lambda: len(self._running))
         self._loaded = LoadedModels(
             on_load=lambda key, nbytes: emit(ModelLoaded(key, nbytes)), on_use=lambda key: emit(ModelUsed(key))
         )
@@ -111,6 +114,7 @@ class PoolRuntime:
             self._unfinished.add(job.prediction_id)
         if self._queue.put(job):
             self._start_thread()
+        self._positions.changed()
 
     def _start_thread(self) -> None:
         thread = threading.Thread(target=self._serve, name=f"worker-{self.spec.name}", daemon=True)
@@ -120,6 +124,7 @@ class PoolRuntime:
     def cancel(self, prediction_id: str) -> None:
         """A queued job ends at once; a running one stops at its next ``check_canceled``."""
         if self._queue.remove(prediction_id):
+            self._positions.changed()
             with self._lock:
                 self._unfinished.discard(prediction_id)
             self._emit(Done(prediction_id, canceled=True))
@@ -136,6 +141,7 @@ class PoolRuntime:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._queue.close()
+        self._positions.stop()
         with self._lock:
             for ctx in self._running.values():
                 ctx.canceled.set()
@@ -224,6 +230,7 @@ class PoolRuntime:
                 self._canceled_early.discard(job.prediction_id)
                 ctx.canceled.set()
         self._emit(Started(job.prediction_id))
+        self._positions.changed()
         return ctx
 
     def _setup(self) -> Predictor:
@@ -252,6 +259,7 @@ class PoolRuntime:
                 self._emit(Log(pid, "".join(traceback.format_exception(result)).rstrip()))
             self._emit(Done(pid, error=prediction_error(result)))
         else:
+            self._positions.ran(time.monotonic() - ctx.began)
             self._emit(Done(pid, output=result))
 
 
