@@ -61,6 +61,8 @@ class Predictor:
     #: Versions whose predictors name the same pool share one queue, its workers and one instance
     #: (the first version's), so that their predictions can batch together.
     pool: ClassVar[str | None] = None
+    #: Whether the model runs faster on a GPU: on a Ray cluster with GPUs its actors reserve one.
+    uses_gpu: ClassVar[bool] = True
 
     def __init__(self, checkpoints: Checkpoints | None = None, model_settings: Mapping[type, Any] | None = None):
         #: Where weights come from and which loaded models stay in memory.

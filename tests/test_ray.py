@@ -1,0 +1,214 @@
+"""``overture serve --ray``: model pools as Ray actors on a real multi-node cluster on this machine,
+driven by the real ``replicate`` client; nodes, actors and the server are killed for real.
+
+Each test runs inside a loopback-only network namespace (tests/raycluster.py says why and how).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from harness import SUBPROCESS_PYTHONPATH, Receiver, Server, free_port, wait_finished
+from raycluster import (
+    actor_processes,
+    add_node,
+    in_loopback_namespace,
+    kill_node,
+    node_with_id,
+    ray_cluster,
+    wait_for,
+)
+
+NODE_LINE = re.compile(r"Running on Ray node ([0-9a-f]{12}) ")
+SLOW = {"steps": 40, "step_seconds": 0.1}
+
+
+def nodes_in(logs: str) -> list[str]:
+    """The Ray nodes a prediction ran on, in order, from its logs."""
+    return NODE_LINE.findall(logs or "")
+
+
+def ray_server(tmp_path: Path, cluster, *extra: str) -> Server:
+    return Server(tmp_path / "overture-data", "--ray", cluster.address, *extra)
+
+
+def running_on(http: httpx.Client, pid: str) -> str:
+    """The node a prediction runs on, once it has made a step there."""
+
+    def node() -> str | None:
+        body = http.get(f"/v1/predictions/{pid}").json()
+        lines = (body["logs"] or "").splitlines()
+        placed = [i for i, line in enumerate(lines) if NODE_LINE.search(line)]
+        stepped = placed and placed[-1] < len(lines) - 1  # its progress line follows
+        return nodes_in(lines[placed[-1]])[0] if stepped and body["status"] == "processing" else None
+
+    return wait_for(node, 60, f"prediction {pid} to run a step")
+
+
+@in_loopback_namespace
+def test_predictions_spread_over_both_nodes_and_files_come_back_whole(tmp_path: Path) -> None:
+    with ray_cluster(nodes=2) as cluster:
+        srv = ray_server(tmp_path, cluster, "--replicas", "overture/synth=auto").start()
+        try:
+            client = srv.client()
+            prompts = [f"calm piano in C major, take {i}" for i in range(4)]
+            predictions = [
+                client.predictions.create(model="overture/synth", input={"prompt": p, "duration": 3, "seed": 1})
+                for p in prompts
+            ]
+            with srv.http() as http:
+                ended = [wait_finished(http, p.id, timeout=120) for p in predictions]
+                for body in ended:
+                    assert body["status"] == "succeeded", body
+                    audio = http.get(body["output"])
+                    assert audio.status_code == 200 and audio.content[:4] == b"RIFF", audio.content[:16]
+            used = {node for body in ended for node in nodes_in(body["logs"])}
+            assert {node[:12] for node in used} == {node.node_id[:12] for node in cluster.worker_nodes}, used
+        finally:
+            srv.stop()
+
+
+@in_loopback_namespace
+def test_a_lost_node_reruns_its_prediction_once_elsewhere_then_gives_up(tmp_path: Path) -> None:
+    receiver = Receiver()
+    with ray_cluster(nodes=2) as cluster:
+        srv = ray_server(tmp_path, cluster).start()
+        try:
+            client = srv.client()
+            hook = {"webhook": f"{receiver.url}/hook", "webhook_events_filter": ["completed"]}
+            first = client.predictions.create(model="tests/steps", input=SLOW, **hook)
+            with srv.http() as http:
+                lost_node = running_on(http, first.id)
+                kill_node(cluster, node_with_id(cluster, lost_node))
+                assert http.get("/health").status_code == 200
+                body = wait_finished(http, first.id, timeout=120)
+                assert body["status"] == "succeeded", body
+                assert f"The Ray node {lost_node} (127.0.0.1) running this prediction was lost." in body["logs"]
+                assert "Running this prediction again." in body["logs"]
+                ran_on = nodes_in(body["logs"])
+                assert len(ran_on) == 2 and ran_on[0] == lost_node and ran_on[1] != lost_node, ran_on
+
+                # A second loss of the same prediction is one more than --max-attempts (2) allows.
+                add_node(cluster)
+                second = client.predictions.create(model="tests/steps", input=SLOW, **hook)
+                kill_node(cluster, node_with_id(cluster, running_on(http, second.id)))
+                wait_for(
+                    lambda: len(nodes_in(http.get(f"/v1/predictions/{second.id}").json()["logs"])) == 2, 60, "a rerun"
+                )
+                again = running_on(http, second.id)
+                kill_node(cluster, node_with_id(cluster, again))
+                failed = wait_finished(http, second.id, timeout=120)
+            assert failed["status"] == "failed", failed
+            assert failed["error"] == f"The Ray node {again} (127.0.0.1) running this prediction was lost."
+            for pid in (first.id, second.id):
+                receiver.wait_for(lambda pid=pid: any(json.loads(r["body"])["id"] == pid for r in receiver.delivered()))
+            time.sleep(2)  # a second completed webhook would come in this time
+            completed = [json.loads(r["body"]) for r in receiver.delivered()]
+            assert sorted(c["id"] for c in completed) == sorted([first.id, second.id]), completed
+        finally:
+            srv.stop()
+            receiver.httpd.shutdown()
+
+
+@in_loopback_namespace
+def test_a_dead_actor_is_replaced(tmp_path: Path) -> None:
+    with ray_cluster(nodes=2) as cluster:
+        srv = ray_server(tmp_path, cluster).start()
+        try:
+            client = srv.client()
+            prediction = client.predictions.create(model="tests/steps", input=SLOW)
+            with srv.http() as http:
+                node = running_on(http, prediction.id)
+                (actor,) = actor_processes()
+                actor.send_signal(signal.SIGKILL)
+                body = wait_finished(http, prediction.id, timeout=120)
+            assert body["status"] == "succeeded", body
+            assert f"The model's Ray actor on node {node} (127.0.0.1) died" in body["logs"]
+            assert len(nodes_in(body["logs"])) == 2
+            assert [p.pid for p in actor_processes()] != [actor.pid]
+        finally:
+            srv.stop()
+
+
+@in_loopback_namespace
+def test_cancel_reaches_the_remote_actor(tmp_path: Path) -> None:
+    with ray_cluster(nodes=2) as cluster:
+        srv = ray_server(tmp_path, cluster).start()
+        try:
+            client = srv.client()
+            prediction = client.predictions.create(model="tests/steps", input={"steps": 200, "step_seconds": 0.1})
+            with srv.http() as http:
+                running_on(http, prediction.id)
+                (actor,) = actor_processes()
+                prediction.cancel()
+                body = wait_finished(http, prediction.id, timeout=10)
+                assert body["status"] == "canceled", body
+                # The actor stopped the job at its next step and lives on for the next one.
+                after = client.predictions.create(model="tests/steps", input={"steps": 1})
+                assert wait_finished(http, after.id, timeout=60)["status"] == "succeeded"
+            assert [p.pid for p in actor_processes()] == [actor.pid]
+            assert "finished 200 steps" not in body["logs"]
+        finally:
+            srv.stop()
+
+
+@in_loopback_namespace
+def test_a_server_restart_runs_busy_predictions_once_and_loses_none(tmp_path: Path) -> None:
+    with ray_cluster(nodes=2) as cluster:
+        srv = ray_server(tmp_path, cluster)
+        srv.start()
+        busy: list[int] = []
+        watching = threading.Event()
+
+        def watch() -> None:
+            while not watching.is_set():
+                busy.append(len(actor_processes()))
+
+        try:
+            client = srv.client()
+            prediction = client.predictions.create(model="tests/steps", input=SLOW)
+            with srv.http() as http:
+                running_on(http, prediction.id)
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            srv.kill()
+            srv.start()
+            with srv.http() as http:
+                body = wait_finished(http, prediction.id, timeout=120)
+            watching.set()
+            watcher.join()
+            assert body["status"] == "succeeded", body
+            assert "Server restarted while this prediction ran; running it again." in body["logs"]
+            assert max(busy) == 1, "two actors ran the prediction at once"
+        finally:
+            srv.stop()
+
+
+def test_an_unreachable_cluster_stops_the_server_at_start_with_a_clear_error(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"PYTHONPATH": SUBPROCESS_PYTHONPATH, "PATH": "/usr/bin:/bin"}
+    args = [sys.executable, "-m", "overture", "serve", "--port", str(free_port()), "--data-dir", str(tmp_path)]
+    result = subprocess.run([*args, "--ray", f"127.0.0.1:{port}"], env=env, capture_output=True, text=True, timeout=60)
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"Cannot reach the Ray cluster at 127.0.0.1:{port}: [Errno 111] Connection refused." in said, said
+    assert "Traceback" not in said
+
+
+def test_a_server_without_ray_does_not_load_it(server: Server) -> None:
+    client = server.client()
+    prediction = client.predictions.create(model="overture/synth", input={"prompt": "piano", "duration": 1})
+    with server.http() as http:
+        assert wait_finished(http, prediction.id, timeout=60)["status"] == "succeeded"
+    assert server.process is not None
+    maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+    assert "_raylet" not in maps and "/ray/" not in maps
