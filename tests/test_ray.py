@@ -193,6 +193,32 @@ def test_a_server_restart_runs_busy_predictions_once_and_loses_none(tmp_path: Pa
             srv.stop()
 
 
+@in_loopback_namespace
+def test_a_lost_cluster_keeps_predictions_waiting_then_fails_them_while_the_api_answers(tmp_path: Path) -> None:
+    with ray_cluster(nodes=1) as cluster:
+        srv = ray_server(tmp_path, cluster, "--ray-wait", "4").start()
+        address = cluster.address
+        try:
+            kill_node(cluster, cluster.head_node)  # Ray's control store
+            client = srv.client()
+            started = time.monotonic()
+            prediction = client.predictions.create(model="overture/synth", input={"prompt": "piano", "duration": 1})
+            with srv.http() as http:
+                time.sleep(2)
+                assert http.get("/health").status_code == 200
+                assert http.get(f"/v1/predictions/{prediction.id}").json()["status"] == "starting"
+                body = wait_finished(http, prediction.id, timeout=60)
+                waited = time.monotonic() - started
+                assert http.get("/health").status_code == 200
+            assert body["status"] == "failed", body
+            assert body["error"] == (
+                f"Could not start the model's worker: The Ray cluster at {address} has not answered for 4 s."
+            )
+            assert 4 <= waited < 30, waited
+        finally:
+            srv.stop()
+
+
 def test_an_unreachable_cluster_stops_the_server_at_start_with_a_clear_error(tmp_path: Path) -> None:
     port = free_port()
     env = {"PYTHONPATH": SUBPROCESS_PYTHONPATH, "PATH": "/usr/bin:/bin"}

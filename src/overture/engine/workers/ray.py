@@ -30,10 +30,10 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import ActorDiedError, GetTimeoutError, RayError
@@ -55,6 +55,8 @@ from overture.engine.workers.transport import ClusterUnavailable, EventSink, Wor
 from overture.models.base import Predictor
 
 log = logging.getLogger("overture")
+
+T = TypeVar("T")
 
 #: Every actor of this server lives in this Ray namespace.
 NAMESPACE = "overture"
@@ -173,6 +175,54 @@ class PoolPlacement:
     num_gpus: float
 
 
+class ControlStore:
+    """Questions to the cluster's control store (Ray's GCS), which block while it is unreachable:
+    each gets an answer within ``--ray-wait``, or ``ClusterUnreachable``. Meanwhile the API answers
+    and predictions wait; once the store has been silent that long, each question fails at once
+    until it answers again."""
+
+    def __init__(self, address: str, wait_seconds: float):
+        self.address = address
+        self.wait_seconds = wait_seconds
+        self._lock = threading.Lock()
+        self._silent_since: float | None = None
+
+    def ask(self, question: Callable[[], T]) -> T:
+        with self._lock:
+            since = self._silent_since
+        left = self.wait_seconds if since is None else max(0.0, since + self.wait_seconds - time.monotonic())
+        answers: list[T] = []
+        errors: list[BaseException] = []
+
+        def put() -> None:
+            try:
+                answers.append(question())
+            except BaseException as exc:  # noqa: BLE001 - raised again in the asking thread
+                errors.append(exc)
+
+        # A thread, as a blocked call to Ray cannot be interrupted; it ends when the store answers.
+        thread = threading.Thread(target=put, name="ray-control-store", daemon=True)
+        thread.start()
+        thread.join(max(left, PROBE_SECONDS))
+        with self._lock:
+            if thread.is_alive():
+                self._silent_since = since if since is not None else time.monotonic() - PROBE_SECONDS
+                raise ClusterUnreachable(
+                    f"The Ray cluster at {self.address} has not answered for {self.wait_seconds:g} s."
+                )
+            self._silent_since = None
+        if errors:
+            raise errors[0]
+        return answers[0]
+
+    def node_alive(self, node_id: str) -> bool:
+        return any(node["NodeID"] == node_id and node["Alive"] for node in self.ask(ray.nodes))
+
+
+class ClusterUnreachable(Exception):
+    """The cluster's control store did not answer within ``--ray-wait``."""
+
+
 class RayCluster:
     """The server's connection to a Ray cluster, and the source of each pool's transport."""
 
@@ -188,6 +238,7 @@ class RayCluster:
         self._replicas = replicas
         self._gpus_per_worker = gpus_per_worker
         _connect(address, wait_seconds)
+        self.control = ControlStore(address, wait_seconds)
         resources = ray.cluster_resources()
         log.info(
             "connected to the Ray cluster at %s: %d nodes, %g CPUs, %g GPUs",
@@ -200,7 +251,7 @@ class RayCluster:
     def placement(self, names: tuple[str, ...], predictor: type[Predictor]) -> PoolPlacement:
         """A pool's actors as the operator asked for them under any of its ``names`` (the pool's,
         or its model's ``owner/name``)."""
-        gpus_in_cluster = ray.cluster_resources().get("GPU", 0)
+        gpus_in_cluster = self.control.ask(ray.cluster_resources).get("GPU", 0)
         default_gpus = 1.0 if gpus_in_cluster and predictor.uses_gpu else 0.0
         num_gpus = _first(self._gpus_per_worker, names, default_gpus)
         wanted = _first(self._replicas, names, 1)
@@ -208,15 +259,19 @@ class RayCluster:
             if gpus_in_cluster and num_gpus:
                 count = int(gpus_in_cluster / num_gpus)
             else:
-                count = len([n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1])
+                nodes = self.control.ask(ray.nodes)
+                count = len([n for n in nodes if n["Alive"] and n["Resources"].get("CPU", 0) >= 1])
             wanted = min(AUTO_REPLICAS_LIMIT, max(1, count))
         return PoolPlacement(int(wanted), num_cpus=1.0, num_gpus=num_gpus)
 
     def worker(self, spec: PoolSpec, sink: EventSink, predictor: type[Predictor], names: tuple[str, ...]) -> RayWorker:
-        return RayWorker(spec, sink, self.placement(names, predictor), predictor, self.wait_seconds)
+        return RayWorker(spec, sink, self, predictor, names)
 
     def close(self) -> None:
-        ray.shutdown()
+        try:
+            self.control.ask(ray.shutdown)
+        except ClusterUnreachable:
+            log.warning("left the Ray cluster at %s without a goodbye: it does not answer", self.address)
 
 
 def _first(table: Mapping[str, Any], names: tuple[str, ...], default: Any) -> Any:
@@ -254,19 +309,30 @@ class RayWorker:
     is started on the first job that goes to its slot, and again after it was lost."""
 
     def __init__(
-        self, spec: PoolSpec, sink: EventSink, placement: PoolPlacement, predictor: type[Predictor], wait: float
+        self, spec: PoolSpec, sink: EventSink, cluster: RayCluster, predictor: type[Predictor], names: tuple[str, ...]
     ):
         self.spec = spec
         self._sink = sink
-        self.placement = placement
+        self.cluster = cluster
+        self._predictor = predictor
+        self._names = names
         #: Jobs one actor takes at once before another gets the next one.
         self._room = predictor.max_batch_size * predictor.concurrency
-        self._wait = wait
         self._lock = threading.Lock()
-        self._slots: list[_Replica | None] = [None] * placement.replicas
+        #: Decided on the first job (it asks the cluster, which may keep it waiting), not in the engine's lock.
+        self.placement: PoolPlacement | None = None
+        self._slots: list[_Replica | None] = []
         self._stopped = False
 
     def submit(self, job: Job) -> None:
+        """Called on the pool's feeder thread, which may wait here for an unreachable cluster;
+        raises ``ClusterUnreachable`` once it has waited ``--ray-wait``."""
+        if self.placement is None:
+            placement = self.cluster.placement(self._names, self._predictor)
+            with self._lock:
+                if self.placement is None:
+                    self.placement = placement
+                    self._slots = [None] * placement.replicas
         packed = replace(job, inputs=pack(job.inputs))
         with self._lock:
             if self._stopped:
@@ -344,16 +410,20 @@ class _Replica:
         self.loaded: set[str] = set()
         self._scratch: dict[str, Path] = {}
         self.where = _Where()
+        self._control = owner.cluster.control
+        self._wait = owner.cluster.wait_seconds
         self._killed_because: str | None = None
         self._stopping = False
         # Named, so that a restarted server finds an actor its previous process left busy and
         # stops it before the same predictions run again (Ray ends it too, once it sees its owner gone).
         name = f"{spec.name}#{slot}"
-        _stop_stale(name)
+        self._control.ask(lambda: _stop_stale(name))
+        placement = owner.placement
+        assert placement is not None
         actor_class = _REMOTE_POOL_ACTOR.options(
             name=name,
-            num_cpus=owner.placement.num_cpus,
-            num_gpus=owner.placement.num_gpus,
+            num_cpus=placement.num_cpus,
+            num_gpus=placement.num_gpus,
             # Replicas of a pool on different nodes where it can: one node's loss takes fewer.
             scheduling_strategy="SPREAD",
             max_restarts=0,
@@ -380,19 +450,25 @@ class _Replica:
         if self._killed_because is None:
             self._killed_because = reason
             log.warning("killing the Ray actor of %s on node %s: %s", self.owner.spec.name, self.where, reason)
-            ray.kill(self.actor, no_restart=True)
+            self._kill()
 
     def stop(self) -> None:
         self._stopping = True
-        ray.kill(self.actor, no_restart=True)
+        self._kill()
         self._reader.join(10)
+
+    def _kill(self) -> None:
+        try:
+            self._control.ask(lambda: ray.kill(self.actor, no_restart=True))
+        except ClusterUnreachable:
+            pass  # the cluster ends it once it sees its owner, this server, gone or its node lost
 
     def _read(self) -> None:
         spec = self.owner.spec
         failed: str | None = None
         broken: Exception | None = None
         try:
-            self.where = _Where(*ray.get(self.actor.node.remote(), timeout=self.owner._wait))
+            self.where = _Where(*ray.get(self.actor.node.remote(), timeout=self._wait))
             log.info("Ray actor %d of %s started on node %s", self.slot, spec.name, self.where)
             for ref in self._stream:
                 event: Event = ray.get(ref)
@@ -409,9 +485,13 @@ class _Replica:
             log.error("the Ray actor of %s could not start: %s", spec.name, failed)
             lost = WorkerLost(failed, retryable=False)
         else:
-            lost = WorkerLost(self._cause(broken), retryable=True)
+            try:
+                lost = WorkerLost(self._cause(broken), retryable=True)
+            except ClusterUnreachable as exc:
+                # Its jobs have waited --ray-wait already: running them again would wait as long.
+                lost = WorkerLost(f"{exc} The model's actor on node {self.where} was lost with it.", retryable=False)
             log.error("Ray actor %d of %s lost: %s", self.slot, spec.name, lost.error)
-            ray.kill(self.actor, no_restart=True)
+            self._kill()
         self.owner._sink.lost(spec.name, list(self.outstanding), lost)
 
     def _deliver(self, event: Event) -> None:
@@ -434,25 +514,29 @@ class _Replica:
             log.exception("could not handle %s from the Ray actor of %s", type(event).__name__, pool)
 
     def _cause(self, exc: Exception | None) -> str:
-        """Why the stream ended, for the user: a lost node is named as such."""
+        """Why the stream ended, for the user: a lost node is named as such. Raises
+        ``ClusterUnreachable`` when the cluster itself does not answer."""
         if self._killed_because is not None:
             return f"The model's Ray actor {self._killed_because}."
         if isinstance(exc, GetTimeoutError):
+            self._control.ask(ray.nodes)  # the cluster answers: it has no room for the actor
+            placement = self.owner.placement
+            assert placement is not None
             return (
-                f"No node of the Ray cluster took the model's actor within {self.owner._wait:g} s "
-                f"(it needs {self.owner.placement.num_cpus:g} CPU, {self.owner.placement.num_gpus:g} GPU)."
+                f"No node of the Ray cluster took the model's actor within {self._wait:g} s "
+                f"(it needs {placement.num_cpus:g} CPU and {placement.num_gpus:g} GPU)."
             )
         died = self._settle(exc)
-        if self.where.node_id and not _node_alive(self.where.node_id):
+        if self.where.node_id and not self._control.node_alive(self.where.node_id):
             return f"The Ray node {self.where} running this prediction was lost."
         return f"The model's Ray actor on node {self.where} died ({type(died).__name__})."
 
     def _settle(self, exc: Exception | None) -> Exception | None:
         """Wait until Ray has decided the actor's fate (a killed process shows first as merely
         unavailable, its node's loss a few heartbeats later), for at most ``--ray-wait``."""
-        deadline = time.monotonic() + self.owner._wait
+        deadline = time.monotonic() + self._wait
         while not isinstance(exc, ActorDiedError) and time.monotonic() < deadline:
-            if self.where.node_id and not _node_alive(self.where.node_id):
+            if self.where.node_id and not self._control.node_alive(self.where.node_id):
                 break
             try:
                 ray.get(self.actor.node.remote(), timeout=PROBE_SECONDS)
@@ -477,7 +561,3 @@ def _stop_stale(name: str) -> None:
         except ValueError:
             return
         time.sleep(0.1)
-
-
-def _node_alive(node_id: str) -> bool:
-    return any(node["NodeID"] == node_id and node["Alive"] for node in ray.nodes())
