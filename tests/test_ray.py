@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from harness import SUBPROCESS_PYTHONPATH, Receiver, Server, free_port, wait_finished
+from overture.testing import tiny_checkpoint
 from raycluster import (
     actor_processes,
     add_node,
@@ -56,23 +57,38 @@ def running_on(http: httpx.Client, pid: str) -> str:
 
 @in_loopback_namespace
 def test_predictions_spread_over_both_nodes_and_files_come_back_whole(tmp_path: Path) -> None:
+    musicgen = tiny_checkpoint("musicgen", tmp_path / "musicgen")
     with ray_cluster(nodes=2) as cluster:
-        srv = ray_server(tmp_path, cluster, "--replicas", "overture/synth=auto").start()
+        srv = ray_server(
+            tmp_path,
+            cluster,
+            *("--replicas", "overture/synth=auto", "--replicas", "meta/musicgen=2"),
+            *("--checkpoint", f"facebook/musicgen-small={musicgen}"),
+        ).start()
         try:
             client = srv.client()
-            prompts = [f"calm piano in C major, take {i}" for i in range(4)]
-            predictions = [
-                client.predictions.create(model="overture/synth", input={"prompt": p, "duration": 3, "seed": 1})
-                for p in prompts
+            synth = [
+                client.predictions.create(
+                    model="overture/synth", input={"prompt": f"calm piano in C major, take {i}", "duration": 3}
+                )
+                for i in range(4)
+            ]
+            # Two at once: the first actor's batch is full, so the second goes to the other node.
+            tiny = [
+                client.predictions.create(
+                    model="meta/musicgen", input={"prompt": f"drone {i}", "model_version": "small", "duration": 1}
+                )
+                for i in range(2)
             ]
             with srv.http() as http:
-                ended = [wait_finished(http, p.id, timeout=120) for p in predictions]
-                for body in ended:
-                    assert body["status"] == "succeeded", body
-                    audio = http.get(body["output"])
-                    assert audio.status_code == 200 and audio.content[:4] == b"RIFF", audio.content[:16]
-            used = {node for body in ended for node in nodes_in(body["logs"])}
-            assert {node[:12] for node in used} == {node.node_id[:12] for node in cluster.worker_nodes}, used
+                for group in (synth, tiny):
+                    ended = [wait_finished(http, p.id, timeout=180) for p in group]
+                    for body in ended:
+                        assert body["status"] == "succeeded", (body["error"], body["logs"])
+                        audio = http.get(body["output"])
+                        assert audio.status_code == 200 and audio.content[:4] == b"RIFF", audio.content[:16]
+                    used = {node for body in ended for node in nodes_in(body["logs"])}
+                    assert used == {node.node_id[:12] for node in cluster.worker_nodes}, used
         finally:
             srv.stop()
 
