@@ -58,9 +58,9 @@ def in_loopback_namespace(test: Callable[..., None]) -> Callable[..., None]:
 
 
 @contextmanager
-def ray_cluster(nodes: int = 2) -> Iterator[Any]:
+def ray_cluster(nodes: int = 2, cpus: int = 1) -> Iterator[Any]:
     """A head that runs nothing (it holds Ray's control store, and is never the node killed) and
-    ``nodes`` worker nodes of one CPU each: each a real raylet process."""
+    ``nodes`` worker nodes of ``cpus`` CPUs each (one actor per CPU): each a real raylet process."""
     from ray.cluster_utils import Cluster
 
     # Inherited by the raylets and so by the actors: this checkout's code and the test models,
@@ -78,14 +78,14 @@ def ray_cluster(nodes: int = 2) -> Iterator[Any]:
     )
     try:
         for _ in range(nodes):
-            add_node(cluster)
+            add_node(cluster, cpus)
         yield cluster
     finally:
         cluster.shutdown()
 
 
-def add_node(cluster: Any) -> Any:
-    node = cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE_BYTES)
+def add_node(cluster: Any, cpus: int = 1) -> Any:
+    node = cluster.add_node(num_cpus=cpus, object_store_memory=OBJECT_STORE_BYTES)
     cluster.wait_for_nodes()
     return node
 

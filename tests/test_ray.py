@@ -58,7 +58,8 @@ def running_on(http: httpx.Client, pid: str) -> str:
 @in_loopback_namespace
 def test_predictions_spread_over_both_nodes_and_files_come_back_whole(tmp_path: Path) -> None:
     musicgen = tiny_checkpoint("musicgen", tmp_path / "musicgen")
-    with ray_cluster(nodes=2) as cluster:
+    # Two CPUs a node: an actor of each pool on each.
+    with ray_cluster(nodes=2, cpus=2) as cluster:
         srv = ray_server(
             tmp_path,
             cluster,

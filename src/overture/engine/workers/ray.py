@@ -486,7 +486,8 @@ class _Replica:
             lost = WorkerLost(failed, retryable=False)
         else:
             try:
-                lost = WorkerLost(self._cause(broken), retryable=True)
+                # Placement that timed out would time out as long again: the job fails at once.
+                lost = WorkerLost(self._cause(broken), retryable=not isinstance(broken, GetTimeoutError))
             except ClusterUnreachable as exc:
                 # Its jobs have waited --ray-wait already: running them again would wait as long.
                 lost = WorkerLost(f"{exc} The model's actor on node {self.where} was lost with it.", retryable=False)
