@@ -255,3 +255,20 @@ def test_a_server_without_ray_does_not_load_it(server: Server) -> None:
     assert server.process is not None
     maps = Path(f"/proc/{server.process.pid}/maps").read_text()
     assert "_raylet" not in maps and "/ray/" not in maps
+
+
+def test_bad_cluster_options_stop_the_server_at_start_naming_the_option(tmp_path: Path) -> None:
+    config = tmp_path / "overture.toml"
+    config.write_text('ray = "local"\nmax_attempts = 0\n')
+    env = {"PYTHONPATH": SUBPROCESS_PYTHONPATH, "PATH": "/usr/bin:/bin", "COLUMNS": "200"}
+    serve = [sys.executable, "-m", "overture", "serve", "--data-dir", str(tmp_path)]
+    for extra, said in [
+        (["--replicas", "overture/synth=0"], "--replicas"),
+        (["--replicas", "overture/synth"], "--replicas"),
+        (["--gpus-per-worker", "meta/musicgen=1.5"], "--gpus-per-worker"),
+        (["--max-attempts", "0"], "--max-attempts"),
+        (["--ray-wait", "0"], "--ray-wait"),
+        (["--config", str(config)], "max_attempts must be a whole number of at least 1"),
+    ]:
+        result = subprocess.run([*serve, *extra], env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and said in result.stderr, (extra, result.stderr)

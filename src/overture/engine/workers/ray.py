@@ -319,29 +319,37 @@ class RayWorker:
         #: Jobs one actor takes at once before another gets the next one.
         self._room = predictor.max_batch_size * predictor.concurrency
         self._lock = threading.Lock()
+        self._starting = threading.Lock()
         #: Decided on the first job (it asks the cluster, which may keep it waiting), not in the engine's lock.
         self.placement: PoolPlacement | None = None
         self._slots: list[_Replica | None] = []
         self._stopped = False
 
     def submit(self, job: Job) -> None:
-        """Called on the pool's feeder thread, which may wait here for an unreachable cluster;
-        raises ``ClusterUnreachable`` once it has waited ``--ray-wait``."""
-        if self.placement is None:
-            placement = self.cluster.placement(self._names, self._predictor)
-            with self._lock:
-                if self.placement is None:
-                    self.placement = placement
-                    self._slots = [None] * placement.replicas
+        """Called on the pool's feeder thread (and on a lost actor's reader, for a job run again),
+        which may wait here for an unreachable cluster; raises ``ClusterUnreachable`` once it has
+        waited ``--ray-wait``."""
         packed = replace(job, inputs=pack(job.inputs))
-        with self._lock:
-            if self._stopped:
-                return  # the server is stopping: the job stays active in the records for the next start
-            slot = self._choose()
-            replica = self._slots[slot]
+        # One actor started at a time, outside ``_lock``: cancels and events never wait for a start.
+        with self._starting:
+            if self.placement is None:
+                self.placement = self.cluster.placement(self._names, self._predictor)
+                with self._lock:
+                    self._slots = [None] * self.placement.replicas
+            with self._lock:
+                if self._stopped:
+                    return  # the server is stopping: the job stays active in the records for the next start
+                slot = self._choose()
+                replica = self._slots[slot]
+                if replica is not None:
+                    # Under the lock that ``_ended`` takes: a lost actor's list of jobs includes this one.
+                    replica.reserve(job)
             if replica is None:
-                replica = self._slots[slot] = _Replica(self, slot)
-            replica.reserve(job)
+                replica = _Replica(self, slot)
+                with self._lock:
+                    self._slots[slot] = replica
+                    replica.reserve(job)
+                replica.start()  # its reader may end it at once: only once it holds its slot and job
         replica.send(packed)
 
     def _choose(self) -> int:
@@ -433,6 +441,8 @@ class _Replica:
         self.actor: Any = actor_class.remote(spec)
         self._stream = self.actor.events.options(num_returns="streaming").remote()
         self._reader = threading.Thread(target=self._read, name=f"ray-events-{spec.name}-{slot}", daemon=True)
+
+    def start(self) -> None:
         self._reader.start()
 
     def reserve(self, job: Job) -> None:
@@ -455,7 +465,8 @@ class _Replica:
     def stop(self) -> None:
         self._stopping = True
         self._kill()
-        self._reader.join(10)
+        if self._reader.ident is not None:  # started
+            self._reader.join(10)
 
     def _kill(self) -> None:
         try:
