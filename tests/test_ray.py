@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from harness import SUBPROCESS_PYTHONPATH, Receiver, Server, free_port, wait_finished
+from harness import SUBPROCESS_PYTHONPATH, TOKEN, Receiver, Server, free_port, wait_finished
 from overture.testing import tiny_checkpoint
 from raycluster import (
     actor_processes,
@@ -257,18 +258,79 @@ def test_a_server_without_ray_does_not_load_it(server: Server) -> None:
     assert "_raylet" not in maps and "/ray/" not in maps
 
 
-def test_bad_cluster_options_stop_the_server_at_start_naming_the_option(tmp_path: Path) -> None:
-    config = tmp_path / "overture.toml"
-    config.write_text('ray = "local"\nmax_attempts = 0\n')
-    env = {"PYTHONPATH": SUBPROCESS_PYTHONPATH, "PATH": "/usr/bin:/bin", "COLUMNS": "200"}
-    serve = [sys.executable, "-m", "overture", "serve", "--data-dir", str(tmp_path)]
-    for extra, said in [
-        (["--replicas", "overture/synth=0"], "--replicas"),
-        (["--replicas", "overture/synth"], "--replicas"),
-        (["--gpus-per-worker", "meta/musicgen=1.5"], "--gpus-per-worker"),
-        (["--max-attempts", "0"], "--max-attempts"),
-        (["--ray-wait", "0"], "--ray-wait"),
-        (["--config", str(config)], "max_attempts must be a whole number of at least 1"),
-    ]:
-        result = subprocess.run([*serve, *extra], env=env, capture_output=True, text=True, timeout=60)
-        assert result.returncode == 2 and said in result.stderr, (extra, result.stderr)
+def serve_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: list[str], env: dict[str, str], config: str
+):
+    """``overture serve`` in this process, up to the settings it would serve with (none when it
+    refuses them), and what it said."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    import overture.api.app
+    from overture.cli import app
+    from overture.config import Settings
+
+    served: list[Settings] = []
+    monkeypatch.setattr(overture.api.app, "create_app", served.append)
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    config_file = tmp_path / "overture.toml"
+    config_file.write_text(config)
+    args = ["serve", "--data-dir", str(tmp_path / "data"), "--token", TOKEN, "--config", str(config_file), *options]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "1000", **env})
+    return (served[0] if served else None), result
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "config", "words"),
+    [
+        (["--replicas", "overture/synth=0"], {}, "", "--replicas: overture/synth: expected a count of at least 1"),
+        (["--replicas", "overture/synth"], {}, "", "--replicas: expected FROM=TO, got 'overture/synth'"),
+        (["--gpus-per-worker", "meta/musicgen=1.5"], {}, "", "--gpus-per-worker: meta/musicgen: expected a fraction"),
+        ([], {"OVERTURE_GPUS_PER_WORKER": "meta/musicgen=lots"}, "", "--gpus-per-worker: meta/musicgen: expected"),
+        (["--max-attempts", "0"], {}, "", "--max-attempts"),
+        ([], {}, "max_attempts = 0\n", "--config: max_attempts must be a whole number of at least 1, not 0"),
+        ([], {}, "ray_wait = -1\n", "--config: ray_wait must be a number of seconds above 0, not -1"),
+    ],
+)
+def test_bad_cluster_options_stop_the_server_at_start_naming_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: list[str], env: dict[str, str], config: str, words: str
+) -> None:
+    settings, result = serve_settings(tmp_path, monkeypatch, options, env, config)
+    assert settings is None and result.exit_code == 2 and words in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "config", "expected"),
+    [
+        ([], {}, "", (None, {}, {}, 60.0, 2)),
+        (
+            ["--ray", "auto", "--replicas", "meta/musicgen=auto", "--replicas", "overture/synth=2"]
+            + ["--gpus-per-worker", "meta/musicgen=0.5", "--ray-wait", "5", "--max-attempts", "3"],
+            {},
+            "",
+            ("auto", {"meta/musicgen": "auto", "overture/synth": 2}, {"meta/musicgen": 0.5}, 5.0, 3),
+        ),
+        (
+            [],
+            {"OVERTURE_RAY": "10.0.0.1:6379", "OVERTURE_REPLICAS": "overture/synth=3", "OVERTURE_MAX_ATTEMPTS": "1"},
+            "",
+            ("10.0.0.1:6379", {"overture/synth": 3}, {}, 60.0, 1),
+        ),
+        (
+            ["--replicas", "overture/synth=4"],
+            {},
+            'ray = "local"\nray_wait = 7\nmax_attempts = 4\n[replicas]\n"overture/synth" = 1\n"meta/musicgen" = 2\n'
+            '[gpus_per_worker]\n"meta/musicgen" = 2\n',
+            ("local", {"overture/synth": 4, "meta/musicgen": 2}, {"meta/musicgen": 2.0}, 7, 4),
+        ),
+    ],
+)
+def test_cluster_options_reach_the_settings_from_option_env_or_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: list[str], env: dict[str, str], config: str, expected
+) -> None:
+    for name in ("OVERTURE_RAY", "OVERTURE_REPLICAS", "OVERTURE_GPUS_PER_WORKER", "OVERTURE_MAX_ATTEMPTS"):
+        monkeypatch.delenv(name, raising=False)
+    settings, result = serve_settings(tmp_path, monkeypatch, options, env, config)
+    assert settings is not None, result.output
+    got = (settings.ray_address, settings.replicas, settings.gpus_per_worker)
+    assert (*got, settings.ray_wait_seconds, settings.max_attempts) == expected
