@@ -1,8 +1,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Every package that make install puts in .venv, pinned with hashes: the dependencies, the test and
-# dev extras (lint tools, uv, pip, the build backend). Compiled by `make lock` from pyproject.toml and
+# Every package that make install puts in .venv, pinned with hashes: the dependencies, the test, dev and
+# ray extras (lint tools, uv, pip, the build backend). Compiled by `make lock` from pyproject.toml and
 # the torch pin in constraints.txt: edit those, never the lock, then run make lock or make upgrade.
 LOCK := requirements.lock
 # uv reads no pip configuration, so it is handed pip's own sources (config files and PIP_* alike): the
@@ -17,7 +17,7 @@ PIP_SOURCES := $(PY) -c 'from pip._internal.commands import create_command; \
 	*["--extra-index-url=" + u for u in [o.index_url, *o.extra_index_urls]], \
 	*["--find-links=" + f for f in o.find_links])'
 LOCK_ARGS := --quiet --python $(PY) --generate-hashes --index-strategy unsafe-best-match \
-	--extra test --extra dev --constraint constraints.txt --output-file $(LOCK) pyproject.toml
+	--extra test --extra dev --extra ray --constraint constraints.txt --output-file $(LOCK) pyproject.toml
 
 .PHONY: install lock upgrade lint serve test bench clean
 

@@ -32,6 +32,15 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
             r"^CPU per prediction: server process \d+\.\d ms \(its overhead\), its worker processes \d+\.\d ms",
         ],
     ),
+    "cluster.py": (
+        ["--predictions", "4", "--clients", "2", "--duration", "0.5", "--sequential", "2"],
+        [
+            r"^\(c\) ray, two nodes: +\d+\.\d+ predictions/s",
+            rf"^ratio two nodes / one node: {RATIO} \(target >= 1\.7x\)$",
+            r"^one at a time, median latency: process transport .* ray adds -?\d+\.\d ms per prediction",
+            r"^failures: 0$",
+        ],
+    ),
     "load.py": (
         ["--predictions", "10", "--clients", "2"],
         [r"^errors: 0, lost or wrong final status: 0$", r"^server RSS MiB first \d+, max \d+, last \d+; open fds"],

@@ -55,7 +55,7 @@ def parse_lock(text: str) -> dict[str, Pin]:
 
 
 def requirements() -> list[Requirement]:
-    """What make install must satisfy: the project's dependencies, its test and dev extras, the
+    """What make install must satisfy: the project's dependencies, its test, dev and ray extras, the
     build backend (the editable install uses .venv's own) and constraints.txt's pins."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     extras = project["project"]["optional-dependencies"]
@@ -63,6 +63,7 @@ def requirements() -> list[Requirement]:
         *project["project"]["dependencies"],
         *extras["test"],
         *extras["dev"],
+        *extras["ray"],
         *project["build-system"]["requires"],
         *(
             line.split("#")[0].strip()

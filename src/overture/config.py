@@ -70,3 +70,18 @@ class Settings:
     rate_limit_window_seconds: float = 60.0
     #: Predictions one token may have waiting to start; 0 for no cap.
     max_queued_per_token: int = 0
+    #: How many times a prediction runs when its worker is lost before it produced output (any
+    #: transport): 2 runs it again once.
+    max_attempts: int = 2
+    # -- Ray (docs/cluster.md) ---------------------------------------------------------------------
+    #: Run model pools as actors on this Ray cluster: "auto", "HOST:PORT", "ray://HOST:PORT", or
+    #: "local" to start one on this machine. None: no Ray (the default), nor is it imported.
+    ray_address: str | None = None
+    #: Actors per pool by pool name: a count, or "auto" (one per GPU of the cluster; one per node
+    #: on a cluster without GPUs). Pools not named get one.
+    replicas: dict[str, int | Literal["auto"]] = field(default_factory=dict)
+    #: GPUs each actor of a pool reserves by pool name, fractions allowed; pools not named take one
+    #: whole GPU on a cluster with GPUs, none without, and CPU-only models none.
+    gpus_per_worker: dict[str, float] = field(default_factory=dict)
+    #: How long predictions wait for a Ray cluster that does not answer before they fail.
+    ray_wait_seconds: float = 60.0

@@ -19,6 +19,7 @@ import typer
 from overture.cli.common import console, split
 from overture.config import WORKERS, Settings, Workers
 from overture.engine.netpolicy import parse_networks
+from overture.engine.workers.transport import ClusterUnavailable
 from overture.models.musicgen.settings import MusicGenSettings
 from overture.models.riffusion.settings import RiffusionSettings
 from overture.runtime.checkpoints import CheckpointSettings
@@ -166,7 +167,8 @@ def serve(
             envvar="OVERTURE_CONFIG",
             help="TOML file: checkpoints, substitutes (tables), allowed_checkpoints, model_memory_gb, device, "
             "workers, cancel_grace, batch_memory_gb, batch_slots, riffusion_seed_images, input_allow_private, "
-            "input_allow_cidrs, input_deny_cidrs, webhook_allow_private, webhook_allow_cidrs, webhook_deny_cidrs.",
+            "input_allow_cidrs, input_deny_cidrs, webhook_allow_private, webhook_allow_cidrs, webhook_deny_cidrs, "
+            "ray, replicas and gpus_per_worker (tables), ray_wait, max_attempts.",
         ),
     ] = None,
     ssl_certfile: Annotated[
@@ -201,6 +203,52 @@ def serve(
             envvar="OVERTURE_MAX_QUEUED_PER_TOKEN", min=0, help="Predictions a token may have waiting (0: no cap)."
         ),
     ] = Settings.max_queued_per_token,
+    # -- Ray (docs/cluster.md) --
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OVERTURE_RAY",
+            metavar="ADDRESS",
+            help="Run model pools as actors on this Ray cluster (auto, HOST:PORT, ray://HOST:PORT), or start "
+            "one on this machine with 'local' (needs overture[ray]).",
+        ),
+    ] = None,
+    replicas: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="OVERTURE_REPLICAS",
+            metavar="MODEL=N",
+            help="With --ray: run N actors of this model's pool, or 'auto', one per GPU of the cluster "
+            "(repeatable; default 1).",
+        ),
+    ] = None,
+    gpus_per_worker: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="OVERTURE_GPUS_PER_WORKER",
+            metavar="MODEL=GPUS",
+            help="With --ray: GPUs each actor of this model reserves, e.g. meta/musicgen=0.5 (repeatable; default "
+            "1 on a cluster with GPUs, 0 for CPU-only models).",
+        ),
+    ] = None,
+    ray_wait: Annotated[
+        float | None,
+        typer.Option(
+            envvar="OVERTURE_RAY_WAIT",
+            metavar="SECONDS",
+            help="With --ray: how long predictions wait for a cluster that does not answer before they fail "
+            f"(default: {Settings.ray_wait_seconds:g}).",
+        ),
+    ] = None,
+    max_attempts: Annotated[
+        int | None,
+        typer.Option(
+            envvar="OVERTURE_MAX_ATTEMPTS",
+            min=1,
+            help="Runs of a prediction whose worker (process, actor or node) is lost before it produced output "
+            f"(default: {Settings.max_attempts}).",
+        ),
+    ] = None,
 ) -> None:
     """Start the HTTP server."""
     import uvicorn
@@ -243,9 +291,14 @@ def serve(
         rate_limit_requests=rate_limit_requests,
         rate_limit_window_seconds=rate_limit_window,
         max_queued_per_token=max_queued_per_token,
+        **_cluster_settings(table, ray, replicas, gpus_per_worker, ray_wait, max_attempts),
     )
     generated = not settings.tokens
-    application = create_app(settings)
+    try:
+        application = create_app(settings)
+    except ClusterUnavailable as exc:
+        console.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(2) from None
     # The client wraps only https: output URLs in FileOutput (.read()), so TLS matters to users.
     scheme = "https" if ssl_certfile else "http"
     base = settings.public_url or f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
@@ -348,6 +401,52 @@ def _worker_settings(table: dict[str, Any], workers: str | None, cancel_grace: f
         workers=_layered(workers, table, "workers", "--workers", WORKERS.__contains__, " or ".join(WORKERS)),
         cancel_grace_seconds=_layered(
             cancel_grace, table, "cancel_grace", "--cancel-grace", _positive_seconds, "a number of seconds above 0"
+        ),
+    )
+
+
+def _cluster_settings(
+    table: dict[str, Any],
+    ray: str | None,
+    replicas: list[str] | None,
+    gpus_per_worker: list[str] | None,
+    ray_wait: float | None,
+    max_attempts: int | None,
+) -> dict[str, Any]:
+    """Where pools run on a Ray cluster, and how often a lost prediction runs again: options
+    first, then the config file. Values are checked here, so that a typo stops the server at start-up."""
+    counts: dict[str, int | str] = {}
+    for model, count in {**table.get("replicas", {}), **_pairs(replicas, "--replicas")}.items():
+        if count != "auto" and not (str(count).isdigit() and int(count) >= 1):
+            raise typer.BadParameter(
+                f"{model}: expected a count of at least 1 or 'auto', got {count!r}", param_hint="--replicas"
+            )
+        counts[model] = "auto" if count == "auto" else int(count)
+    gpus: dict[str, float] = {}
+    for model, amount in {**table.get("gpus_per_worker", {}), **_pairs(gpus_per_worker, "--gpus-per-worker")}.items():
+        try:
+            gpus[model] = float(amount)
+        except ValueError:
+            gpus[model] = -1.0
+        if not 0 <= gpus[model] < math.inf or (gpus[model] > 1 and not gpus[model].is_integer()):
+            raise typer.BadParameter(
+                f"{model}: expected a fraction of one GPU or a whole number of them, got {amount!r}",
+                param_hint="--gpus-per-worker",
+            )
+    return _given(
+        ray_address=_layered(ray, table, "ray", "--ray", lambda v: isinstance(v, str) and bool(v), "an address"),
+        replicas=counts,
+        gpus_per_worker=gpus,
+        ray_wait_seconds=_layered(
+            ray_wait, table, "ray_wait", "--ray-wait", _positive_seconds, "a number of seconds above 0"
+        ),
+        max_attempts=_layered(
+            max_attempts,
+            table,
+            "max_attempts",
+            "--max-attempts",
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+            "a whole number of at least 1",
         ),
     )
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -55,6 +55,9 @@ from overture.status import TERMINAL, Status
 from overture.store.db import PredictionRow
 from overture.store.store import Store, utcnow
 
+if TYPE_CHECKING:
+    from overture.engine.workers.ray import RayCluster
+
 log = logging.getLogger("overture")
 
 
@@ -81,6 +84,14 @@ class Engine:
         self._runs: dict[str, PredictionRun] = {}
         self.queued = QueuedCounts(settings.max_queued_per_token)
         self._pools: dict[str, Pool] = {}
+        #: With ``--ray``, where the pools' actors run; imported only then, so a server without it never loads Ray.
+        self.ray: RayCluster | None = None
+        if settings.ray_address is not None:
+            from overture.engine.workers.ray import RayCluster
+
+            self.ray = RayCluster(
+                settings.ray_address, settings.ray_wait_seconds, settings.replicas, settings.gpus_per_worker
+            )
         self.memory = MemoryLedger(settings.checkpoints.memory_budget_bytes, self._unload)
         self._lock = threading.Lock()
         self._stopping = False
@@ -111,6 +122,8 @@ class Engine:
             pool.feeder.shutdown(wait=False, cancel_futures=True)
             pool.worker.stop()
         self.webhooks.stop()
+        if self.ray is not None:
+            self.ray.close()
         left = sum(1 for run in list(self._runs.values()) if not run.finished)
         log.info(
             "engine stopped: %d model workers, %d unfinished predictions kept for the next start",
@@ -253,8 +266,11 @@ class Engine:
         with self._lock:
             pool = self._pools.get(run.pool)
             if pool is None:
-                # The engine's ledger keeps the memory budget across workers; a worker keeps none.
-                checkpoints = replace(self.settings.checkpoints, memory_budget_bytes=None)
+                # The engine's ledger keeps the memory budget across the workers of this machine, and
+                # a local worker keeps none; a Ray actor keeps the budget of its own node's device.
+                checkpoints = self.settings.checkpoints
+                if self.ray is None:
+                    checkpoints = replace(checkpoints, memory_budget_bytes=None)
                 spec = PoolSpec(
                     run.pool,
                     run.version.id,
@@ -262,9 +278,16 @@ class Engine:
                     checkpoints,
                     self.settings.model_settings,
                 )
-                worker_class = InlineWorker if self.settings.workers == "inline" else ProcessWorker
+                worker: Transport
+                if self.ray is not None:
+                    model, _ = self.registry.version(run.version.id)
+                    worker = self.ray.worker(spec, self, run.version.predictor, names=(run.pool, model.ref))
+                elif self.settings.workers == "inline":
+                    worker = InlineWorker(spec, self)
+                else:
+                    worker = ProcessWorker(spec, self)
                 feeder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"inputs-{run.pool}")
-                pool = self._pools[run.pool] = Pool(worker_class(spec, self), feeder)
+                pool = self._pools[run.pool] = Pool(worker, feeder)
             return pool
 
     def _dispatch(self, run: PredictionRun) -> None:
@@ -410,8 +433,8 @@ class Engine:
         return run.queue if run is not None and run.started_at is None and not run.finished else None
 
     def lost(self, pool: str, prediction_ids: list[str], why: WorkerLost) -> None:
-        """A worker died holding these jobs: each runs again once if it had produced no output,
-        else fails with the worker's fate."""
+        """A worker died holding these jobs: each runs again (``--max-attempts`` runs in all) if
+        it had produced no output, else fails with the worker's fate."""
         if self._stopping:
             return  # stopped on purpose: the next start runs them again
         self.memory.forget_pool(pool)
@@ -423,7 +446,7 @@ class Engine:
             try:
                 if run.finished:
                     self._forget(run)
-                elif why.retryable and run.attempt == 1 and not run.produced_output:
+                elif why.retryable and run.attempt < self.settings.max_attempts and not run.produced_output:
                     run.attempt += 1
                     if self.recorder.restarted(run, f"{why.error} Running this prediction again."):
                         self._submit(run)

@@ -32,7 +32,7 @@ class PredictionRun:
     job: Job | None = None
     cache_key: str | None = None
     started_at: datetime | None = None
-    #: 1, then 2 when a worker died before this prediction produced any output.
+    #: 1, then one more each time a worker died before this prediction produced any output.
     attempt: int = 1
     produced_output: bool = False
     #: A worker holds the job: its ``Done`` (or the worker's loss) is still to come.

@@ -69,6 +69,8 @@ class Predictor:
     #: The weights each variant loads, by ``model_version`` (``DEFAULT_WEIGHTS`` for a model with
     #: one set): the declaration that its loading code and ``overture pull`` both read.
     weights: ClassVar[Mapping[str, HubWeights]] = {}
+    #: Whether the model runs faster on a GPU: on a Ray cluster with GPUs its actors reserve one.
+    uses_gpu: ClassVar[bool] = True
 
     def __init__(self, checkpoints: Checkpoints | None = None, model_settings: Mapping[type, Any] | None = None):
         #: Where weights come from and which loaded models stay in memory.

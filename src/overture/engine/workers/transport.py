@@ -18,6 +18,11 @@ class WorkerLost:
     retryable: bool
 
 
+class ClusterUnavailable(Exception):
+    """The cluster that should run the workers cannot be reached at start-up; the message says
+    where, and what to do."""
+
+
 class EventSink(Protocol):
     """The engine side: where a transport delivers events, from any thread."""
 

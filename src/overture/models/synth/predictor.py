@@ -18,6 +18,7 @@ from overture.models.synth.render import SAMPLE_RATE, chunk_count, render
 class SynthPredictor(Predictor):
     # Pure numpy and stateless: two threads keep both cores of a small machine busy.
     concurrency = 2
+    uses_gpu = False
 
     def predict(
         self,
