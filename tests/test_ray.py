@@ -75,7 +75,7 @@ def test_predictions_spread_over_both_nodes_and_files_come_back_whole(tmp_path: 
                 )
                 for i in range(4)
             ]
-            # Two at once: the first actor's batch is full, so the second goes to the other node.
+            # Two at once, before either actor has loaded the model: the least loaded actor takes each.
             tiny = [
                 client.predictions.create(
                     model="meta/musicgen", input={"prompt": f"drone {i}", "model_version": "small", "duration": 1}

@@ -84,6 +84,12 @@ class Predictor:
         found = self.model_settings.get(kind)
         return found if isinstance(found, kind) else kind()
 
+    @classmethod
+    def jobs_at_once(cls, model_settings: Mapping[type, Any]) -> int:
+        """How many predictions one instance runs side by side: a router fills one instance up to
+        this before it sends work to another, so that batches stay on one device."""
+        return cls.max_batch_size * cls.concurrency
+
     def setup(self) -> None:
         """Load weights once, before the first prediction."""
 

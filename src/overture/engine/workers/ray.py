@@ -317,7 +317,7 @@ class RayWorker:
         self._predictor = predictor
         self._names = names
         #: Jobs one actor takes at once before another gets the next one.
-        self._room = predictor.max_batch_size * predictor.concurrency
+        self._room = predictor.jobs_at_once(spec.model_settings)
         self._lock = threading.Lock()
         self._starting = threading.Lock()
         #: Decided on the first job (it asks the cluster, which may keep it waiting), not in the engine's lock.

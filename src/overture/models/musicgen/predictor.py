@@ -44,6 +44,13 @@ class MusicgenPredictor(ContinuousPredictor):
         self._running: dict[Generation, tuple[Prepared, Callable[[Any], None]]] = {}
 
     @classmethod
+    def jobs_at_once(cls, model_settings: Mapping[type, Any]) -> int:
+        # Classifier-free guidance, on by default, takes two rows per prediction.
+        found = model_settings.get(MusicGenSettings)
+        slots = found.batch_slots if isinstance(found, MusicGenSettings) else MusicGenSettings().batch_slots
+        return max(1, slots // 2)
+
+    @classmethod
     def is_deterministic(cls, inputs: dict[str, Any]) -> bool:
         # Seed 0 is random too (Replicate's quirk), so only positive seeds fix the output.
         seed = inputs.get("seed")
