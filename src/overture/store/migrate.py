@@ -1,0 +1,92 @@
+"""Bring a database to this release's schema with the Alembic revisions in ``migrations/``.
+
+Every server start runs ``upgrade``; so do ``overture db upgrade`` and the tests. Servers starting
+together on one database take turns: on PostgreSQL through an advisory lock held for the whole
+upgrade, on SQLite through an exclusive ``flock`` on a file beside the database (SQLite serves one
+host, so a host-local lock is enough). Whoever comes second finds the work done.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, func, inspect, select
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+#: The key of the PostgreSQL advisory lock for migrations: any constant; this one spells "overture".
+ADVISORY_LOCK_KEY = int.from_bytes(b"overture", "big") >> 1
+
+
+def config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration without an alembic.ini: the revisions shipped in this package."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    # r<revision>_<slug>.py: a module name Python and mypy accept, sorted in order.
+    cfg.set_main_option("file_template", "r%%(rev)s_%%(slug)s")
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head() -> str:
+    """The newest revision this release ships."""
+    revision = ScriptDirectory.from_config(config()).get_current_head()
+    assert revision is not None
+    return revision
+
+
+def current(engine: Engine) -> str | None:
+    """The revision the database is at; None for an empty one or one from before migrations."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine) -> None:
+    """Apply every revision the database lacks, adopting one from before migrations in place."""
+    with _exclusive(engine) as conn:
+        tables = set(inspect(conn).get_table_names())
+        if "predictions" in tables and "alembic_version" not in tables:
+            log.info("adopting a database from before migrations: revision %s applies to it in place", head())
+        conn.commit()  # end the inspection's transaction: Alembic commits each revision itself
+        command.upgrade(config(conn), "head")
+
+
+def revision(engine: Engine, message: str) -> Path:
+    """Write a new revision with what the models in ``overture.store.db`` have that the database
+    (brought to head first) lacks; numbered after the newest. Review it before committing."""
+    upgrade(engine)
+    number = f"{int(head()) + 1:04d}"
+    with engine.connect() as conn:
+        script = command.revision(config(conn), message, autogenerate=True, rev_id=number)
+    assert script is not None and not isinstance(script, list)
+    return Path(script.path)
+
+
+@contextmanager
+def _exclusive(engine: Engine) -> Iterator[Connection]:
+    """A connection that holds the migration lock until the block ends."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            # A session lock: it outlives the transactions Alembic commits, and ends with the connection.
+            conn.execute(select(func.pg_advisory_lock(ADVISORY_LOCK_KEY)))
+            conn.commit()
+            try:
+                yield conn
+            finally:
+                conn.execute(select(func.pg_advisory_unlock(ADVISORY_LOCK_KEY)))
+                conn.commit()
+        elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+            with open(f"{engine.url.database}.migrate-lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                yield conn
+        else:
+            yield conn
