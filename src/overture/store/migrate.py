@@ -66,7 +66,13 @@ def revision(engine: Engine, message: str) -> Path:
     upgrade(engine)
     number = f"{int(head()) + 1:04d}"
     with engine.connect() as conn:
-        script = command.revision(config(conn), message, autogenerate=True, rev_id=number)
+        cfg = config(conn)
+        # In the project's style from the start (ruff is one of its dev tools).
+        cfg.set_section_option("post_write_hooks", "hooks", "ruff")
+        cfg.set_section_option("post_write_hooks", "ruff.type", "module")
+        cfg.set_section_option("post_write_hooks", "ruff.module", "ruff")
+        cfg.set_section_option("post_write_hooks", "ruff.options", "format REVISION_SCRIPT_FILENAME")
+        script = command.revision(cfg, message, autogenerate=True, rev_id=number)
     assert script is not None and not isinstance(script, list)
     return Path(script.path)
 

@@ -3,10 +3,22 @@ already holds the lock that keeps two starting servers from migrating one databa
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
-from sqlalchemy import Connection
+from alembic.autogenerate.api import AutogenContext
+from sqlalchemy import Connection, TypeDecorator
 
 from overture.store.db import Base
+
+
+def render_item(kind: str, obj: Any, autogen: AutogenContext) -> str | bool:
+    """A new revision names a column type by what the database stores (``db.UTCDateTime`` as
+    ``sa.DateTime(timezone=True)``): a revision must not change when the models do later."""
+    if kind == "type" and isinstance(obj, TypeDecorator):
+        return f"sa.{obj.impl!r}"
+    return False
+
 
 connection = context.config.attributes.get("connection")
 if not isinstance(connection, Connection):
@@ -17,6 +29,7 @@ context.configure(
     # SQLite alters a table by copying it: batch mode lets one migration serve both databases.
     render_as_batch=True,
     compare_type=True,
+    render_item=render_item,
 )
 with context.begin_transaction():
     context.run_migrations()
