@@ -3,7 +3,7 @@ already holds the lock that keeps two starting servers from migrating one databa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
@@ -12,7 +12,7 @@ from sqlalchemy import Connection, TypeDecorator
 from overture.store.db import Base
 
 
-def render_item(kind: str, obj: Any, autogen: AutogenContext) -> str | bool:
+def render_item(kind: str, obj: Any, autogen: AutogenContext) -> str | Literal[False]:
     """A new revision names a column type by what the database stores (``db.UTCDateTime`` as
     ``sa.DateTime(timezone=True)``): a revision must not change when the models do later."""
     if kind == "type" and isinstance(obj, TypeDecorator):
