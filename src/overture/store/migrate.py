@@ -52,7 +52,7 @@ def current(engine: Engine) -> str | None:
 
 def upgrade(engine: Engine) -> None:
     """Apply every revision the database lacks, adopting one from before migrations in place."""
-    with _exclusive(engine) as conn:
+    with exclusive(engine) as conn:
         tables = set(inspect(conn).get_table_names())
         if "predictions" in tables and "alembic_version" not in tables:
             log.info("adopting a database from before migrations: revision %s applies to it in place", head())
@@ -78,7 +78,7 @@ def revision(engine: Engine, message: str) -> Path:
 
 
 @contextmanager
-def _exclusive(engine: Engine) -> Iterator[Connection]:
+def exclusive(engine: Engine) -> Iterator[Connection]:
     """A connection that holds the migration lock until the block ends."""
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
