@@ -11,6 +11,29 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
+class _NoNul(TypeDecorator[str]):
+    """Text with any NUL character replaced by U+FFFD, on every database: PostgreSQL cannot store
+    NUL in text at all (it would be a 500 there), and a NUL in a name, a log or an id looked up is
+    junk on either. Ids are never looked up with one, so the lookup still finds nothing."""
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return value.replace("\x00", "\ufffd") if value else value
+
+
+class Str(_NoNul):
+    """``String(n)``; the lengths are only those of values the server makes (ids, statuses, hashes)."""
+
+    impl = String
+    cache_ok = True
+
+
+class Txt(_NoNul):
+    """``Text``: anything a user or an operator's model chooses, of any length."""
+
+    impl = Text
+    cache_ok = True
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A moment in UTC, timezone-aware in Python on every database.
 
@@ -44,25 +67,25 @@ class PredictionRow(Base):
 
     # Autoincrementing order for cursor pagination: created_at alone can tie.
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    id: Mapped[str] = mapped_column(String(32), unique=True)
-    owner: Mapped[str] = mapped_column(String(64), index=True)
-    model: Mapped[str] = mapped_column(Text)
-    version: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    id: Mapped[str] = mapped_column(Str(32), unique=True)
+    owner: Mapped[str] = mapped_column(Str(64), index=True)
+    model: Mapped[str] = mapped_column(Txt)
+    version: Mapped[str] = mapped_column(Txt)
+    status: Mapped[str] = mapped_column(Str(16), index=True)
     input: Mapped[Any] = mapped_column(JSON, nullable=True)
     output: Mapped[Any] = mapped_column(JSON, nullable=True)
-    logs: Mapped[str] = mapped_column(Text, default="")
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    source: Mapped[str] = mapped_column(String(16), default="api")
-    webhook: Mapped[str | None] = mapped_column(Text, nullable=True)
+    logs: Mapped[str] = mapped_column(Txt, default="")
+    error: Mapped[str | None] = mapped_column(Txt, nullable=True)
+    source: Mapped[str] = mapped_column(Str(16), default="api")
+    webhook: Mapped[str | None] = mapped_column(Txt, nullable=True)
     webhook_events_filter: Mapped[Any] = mapped_column(JSON, nullable=True)
     stream: Mapped[bool] = mapped_column(Boolean, default=False)
     #: ``owner/name`` when created through ``/v1/deployments/...``.
-    deployment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    deployment: Mapped[str | None] = mapped_column(Txt, nullable=True)
     #: When the prediction is canceled if still unfinished (``Cancel-After`` or the server default).
     deadline: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     data_removed: Mapped[bool] = mapped_column(Boolean, default=False)
-    cache_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    cache_key: Mapped[str | None] = mapped_column(Str(64), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -74,13 +97,13 @@ class FileRow(Base):
 
     # Autoincrementing order for cursor pagination: created_at alone can tie.
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    id: Mapped[str] = mapped_column(String(32), unique=True)
-    owner: Mapped[str] = mapped_column(String(64), index=True)
-    name: Mapped[str] = mapped_column(Text)
-    content_type: Mapped[str] = mapped_column(Text)
+    id: Mapped[str] = mapped_column(Str(32), unique=True)
+    owner: Mapped[str] = mapped_column(Str(64), index=True)
+    name: Mapped[str] = mapped_column(Txt)
+    content_type: Mapped[str] = mapped_column(Txt)
     size: Mapped[int] = mapped_column(Integer)
-    md5: Mapped[str] = mapped_column(String(32))
-    sha256: Mapped[str] = mapped_column(String(64))
+    md5: Mapped[str] = mapped_column(Str(32))
+    sha256: Mapped[str] = mapped_column(Str(64))
     file_metadata: Mapped[Any] = mapped_column("metadata", JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
@@ -92,8 +115,8 @@ class EventRow(Base):
     __tablename__ = "events"
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    prediction_id: Mapped[str] = mapped_column(String(32), index=True)
-    event: Mapped[str] = mapped_column(String(16))
+    prediction_id: Mapped[str] = mapped_column(Str(32), index=True)
+    event: Mapped[str] = mapped_column(Str(16))
     #: JSON: a string, or output that may hold file references.
     data: Mapped[Any] = mapped_column(JSON)
 
@@ -104,17 +127,17 @@ class DeliveryRow(Base):
     __tablename__ = "webhook_deliveries"
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    id: Mapped[str] = mapped_column(String(40), unique=True)
-    prediction_id: Mapped[str] = mapped_column(String(32), index=True)
-    owner: Mapped[str] = mapped_column(String(64))
-    url: Mapped[str] = mapped_column(Text)
-    event: Mapped[str] = mapped_column(String(16))
-    body: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16), index=True)  # pending, delivered, failed
+    id: Mapped[str] = mapped_column(Str(40), unique=True)
+    prediction_id: Mapped[str] = mapped_column(Str(32), index=True)
+    owner: Mapped[str] = mapped_column(Str(64))
+    url: Mapped[str] = mapped_column(Txt)
+    event: Mapped[str] = mapped_column(Str(16))
+    body: Mapped[str] = mapped_column(Txt)
+    state: Mapped[str] = mapped_column(Str(16), index=True)  # pending, delivered, failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Txt, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
