@@ -28,6 +28,7 @@ import sqlalchemy
 from overture.models.base import Canceled, Version
 from overture.models.musicgen.request import Sampling
 from overture.status import TERMINAL
+from overture.store.store import default_database_url
 
 if TYPE_CHECKING:
     from overture.models.musicgen.batching import Generation
@@ -53,7 +54,7 @@ def fresh_database_url(data_dir: Path) -> str:
     file in ``data_dir``, where the server would put it. Dropped by ``drop_test_databases``."""
     if POSTGRES_URL is None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{data_dir / 'overture.db'}"
+        return default_database_url(data_dir)
     name = f"overture_test_{uuid.uuid4().hex[:12]}"
     with _cluster() as conn:
         conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
@@ -75,12 +76,12 @@ def _cluster() -> sqlalchemy.Connection:
     return sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.NullPool).connect()
 
 
-def query(database_url: str, statement: str, **params: Any) -> list[tuple[Any, ...]]:
+def query(database_url: str, statement: str) -> list[tuple[Any, ...]]:
     """Rows of one SQL statement, as a test reads what a server left in its database."""
     engine = sqlalchemy.create_engine(database_url, poolclass=sqlalchemy.NullPool)
     try:
         with engine.begin() as conn:
-            result = conn.execute(sqlalchemy.text(statement), params)
+            result = conn.execute(sqlalchemy.text(statement))
             return [tuple(row) for row in result] if result.returns_rows else []
     finally:
         engine.dispose()
@@ -141,7 +142,7 @@ class Server:
         self.database_url = (
             self.extra[self.extra.index("--database-url") + 1]
             if "--database-url" in self.extra
-            else f"sqlite:///{data_dir / 'overture.db'}"
+            else default_database_url(data_dir)
         )
         self.log_path = data_dir.parent / f"server-{self.port}.log"
 
