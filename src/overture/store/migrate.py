@@ -23,8 +23,9 @@ from sqlalchemy import Connection, Engine, func, inspect, select
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-#: The key of the PostgreSQL advisory lock for migrations: any constant; this one spells "overture".
-ADVISORY_LOCK_KEY = int.from_bytes(b"overture", "big") >> 1
+#: The PostgreSQL advisory lock for migrations is (this, the database's name hashed): databases of one
+#: cluster migrate independently. Any 32-bit constant; this one spells "ovtr".
+ADVISORY_LOCK_CLASS = int.from_bytes(b"ovtr", "big")
 
 
 def config(connection: Connection | None = None) -> Config:
@@ -83,12 +84,13 @@ def exclusive(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             # A session lock: it outlives the transactions Alembic commits, and ends with the connection.
-            conn.execute(select(func.pg_advisory_lock(ADVISORY_LOCK_KEY)))
+            key = (ADVISORY_LOCK_CLASS, func.hashtext(func.current_database()))
+            conn.execute(select(func.pg_advisory_lock(*key)))
             conn.commit()
             try:
                 yield conn
             finally:
-                conn.execute(select(func.pg_advisory_unlock(ADVISORY_LOCK_KEY)))
+                conn.execute(select(func.pg_advisory_unlock(*key)))
                 conn.commit()
         elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
             with open(f"{engine.url.database}.migrate-lock", "a") as lock:
