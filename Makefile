@@ -19,7 +19,7 @@ PIP_SOURCES := $(PY) -c 'from pip._internal.commands import create_command; \
 LOCK_ARGS := --quiet --python $(PY) --generate-hashes --index-strategy unsafe-best-match \
 	--extra test --extra dev --extra ray --constraint constraints.txt --output-file $(LOCK) pyproject.toml
 
-.PHONY: install lock upgrade lint serve test bench clean
+.PHONY: install lock upgrade lint serve test test-postgres bench clean
 
 install: $(STAMP)
 
@@ -60,6 +60,16 @@ serve: install
 
 test: install
 	$(PY) -m pytest
+
+# The tests that exercise the store, again on a throwaway PostgreSQL cluster that .ci/postgres
+# starts and always removes (docs/database.md); every other test can run there too the same way.
+POSTGRES_TESTS := tests/test_database_url.py tests/test_migrations.py tests/test_store_databases.py \
+	tests/test_engine.py tests/test_crash.py tests/test_webhooks.py tests/test_webhook_giveup.py \
+	tests/test_lifecycle.py tests/test_retention.py \
+	tests/test_conformance.py::test_a_database_from_before_deployments_gets_the_column_on_start
+
+test-postgres: install
+	.ci/postgres $(PY) -m pytest $(POSTGRES_TESTS)
 
 bench: install
 	$(PY) benchmarks/api.py

@@ -11,10 +11,23 @@ import httpx
 import pytest
 import replicate
 
-from harness import TOKEN, Receiver, Server
+from harness import TOKEN, Receiver, Server, drop_test_databases, fresh_database_url
 
 # Nothing may be fetched from the Hugging Face hub here: checkpoints are tiny ones the tests build.
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_databases() -> Iterator[None]:
+    """Under ``OVERTURE_TEST_DATABASE_URL``, the databases the session made are dropped at its end."""
+    yield
+    drop_test_databases()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """An empty database for a store in the test's own process: see harness.fresh_database_url."""
+    return fresh_database_url(tmp_path / "overture-data")
 
 
 @pytest.fixture(scope="module")

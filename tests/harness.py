@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 import replicate
+import sqlalchemy
 
 from overture.models.base import Canceled, Version
 from overture.models.musicgen.request import Sampling
 from overture.status import TERMINAL
+from overture.store.store import default_database_url
 
 if TYPE_CHECKING:
     from overture.models.musicgen.batching import Generation
@@ -37,6 +40,62 @@ TESTS_DIR = Path(__file__).parent
 SUBPROCESS_PYTHONPATH = os.pathsep.join([str(TESTS_DIR), str(TESTS_DIR.parent / "src")])
 TOKEN = "r8_test_token_0123456789"
 OTHER_TOKEN = "r8_other_token_9876543210"
+
+# -- the database under test ------------------------------------------------------------------
+
+#: A PostgreSQL cluster (``postgresql+psycopg://.../postgres``, as ``.ci/postgres`` sets it): when
+#: set, each server and store of the tests gets a database of its own there instead of SQLite.
+POSTGRES_URL = os.environ.get("OVERTURE_TEST_DATABASE_URL")
+_created: list[str] = []
+
+
+def fresh_database_url(data_dir: Path) -> str:
+    """A new, empty database: on the ``OVERTURE_TEST_DATABASE_URL`` cluster when set, else a SQLite
+    file in ``data_dir``, where the server would put it. Dropped by ``drop_test_databases``."""
+    if POSTGRES_URL is None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return default_database_url(data_dir)
+    name = f"overture_test_{uuid.uuid4().hex[:12]}"
+    with _cluster() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    _created.append(name)
+    return sqlalchemy.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_test_databases() -> None:
+    """Drop what ``fresh_database_url`` created (the end of the test session)."""
+    if POSTGRES_URL is None:
+        return
+    with _cluster() as conn:
+        while _created:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{_created.pop()}" WITH (FORCE)'))
+
+
+def _cluster() -> sqlalchemy.Connection:
+    assert POSTGRES_URL is not None
+    return sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.NullPool).connect()
+
+
+def query(database_url: str, statement: str) -> list[tuple[Any, ...]]:
+    """Rows of one SQL statement, as a test reads what a server left in its database."""
+    engine = sqlalchemy.create_engine(database_url, poolclass=sqlalchemy.NullPool)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(sqlalchemy.text(statement))
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def database_intact(database_url: str) -> None:
+    """SQLite's integrity check of the whole file; on PostgreSQL, whose server no test kills, that
+    every table still reads."""
+    if database_url.startswith("sqlite"):
+        assert query(database_url, "PRAGMA integrity_check") == [("ok",)]
+        return
+    for table in ("predictions", "files", "events", "webhook_deliveries", "alembic_version"):
+        query(database_url, f"SELECT count(*) FROM {table}")
+
 
 # -- a server in a subprocess ------------------------------------------------------------------
 
@@ -77,6 +136,14 @@ class Server:
         self.base_url = f"{scheme}://127.0.0.1:{self.port}"
         self.verify = verify
         self.process: subprocess.Popen[bytes] | None = None
+        if "--database-url" not in self.extra and POSTGRES_URL is not None:
+            self.extra += ["--database-url", fresh_database_url(data_dir)]
+        #: Where its records are, for tests that read them directly (``query``).
+        self.database_url = (
+            self.extra[self.extra.index("--database-url") + 1]
+            if "--database-url" in self.extra
+            else default_database_url(data_dir)
+        )
         self.log_path = data_dir.parent / f"server-{self.port}.log"
 
     def start(self) -> Server:

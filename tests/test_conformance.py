@@ -4,7 +4,6 @@ client does not look but clients generated from that document do: ``urls.web``, 
 
 from __future__ import annotations
 
-import sqlite3
 import urllib.parse
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -15,7 +14,7 @@ import httpx
 import pytest
 import replicate
 
-from harness import Server, wait_finished
+from harness import Server, query, wait_finished
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -111,10 +110,9 @@ def test_a_database_from_before_deployments_gets_the_column_on_start(fresh_serve
         old = http.post("/v1/models/tests/steps/predictions", json={"input": {"steps": 1}}).json()
         wait_finished(http, old["id"])
     srv.stop()
-    # As the release before this column left it.
-    with sqlite3.connect(srv.data_dir / "overture.db") as db:
-        db.execute("ALTER TABLE predictions DROP COLUMN deployment")
-        assert "deployment" not in {row[1] for row in db.execute("PRAGMA table_info(predictions)")}
+    # As the release before this column left it, which was also before migrations.
+    query(srv.database_url, "ALTER TABLE predictions DROP COLUMN deployment")
+    query(srv.database_url, "DROP TABLE alembic_version")
 
     srv.start()
     with srv.http() as http:

@@ -9,7 +9,6 @@ import json
 import os
 import select
 import signal
-import sqlite3
 import struct
 import sys
 import threading
@@ -22,19 +21,17 @@ import httpx
 import pytest
 import soundfile
 
-from harness import Receiver, Server, require, wait_finished
+from harness import Receiver, Server, database_intact, query, require, wait_finished
 
 pytestmark = pytest.mark.timeout(240)
 
 
 def _integrity_ok(srv: Server) -> None:
-    with sqlite3.connect(srv.data_dir / "overture.db") as db:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    database_intact(srv.database_url)
 
 
 def _statuses(srv: Server) -> Counter[str]:
-    with sqlite3.connect(srv.data_dir / "overture.db") as db:
-        return Counter(status for (status,) in db.execute("SELECT status FROM predictions"))
+    return Counter(status for (status,) in query(srv.database_url, "SELECT status FROM predictions"))
 
 
 def test_fifty_in_flight_then_sigkill(fresh_server: Server, receiver: Receiver) -> None:
@@ -288,8 +285,7 @@ def test_sigkill_while_the_store_copies_an_upload(fresh_server: Server) -> None:
     print(f"killed mid-copy on try {tries}: {len(written)} of {len(content)} bytes in {part.name}")
     assert 0 < len(written) < len(content) and written == content[: len(written)]
     assert not final.exists()
-    with sqlite3.connect(srv.data_dir / "overture.db") as db:
-        assert {fid for (fid,) in db.execute("SELECT id FROM files")} == complete
+    assert {fid for (fid,) in query(srv.database_url, "SELECT id FROM files")} == complete
     _integrity_ok(srv)
 
     srv.start()

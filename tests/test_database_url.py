@@ -1,22 +1,20 @@
-"""``--database-url``: the records live in the database the URL names, here a SQLite file outside
-the data directory, and survive a restart; the data directory keeps only the files."""
+"""``--database-url``: the records live in the database the URL names (a SQLite file outside the
+data directory, or a PostgreSQL database under OVERTURE_TEST_DATABASE_URL) and survive a restart;
+the data directory keeps only the files."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 
-from harness import Server
+from harness import POSTGRES_URL, Server, fresh_database_url, query
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def test_records_live_in_the_named_database_and_survive_a_restart(tmp_path: Path) -> None:
-    database = tmp_path / "records" / "overture.sqlite"
-    database.parent.mkdir()
-    srv = Server(tmp_path / "overture-data", "--database-url", f"sqlite:///{database}").start()
+    srv = Server(tmp_path / "overture-data", "--database-url", fresh_database_url(tmp_path / "records")).start()
     try:
         with srv.http() as http:
             prediction = http.post(
@@ -30,9 +28,8 @@ def test_records_live_in_the_named_database_and_survive_a_restart(tmp_path: Path
     finally:
         srv.stop()
     assert not (srv.data_dir / "overture.db").exists()
-    with sqlite3.connect(database) as db:
-        assert db.execute("SELECT id, status FROM predictions").fetchall() == [(prediction["id"], "succeeded")]
-        assert db.execute("SELECT id FROM files").fetchall() == [(upload["id"],)]
+    assert query(srv.database_url, "SELECT id, status FROM predictions") == [(prediction["id"], "succeeded")]
+    assert query(srv.database_url, "SELECT id FROM files") == [(upload["id"],)]
 
     srv.start()
     try:
@@ -45,7 +42,8 @@ def test_records_live_in_the_named_database_and_survive_a_restart(tmp_path: Path
     finally:
         srv.stop()
 
-    # The same data directory without the URL opens its own, new database: none of those records.
+    # The same data directory without the URL opens its own, new database: none of those records
+    # (under OVERTURE_TEST_DATABASE_URL, the harness gives it a new one on that cluster instead).
     default = Server(srv.data_dir).start()
     try:
         with default.http() as http:
@@ -53,4 +51,4 @@ def test_records_live_in_the_named_database_and_survive_a_restart(tmp_path: Path
             assert http.get(f"/v1/predictions/{prediction['id']}").status_code == 404
     finally:
         default.stop()
-    assert (srv.data_dir / "overture.db").exists()
+    assert (srv.data_dir / "overture.db").exists() == (POSTGRES_URL is None)

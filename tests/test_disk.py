@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness import Server, require
+from harness import Server, database_intact, query, require
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -132,7 +131,6 @@ def test_full_or_read_only_data_dir(small_disk: Path, tmp_path: Path) -> None:
             still_answering()
     finally:
         srv.stop()
-    with sqlite3.connect(srv.data_dir / "overture.db") as db:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        statuses = dict(db.execute("SELECT status, count(*) FROM predictions GROUP BY status").fetchall())
+    database_intact(srv.database_url)
+    statuses = dict(query(srv.database_url, "SELECT status, count(*) FROM predictions GROUP BY status"))
     assert "starting" not in statuses and "processing" not in statuses, statuses

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import stat
 import time
 from pathlib import Path
 
 import pytest
 
-from harness import Server
+from harness import Server, database_intact, query
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,8 +49,7 @@ def test_sigkill_mid_run_then_restart_finishes_every_prediction(fresh_server: Se
             time.sleep(0.05)
     srv.kill()
 
-    with sqlite3.connect(srv.data_dir / "overture.db") as db:
-        statuses = dict(db.execute("SELECT id, status FROM predictions").fetchall())
+    statuses = dict(query(srv.database_url, "SELECT id, status FROM predictions"))
     assert statuses[ids[0]] == "processing" and statuses[ids[-1]] == "starting"
 
     srv.start()
@@ -62,8 +60,7 @@ def test_sigkill_mid_run_then_restart_finishes_every_prediction(fresh_server: Se
         assert prediction.status == "succeeded", prediction.error
         assert prediction.output == "done:None"
     assert "running it again" in client.predictions.get(ids[0]).logs
-    with sqlite3.connect(srv.data_dir / "overture.db") as db:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    database_intact(srv.database_url)
 
 
 def test_prefer_wait_answers_before_the_deadline_with_starting(server: Server) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import typer
 
 from overture.cli import client, serve, weights
+from overture.cli.database import db_app
 
 app = typer.Typer(help="Overture: Replicate's music models on your own machines.", no_args_is_help=True)
 app.add_typer(client.predictions_app, name="predictions")
+app.add_typer(db_app, name="db")
 app.command()(serve.serve)
 app.command()(client.run)
 app.command()(client.models)

@@ -24,13 +24,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from overture.errors import TooLarge
 from overture.outputs import FILE_REF, FileRef
 from overture.status import ACTIVE, TERMINAL, Status
+from overture.store import migrate
 from overture.store.db import DeliveryRow, EventRow, FileRow, PredictionRow, connect
 
 R = TypeVar("R", PredictionRow, FileRow, DeliveryRow)
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Now, timezone-aware: the database's timestamps come back aware too (``db.UTCDateTime``)."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,11 @@ def _transition(
     return True
 
 
+def default_database_url(data_dir: Path) -> str:
+    """Without ``--database-url``: a SQLite file in the data directory."""
+    return f"sqlite:///{data_dir / 'overture.db'}"
+
+
 class Store:
     def __init__(self, data_dir: Path, database_url: str | None = None):
         self.data_dir = data_dir
@@ -67,7 +74,8 @@ class Store:
         self.scratch_dir = data_dir / "scratch"
         for d in (self.uploads_dir, self.outputs_dir, self.scratch_dir):
             d.mkdir(parents=True, exist_ok=True)
-        self.engine = connect(database_url or f"sqlite:///{data_dir / 'overture.db'}")
+        self.engine = connect(database_url or default_database_url(data_dir))
+        migrate.upgrade(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.Lock()
 
