@@ -142,6 +142,8 @@ def test_a_pulled_tiny_musicgen_serves_predictions(
     assert "│ yes " in rows["small"] and "│ no " in rows["large"]
     size = sum(p.stat().st_size for p in tiny_musicgen.iterdir())
     assert f"{size / 2**20:.1f} MiB" in rows["small"]
+    # Memory: counted from the pulled files' headers; for a variant not pulled, the published size.
+    assert "~" not in rows["small"] and "~3424.0 M" in rows["large"] and "~12.8 GiB / ~6.4 GiB" in rows["large"]
 
     # The server finds the pulled weights offline, says so at start and in the model's extension field.
     monkeypatch.setenv("HF_HOME", str(hf_home))

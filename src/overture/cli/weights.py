@@ -86,15 +86,16 @@ def local_table() -> None:
     for model in _registry().models.values():
         for name, weights in variants(model).items():
             state = on_disk(weights)
-            fp32, half = state.memory_bytes(4), state.memory_bytes(2)
+            # Counted from the files when they are here; else the published figure, marked "~".
+            parameters, mark = (state.parameters, "") if state.parameters is not None else (weights.parameters, "~")
             table.add_row(
                 model.ref,
                 name,
                 f"{weights.repo}@{weights.revision}",
                 "yes" if state.ready else "no",
                 _size(state.size_bytes) if state.ready else "-",
-                f"{state.parameters / 1e6:.1f} M" if state.parameters is not None else "-",
-                f"{_size(fp32)} / {_size(half)}" if fp32 is not None and half is not None else "-",
+                f"{mark}{parameters / 1e6:.1f} M" if parameters is not None else "-",
+                f"{mark}{_size(parameters * 4)} / {mark}{_size(parameters * 2)}" if parameters is not None else "-",
             )
     # Piped, the table keeps its columns whole instead of 80 characters wide.
     Console(width=None if sys.stdout.isatty() else 200).print(table)

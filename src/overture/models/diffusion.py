@@ -25,12 +25,14 @@ P = TypeVar("P")
 UNUSED_WEIGHTS = ("*.ckpt", "*.msgpack", "*.h5", "*.onnx")
 
 
-def pipeline_weights(repo: str, components: Sequence[str], gated: bool = False) -> HubWeights:
+def pipeline_weights(
+    repo: str, components: Sequence[str], gated: bool = False, parameters: int | None = None
+) -> HubWeights:
     """What a diffusers pipeline loads from ``repo``: ``model_index.json`` and the folders of the
     ``components`` that ``from_pretrained`` loads (every one in ``model_index.json`` that the
     pipeline's loading does not replace), without other runtimes' copies of the weights."""
     files = ("model_index.json", *(f"{component}/*" for component in components))
-    return HubWeights(repo, files, ignore=UNUSED_WEIGHTS, gated=gated)
+    return HubWeights(repo, files, ignore=UNUSED_WEIGHTS, gated=gated, parameters=parameters)
 
 
 def load_pipeline(checkpoints: Checkpoints, weights: HubWeights, pipeline_class: type[P], **kwargs: Any) -> P:

@@ -33,6 +33,9 @@ class HubWeights:
     revision: str = "main"
     #: The hub asks for a licence to be accepted before it serves the files.
     gated: bool = False
+    #: Parameters of the published checkpoint, for the memory it needs before it is pulled (once it
+    #: is on disk, its safetensors headers give the exact count); None where not known.
+    parameters: int | None = None
 
     @property
     def licence_page(self) -> str:
@@ -71,9 +74,6 @@ class OnDisk:
     @property
     def size_bytes(self) -> int:
         return sum(path.stat().st_size for path in self.files)
-
-    def memory_bytes(self, bytes_per_parameter: int) -> int | None:
-        return None if self.parameters is None else self.parameters * bytes_per_parameter
 
 
 def hub_cache() -> Path:
