@@ -7,6 +7,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from overture.logs import LogFormat
 from overture.runtime.checkpoints import CheckpointSettings
 
 #: Where model pools run: child worker processes, or threads in the server process (for debugging).
@@ -63,3 +64,13 @@ class Settings:
     #: How long a running prediction may ignore a cancel before its worker process is killed and
     #: restarted.
     cancel_grace_seconds: float = 10.0
+    # -- for operators: metrics and logs (docs/operations.md) --
+    #: Serve ``GET /metrics`` and count what it shows; off, nothing is counted.
+    metrics: bool = True
+    #: A token that ``GET /metrics`` accepts besides the API tokens, for a scraper that should not
+    #: be able to run predictions.
+    metrics_token: str | None = None
+    #: "text" (uvicorn's lines) or "json" (one object per line, with ``prediction_id``).
+    log_format: LogFormat = "text"
+    #: Log every HTTP request (uvicorn's access log).
+    access_log: bool = False

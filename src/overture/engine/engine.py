@@ -22,12 +22,14 @@ import anyio
 from overture.config import Settings
 from overture.engine.cache import ResultCache
 from overture.engine.events import Recorder
+from overture.engine.health import Health, HealthMonitor
 from overture.engine.housekeeping import Chore, Housekeeper
 from overture.engine.inputs import InputResolver
 from overture.engine.memory import MemoryLedger
 from overture.engine.netpolicy import address_policy
 from overture.engine.notify import Notifier
 from overture.engine.run import LogBuffer, PredictionRun
+from overture.engine.telemetry import Telemetry
 from overture.engine.webhooks import WebhookDispatcher
 from overture.engine.workers.inline import InlineWorker
 from overture.engine.workers.process import ProcessWorker
@@ -40,13 +42,16 @@ from overture.engine.workers.protocol import (
     ModelLoaded,
     ModelUsed,
     Output,
+    PoolReport,
     PoolSpec,
     Progress,
+    SetupDone,
     Started,
 )
 from overture.engine.workers.transport import Transport, WorkerLost
 from overture.errors import InvalidInput, UnknownModel, prediction_error
 from overture.ids import new_id
+from overture.logs import about
 from overture.models.base import Model, Version
 from overture.models.registry import Registry
 from overture.status import TERMINAL, Status
@@ -65,13 +70,23 @@ class Pool:
 
 
 class Engine:
-    def __init__(self, settings: Settings, store: Store, registry: Registry, webhooks: WebhookDispatcher):
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        registry: Registry,
+        webhooks: WebhookDispatcher,
+        telemetry: Telemetry | None = None,
+    ):
         self.settings = settings
         self.store = store
         self.registry = registry
         self.webhooks = webhooks
         self.notifier = Notifier()
-        self.recorder = Recorder(store, self.notifier, webhooks)
+        #: None with ``--no-metrics``.
+        self.telemetry = telemetry
+        self.recorder = Recorder(store, self.notifier, webhooks, telemetry)
+        self.health_monitor = HealthMonitor(store.check_writable)
         self.cache = ResultCache(store, settings.cache)
         self.resolver = InputResolver(
             store, settings.max_input_file_bytes, settings.input_download_seconds, address_policy(settings, "input")
@@ -90,6 +105,8 @@ class Engine:
             # Sweep often enough that data never outlives its retention by much.
             chores.append(Chore("retention", min(60.0, settings.retention_hours * 3600 / 2), self._apply_retention))
         self._housekeeper = Housekeeper(chores)
+        if telemetry is not None:
+            telemetry.watch(self.active_runs, self.memory)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -98,6 +115,7 @@ class Engine:
         self.store.sweep_leftovers()
         self.recover()
         self._housekeeper.start()
+        self.health_monitor.started()
 
     def stop(self) -> None:
         """Stop the workers; what they were running stays active in the records, and the next
@@ -167,6 +185,8 @@ class Engine:
             )
         )
         self._dispatch(self._run(row, version, values))
+        if self.telemetry is not None:
+            self.telemetry.created(model.ref)
         return row
 
     def validate(self, owner: str, version: Version, raw_input: dict[str, Any] | None) -> dict[str, Any]:
@@ -227,6 +247,7 @@ class Engine:
         run = PredictionRun(
             id=row.id,
             owner=row.owner,
+            model=row.model,
             version=version,
             values=values,
             logs=LogBuffer.from_text(row.logs or ""),
@@ -250,6 +271,7 @@ class Engine:
                     tuple(self.settings.model_modules),
                     checkpoints,
                     self.settings.model_settings,
+                    self.settings.log_format,
                 )
                 worker_class = InlineWorker if self.settings.workers == "inline" else ProcessWorker
                 feeder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"inputs-{run.pool}")
@@ -260,6 +282,10 @@ class Engine:
         self._pool(run).feeder.submit(self._prepare, run)
 
     def _prepare(self, run: PredictionRun) -> None:
+        with about(run.id):
+            self._prepare_run(run)
+
+    def _prepare_run(self, run: PredictionRun) -> None:
         """Fetch the inputs, answer from the result cache when it can, else send the job."""
         if run.finished:  # canceled while it waited for the feeder
             self._forget(run)
@@ -326,11 +352,15 @@ class Engine:
         if isinstance(event, ModelUsed):
             self.memory.used(pool, event.key)
             return
+        if isinstance(event, PoolReport):
+            self._pool_report(pool, event)
+            return
         run = self._runs.get(event.prediction_id)
         if run is None:
             return
         try:
-            self._record(run, event)
+            with about(run.id):
+                self._record(run, event)
         except Exception:
             # Recording failed (say the data directory is full): the prediction stays active in
             # the records, where its deadline or a restart ends it.
@@ -381,6 +411,7 @@ class Engine:
         if self._stopping:
             return  # stopped on purpose: the next start runs them again
         self.memory.forget_pool(pool)
+        self._worker_gone(pool, why)
         for pid in prediction_ids:
             run = self._runs.get(pid)
             if run is None:
@@ -406,6 +437,30 @@ class Engine:
             target = self._pools.get(pool)
         if target is not None:
             target.worker.unload(key)
+
+    # -- health and metrics --------------------------------------------------------------------
+
+    def health(self) -> Health:
+        with self._lock:
+            pools = list(self._pools)
+        return self.health_monitor.check(self.active_runs(), pools)
+
+    def active_runs(self) -> list[PredictionRun]:
+        """The predictions not yet terminal."""
+        with self._lock:
+            return [run for run in self._runs.values() if not run.finished]
+
+    def _pool_report(self, pool: str, report: PoolReport) -> None:
+        if isinstance(report, SetupDone):
+            self.health_monitor.setup(pool, report.error)
+        elif self.telemetry is not None:
+            self.telemetry.pool_report(pool, report)
+
+    def _worker_gone(self, pool: str, why: WorkerLost) -> None:
+        if not why.retryable:  # its code could not be loaded, and will not be next time either
+            self.health_monitor.setup(pool, why.error)
+        if self.telemetry is not None:
+            self.telemetry.pool_gone(pool)
 
     # -- housekeeping --------------------------------------------------------------------------
 

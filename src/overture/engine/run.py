@@ -19,6 +19,8 @@ _PROGRESS_BAR_WIDTH = 10
 class PredictionRun:
     id: str
     owner: str
+    #: The model's ``owner/name``, as metrics label it.
+    model: str
     #: Looked up once, at create or recovery.
     version: Version
     #: Validated input; file fields hold the URLs the client sent until ``job`` resolves them.
@@ -40,6 +42,8 @@ class PredictionRun:
     finished: bool = False
     #: ``time.monotonic()`` when the worker was told to cancel; it has a grace period to stop.
     cancel_sent_at: float | None = None
+    #: ``time.monotonic()`` when it joined its queue (created, recovered or restarted), for metrics.
+    queued_at: float = field(default_factory=time.monotonic)
 
     @property
     def pool(self) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from overture.engine.workers.meter import PoolMeter
 from overture.engine.workers.protocol import (
     Done,
     Job,
@@ -27,10 +28,12 @@ from overture.engine.workers.protocol import (
     Output,
     PoolSpec,
     Progress,
+    SetupDone,
     Started,
 )
 from overture.engine.workers.queue import JobQueue, QueueClosed
 from overture.errors import CheckpointMissing, SetupFailed, prediction_error
+from overture.logs import about
 from overture.models.base import Canceled, ContinuousPredictor, Predictor
 from overture.models.registry import default_registry
 from overture.runtime.checkpoints import Checkpoints
@@ -103,6 +106,7 @@ class PoolRuntime:
         self._canceled_early: set[str] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._meter = PoolMeter(emit)
 
     # -- from the engine -----------------------------------------------------------------------
 
@@ -175,16 +179,19 @@ class PoolRuntime:
         limit = self.predictor_class.max_batch_size
         while jobs := self._queue.take(limit, key=lambda job: self.predictor_class.batch_key(job.inputs)):
             ready = [self._start(job) for job in jobs]
-            try:
-                predictor = self._setup()
-                if len(ready) > 1:
-                    results = predictor.predict_batch([(ctx, job.inputs) for ctx, job in zip(ready, jobs, strict=True)])
-                    if len(results) != len(ready):
-                        raise RuntimeError(f"The model returned {len(results)} results for a batch of {len(ready)}")
-                else:
-                    results = [_predict_one(predictor, ready[0], jobs[0].inputs)]
-            except Exception as exc:  # setup, or the batch as a whole, failed
-                results = [exc] * len(ready)
+            # What the model logs is about its prediction when it runs one alone.
+            with about(jobs[0].prediction_id if len(jobs) == 1 else None):
+                try:
+                    predictor = self._setup()
+                    if len(ready) > 1:
+                        jobs_inputs = [(ctx, job.inputs) for ctx, job in zip(ready, jobs, strict=True)]
+                        results = predictor.predict_batch(jobs_inputs)
+                        if len(results) != len(ready):
+                            raise RuntimeError(f"The model returned {len(results)} results for a batch of {len(ready)}")
+                    else:
+                        results = [_predict_one(predictor, ready[0], jobs[0].inputs)]
+                except Exception as exc:  # setup, or the batch as a whole, failed
+                    results = [exc] * len(ready)
             for ctx, result in zip(ready, results, strict=True):
                 self._finish(ctx, result)
 
@@ -197,23 +204,30 @@ class PoolRuntime:
             return loop is None or loop.has_room(job.inputs)
 
         while True:
+            idle = loop is None or not loop.busy()
+            if idle:
+                self._meter.idle()
             try:
-                job = self._queue.take_next(admits, block=loop is None or not loop.busy())
+                job = self._queue.take_next(admits, block=idle)
             except QueueClosed:
                 return
             if job is not None:
                 loop = self._admit(job) or loop
             elif loop is not None:
                 loop.step()
+                with self._lock:
+                    rows = len(self._running)
+                self._meter.stepped(rows)
 
     def _admit(self, job: Job) -> ContinuousPredictor | None:
         ctx = self._start(job)
-        try:
-            loop = cast(ContinuousPredictor, self._setup())
-            loop.admit(ctx, job.inputs, done=lambda result: self._finish(ctx, result))
-        except Exception as exc:  # setup failed or the input was refused: this job fails alone
-            self._finish(ctx, exc)
-            return None
+        with about(job.prediction_id):
+            try:
+                loop = cast(ContinuousPredictor, self._setup())
+                loop.admit(ctx, job.inputs, done=lambda result: self._finish(ctx, result))
+            except Exception as exc:  # setup failed or the input was refused: this job fails alone
+                self._finish(ctx, exc)
+                return None
         return loop
 
     def _start(self, job: Job) -> WorkerContext:
@@ -236,8 +250,11 @@ class PoolRuntime:
                 except CheckpointMissing:
                     raise
                 except Exception as exc:
-                    raise SetupFailed(f"Model setup failed: {type(exc).__name__}: {exc}") from exc
+                    failed = SetupFailed(f"Model setup failed: {type(exc).__name__}: {exc}")
+                    self._emit(SetupDone(str(failed)))
+                    raise failed from exc
                 self._predictor = predictor
+                self._emit(SetupDone())
             return self._predictor
 
     def _finish(self, ctx: WorkerContext, result: Any) -> None:
@@ -253,6 +270,7 @@ class PoolRuntime:
             self._emit(Done(pid, error=prediction_error(result)))
         else:
             self._emit(Done(pid, output=result))
+        self._meter.job_done()
 
 
 def _predict_one(predictor: Predictor, ctx: WorkerContext, inputs: dict[str, Any]) -> Any:
