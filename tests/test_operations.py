@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import TOKEN, Receiver, Server, wait_finished
+from overture.engine.health import Health, HealthMonitor, HealthStatus
+from overture.engine.run import LogBuffer, PredictionRun
+from overture.engine.workers.meter import PoolMeter, device_memory
+from overture.engine.workers.protocol import BatchStats
+from overture.models.base import ContinuousPredictor, Predictor, Version
 from overture.models.musicgen import OVERTURE_VERSION
 from overture.testing import tiny_checkpoint
 
@@ -260,3 +266,73 @@ def test_json_logs_are_one_object_per_line_with_the_prediction_they_are_about(tm
     }
     # uvicorn's access lines, with the request's parts as fields.
     assert any(line["logger"] == "uvicorn.access" and line["path"] == "/health" for line in lines)
+
+
+# -- the parts, in this process ----------------------------------------------------------------
+
+
+class _Loop(ContinuousPredictor):
+    """A continuous predictor's class, for runs of a pool whose capacity only its worker knows."""
+
+
+def _run(pool_class: type[Predictor], started: bool) -> PredictionRun:
+    return PredictionRun(
+        id="p",
+        owner="o",
+        model="tests/m",
+        version=Version(f"{pool_class.__name__}-v1", pool_class),
+        values={},
+        logs=LogBuffer(),
+        started_at=datetime.now(UTC) if started else None,
+    )
+
+
+def test_health_states_from_the_most_to_the_least_severe() -> None:
+    database: list[Exception] = []
+
+    def check_database() -> None:
+        if database:
+            raise database[0]
+
+    monitor = HealthMonitor(check_database)
+    # uvicorn answers no request before the engine has started, but a monitor made earlier knows.
+    assert monitor.check([], []).status == HealthStatus.STARTING
+    monitor.started()
+    assert monitor.check([], []) == Health(HealthStatus.READY)
+    monitor.setup("tests-broken-v1", "Model setup failed: RuntimeError: weights are missing")
+    assert monitor.check([], []).status == HealthStatus.SETUP_FAILED
+    database.append(OSError("disk I/O error\nmore detail"))
+    defunct = Health(HealthStatus.DEFUNCT, "The database cannot be written: OSError: disk I/O error")
+    assert monitor.check([], []) == defunct
+    database.clear()
+    monitor.setup("tests-broken-v1", None)  # set up after all
+    assert monitor.check([], []).status == HealthStatus.READY
+    # A running continuous loop takes more whenever it has room: only a waiting prediction is BUSY.
+    assert monitor.check([_run(_Loop, started=True)], ["_Loop-v1"]).status == HealthStatus.READY
+    assert monitor.check([_run(_Loop, started=False)], ["_Loop-v1"]).status == HealthStatus.BUSY
+    # One thread per ordinary pool: busy with one running, unless another pool is idle.
+    assert monitor.check([_run(Predictor, started=True)], ["Predictor-v1"]).status == HealthStatus.BUSY
+    assert monitor.check([_run(Predictor, started=True)], ["Predictor-v1", "_Loop-v1"]).status == HealthStatus.READY
+
+
+def test_the_worker_reports_its_batch_at_most_once_a_second_and_at_once_when_it_empties() -> None:
+    now = 0.0
+    sent: list[object] = []
+    meter = PoolMeter(sent.append, interval=1.0, clock=lambda: now)
+    for _ in range(100):  # 2.5 s of 40 steps per second over 3 rows
+        now += 0.025
+        meter.stepped(rows=3)
+    assert [type(report) for report in sent] == [BatchStats, BatchStats]
+    assert all(report == BatchStats(3, pytest.approx(40.0)) for report in sent)
+    meter.idle()
+    assert sent[-1] == BatchStats(0, 0.0)
+    meter.idle()
+    meter.job_done()
+    assert len(sent) == 3  # said once; and no GPU here, so nothing about GPU memory
+
+
+def test_a_cpu_worker_reports_no_gpu_memory() -> None:
+    import torch
+
+    assert not torch.cuda.is_initialized()
+    assert device_memory() == []
