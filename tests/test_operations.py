@@ -5,6 +5,7 @@ the prediction they are about, from the server and from its worker processes."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -38,6 +39,12 @@ def scrape(http: httpx.Client) -> Samples:
         for family in text_string_to_metric_families(response.text)
         for sample in family.samples
     }
+
+
+def families(http: httpx.Client) -> set[str]:
+    """The metric names ``/metrics`` declares, with and without Prometheus' suffixes."""
+    names = {family.name for family in text_string_to_metric_families(http.get("/metrics").text)}
+    return names | {f"{name}{suffix}" for name in names for suffix in ("_total", "_bucket", "_sum", "_count")}
 
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:
@@ -115,6 +122,22 @@ def test_metrics_count_exactly_the_workload_sent(metrics_server: Server, receive
     assert total(after, "overture_predictions_queued") == 0
     assert total(after, "overture_predictions_running") == 0
     assert not any(name.startswith("overture_gpu_") for name, _ in after)
+
+
+def test_the_sample_dashboard_uses_the_exported_names(metrics_server: Server) -> None:
+    dashboard = json.loads((Path(__file__).parent.parent / "docs" / "grafana-overture.json").read_text())
+    queries = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    queried = {name for query in queries for name in re.findall(r"overture_[a-z_]+", query)}
+    with metrics_server.http() as http:
+        exported = families(http)
+    # Present only with a memory budget, or where a worker used CUDA.
+    conditional = {"overture_model_memory_budget_bytes", *(n for n in queried if n.startswith("overture_gpu_memory_"))}
+    assert queried - conditional <= exported, queried - conditional - exported
+    assert conditional == {
+        "overture_model_memory_budget_bytes",
+        "overture_gpu_memory_allocated_bytes",
+        "overture_gpu_memory_reserved_bytes",
+    }
 
 
 def test_metrics_take_an_api_token_or_the_metrics_token_and_nothing_else(metrics_server: Server) -> None:
