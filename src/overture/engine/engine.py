@@ -329,7 +329,7 @@ class Engine:
         try:
             worker.submit(run.job)
         except Exception as exc:  # no process could be started (out of memory, of file descriptors)
-            log.exception("could not send %s to its worker", run.id)
+            log.exception("could not send %s to its worker", run.id, extra={"prediction_id": run.id})
             run.in_worker = False
             self.recorder.complete(run, Status.FAILED, error=f"Could not start the model's worker: {exc}")
             self._forget(run)
@@ -358,13 +358,13 @@ class Engine:
         run = self._runs.get(event.prediction_id)
         if run is None:
             return
-        try:
-            with about(run.id):
+        with about(run.id):
+            try:
                 self._record(run, event)
-        except Exception:
-            # Recording failed (say the data directory is full): the prediction stays active in
-            # the records, where its deadline or a restart ends it.
-            log.exception("could not record %s of %s", type(event).__name__, run.id)
+            except Exception:
+                # Recording failed (say the data directory is full): the prediction stays active in
+                # the records, where its deadline or a restart ends it.
+                log.exception("could not record %s of %s", type(event).__name__, run.id)
 
     def _record(self, run: PredictionRun, event: JobEvent) -> None:
         if isinstance(event, Done):
@@ -430,7 +430,7 @@ class Engine:
                     self.recorder.complete(run, Status.FAILED, error=why.error)
                     self._forget(run)
             except Exception:
-                log.exception("could not record the loss of %s", pid)
+                log.exception("could not record the loss of %s", pid, extra={"prediction_id": pid})
 
     def _unload(self, pool: str, key: str) -> None:
         with self._lock:
@@ -487,7 +487,12 @@ class Engine:
         for run in list(self._runs.values()):
             if run.in_worker and run.cancel_sent_at is not None and time.monotonic() - run.cancel_sent_at > grace:
                 run.cancel_sent_at = None
-                log.warning("prediction %s ignored its cancel for %g s: restarting its worker", run.id, grace)
+                log.warning(
+                    "prediction %s ignored its cancel for %g s: restarting its worker",
+                    run.id,
+                    grace,
+                    extra={"prediction_id": run.id},
+                )
                 # Its neighbours' errors must not name it: it may be another account's.
                 self._pool(run).worker.kill(f"was restarted: a prediction in it ignored its cancel for {grace:g} s")
 

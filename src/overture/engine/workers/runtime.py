@@ -169,7 +169,9 @@ class PoolRuntime:
             try:
                 self._finish(ctx, exc)
             except Exception:
-                log.exception("could not report the failure of %s", ctx.prediction_id)
+                log.exception(
+                    "could not report the failure of %s", ctx.prediction_id, extra={"prediction_id": ctx.prediction_id}
+                )
         with self._setup_lock:
             self._predictor = None
         if self._queue.replace_worker():
@@ -179,19 +181,16 @@ class PoolRuntime:
         limit = self.predictor_class.max_batch_size
         while jobs := self._queue.take(limit, key=lambda job: self.predictor_class.batch_key(job.inputs)):
             ready = [self._start(job) for job in jobs]
-            # What the model logs is about its prediction when it runs one alone.
-            with about(jobs[0].prediction_id if len(jobs) == 1 else None):
-                try:
-                    predictor = self._setup()
-                    if len(ready) > 1:
-                        jobs_inputs = [(ctx, job.inputs) for ctx, job in zip(ready, jobs, strict=True)]
-                        results = predictor.predict_batch(jobs_inputs)
-                        if len(results) != len(ready):
-                            raise RuntimeError(f"The model returned {len(results)} results for a batch of {len(ready)}")
-                    else:
-                        results = [_predict_one(predictor, ready[0], jobs[0].inputs)]
-                except Exception as exc:  # setup, or the batch as a whole, failed
-                    results = [exc] * len(ready)
+            try:
+                predictor = self._setup()
+                if len(ready) > 1:
+                    results = predictor.predict_batch([(ctx, job.inputs) for ctx, job in zip(ready, jobs, strict=True)])
+                    if len(results) != len(ready):
+                        raise RuntimeError(f"The model returned {len(results)} results for a batch of {len(ready)}")
+                else:
+                    results = [_predict_one(predictor, ready[0], jobs[0].inputs)]
+            except Exception as exc:  # setup, or the batch as a whole, failed
+                results = [exc] * len(ready)
             for ctx, result in zip(ready, results, strict=True):
                 self._finish(ctx, result)
 
@@ -274,7 +273,9 @@ class PoolRuntime:
 
 
 def _predict_one(predictor: Predictor, ctx: WorkerContext, inputs: dict[str, Any]) -> Any:
-    try:
-        return predictor.predict(ctx, **inputs)
-    except Canceled as exc:
-        return exc
+    # What the model (or a library under it) logs meanwhile is about this prediction.
+    with about(ctx.prediction_id):
+        try:
+            return predictor.predict(ctx, **inputs)
+        except Canceled as exc:
+            return exc
