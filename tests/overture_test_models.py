@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -198,6 +199,17 @@ class Crash(Predictor):
         return f"survived {after_steps} steps"
 
 
+class LibraryLog(Predictor):
+    """Logs through Python's ``logging`` while it predicts, as the libraries under a model do (a
+    deprecation warning from transformers, say): the line belongs to its prediction."""
+
+    output_schema = {"type": "string", "title": "Output"}
+
+    def predict(self, ctx: Context, message: str = Input(default="this argument is deprecated")) -> str:
+        logging.getLogger("some_library").warning(message)
+        return message
+
+
 class Unreadable:
     """An output that pickles in the worker but does not unpickle in the server, as an object of
     a class only the worker's environment has."""
@@ -222,4 +234,5 @@ MODELS = [
     Model("tests", "which-thread", "Returns its worker thread.", (Version("tests-which-thread-v1", WhichThread),)),
     Model("tests", "crash", "Aborts, segfaults or exits.", (Version("tests-crash-v1", Crash),)),
     Model("tests", "unloadable", "Its code fails to load in a worker.", (Version("tests-unloadable-v1", Unloadable),)),
+    Model("tests", "library-log", "Logs as a library would.", (Version("tests-library-log-v1", LibraryLog),)),
 ]

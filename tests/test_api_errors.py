@@ -140,7 +140,7 @@ def test_token_scheme_is_accepted(server: Server) -> None:
 
 
 def test_health_and_landing_need_no_token(server: Server) -> None:
-    assert httpx.get(f"{server.base_url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{server.base_url}/health").json() == {"status": "READY", "reason": None}
     page = httpx.get(f"{server.base_url}/")
     assert page.status_code == 200 and "overture/synth" in page.text
 

@@ -7,6 +7,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from overture.logs import LogFormat
 from overture.runtime.checkpoints import CheckpointSettings
 
 #: Where model pools run: child worker processes, or threads in the server process (for debugging).
@@ -85,3 +86,13 @@ class Settings:
     gpus_per_worker: dict[str, float] = field(default_factory=dict)
     #: How long predictions wait for a Ray cluster that does not answer before they fail.
     ray_wait_seconds: float = 60.0
+    # -- for operators: metrics and logs (docs/operations.md) --
+    #: Serve ``GET /metrics`` and count what it shows; off, nothing is counted.
+    metrics: bool = True
+    #: A token that ``GET /metrics`` accepts besides the API tokens, for a scraper that should not
+    #: be able to run predictions.
+    metrics_token: str | None = None
+    #: "text" (uvicorn's lines) or "json" (one object per line, with ``prediction_id``).
+    log_format: LogFormat = "text"
+    #: Log every HTTP request (uvicorn's access log).
+    access_log: bool = False

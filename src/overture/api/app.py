@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Response
 from fastapi.responses import HTMLResponse
 
-from overture.api import catalog, errors, files, openapi, predictions, stream
+from overture.api import catalog, errors, files, openapi, operations, predictions, stream
 from overture.api.auth import Owner, TokenAuth
 from overture.api.deps import Present, Services, Svc
 from overture.api.limits import BodyLimit
@@ -20,6 +20,7 @@ from overture.api.ratelimit import RateLimiter
 from overture.config import Settings
 from overture.engine.engine import Engine
 from overture.engine.netpolicy import address_policy
+from overture.engine.telemetry import Telemetry
 from overture.engine.webhooks import WebhookDispatcher, WebhookPolicy
 from overture.models.registry import default_registry
 from overture.models.weights import log_readiness
@@ -43,8 +44,9 @@ def build_services(settings: Settings) -> Services:
         backoff_seconds=settings.webhook_backoff_seconds,
         addresses=address_policy(settings, "webhook"),
     )
-    webhooks = WebhookDispatcher(store, keys, presenter, policy)
-    engine = Engine(settings, store, default_registry(settings.model_modules), webhooks)
+    telemetry = Telemetry() if settings.metrics else None
+    webhooks = WebhookDispatcher(store, keys, presenter, policy, telemetry)
+    engine = Engine(settings, store, default_registry(settings.model_modules), webhooks, telemetry)
     if not settings.tokens:
         settings.tokens = [keys.generated_token()]
     return Services(settings, engine, keys)
@@ -90,6 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(files.router)
     app.include_router(stream.router)
+    operations.install(app, settings, services.engine.telemetry)
 
     @app.get("/v1/webhooks/default/secret")
     def webhook_secret(owner: Owner, svc: Svc) -> dict[str, str]:
@@ -104,10 +107,6 @@ def create_app(settings: Settings) -> FastAPI:
     async def avatar() -> Response:
         """The account's picture, without a token: an ``<img src>`` cannot send one."""
         return Response(_AVATAR, media_type="image/svg+xml")
-
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
 
     @app.get("/", response_class=HTMLResponse)
     def landing(svc: Svc, present: Present) -> str:

@@ -7,7 +7,8 @@ stated once; an option the config file can also set defaults to None until the t
 
 from __future__ import annotations
 
-import copy
+import logging
+import logging.config
 import math
 import tomllib
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from overture.cli.common import console, split
 from overture.config import WORKERS, Settings, Workers
 from overture.engine.netpolicy import parse_networks
 from overture.engine.workers.transport import ClusterUnavailable
+from overture.logs import LOG_FORMATS, LogFormat, configure_server, server_config
 from overture.models.musicgen.settings import MusicGenSettings
 from overture.models.riffusion.settings import RiffusionSettings
 from overture.runtime.checkpoints import CheckpointSettings
@@ -249,6 +251,23 @@ def serve(
             f"(default: {Settings.max_attempts}).",
         ),
     ] = None,
+    # -- for operators: metrics and logs (docs/operations.md) --
+    metrics: Annotated[
+        bool,
+        typer.Option("--metrics/--no-metrics", envvar="OVERTURE_METRICS", help="Serve GET /metrics (Prometheus)."),
+    ] = Settings.metrics,
+    metrics_token: Annotated[
+        str | None,
+        typer.Option(envvar="OVERTURE_METRICS_TOKEN", help="A token GET /metrics accepts besides the API tokens."),
+    ] = None,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(envvar="OVERTURE_LOG_FORMAT", help=f"{' or '.join(LOG_FORMATS)} (json: one object per line)."),
+    ] = Settings.log_format,
+    access_log: Annotated[
+        bool,
+        typer.Option("--access-log/--no-access-log", envvar="OVERTURE_ACCESS_LOG", help="Log every HTTP request."),
+    ] = Settings.access_log,
 ) -> None:
     """Start the HTTP server."""
     import uvicorn
@@ -292,7 +311,15 @@ def serve(
         rate_limit_window_seconds=rate_limit_window,
         max_queued_per_token=max_queued_per_token,
         **_cluster_settings(table, ray, replicas, gpus_per_worker, ray_wait, max_attempts),
+        metrics=metrics,
+        metrics_token=metrics_token,
+        log_format=log_format,
+        access_log=access_log,
     )
+    log_config = server_config(settings.log_format, settings.access_log)
+    # Now, not when uvicorn starts: what start-up logs (recovery, say) comes out in the chosen format.
+    logging.config.dictConfig(log_config)
+    configure_server(settings.log_format)
     generated = not settings.tokens
     try:
         application = create_app(settings)
@@ -302,17 +329,14 @@ def serve(
     # The client wraps only https: output URLs in FileOutput (.read()), so TLS matters to users.
     scheme = "https" if ssl_certfile else "http"
     base = settings.public_url or f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    console.print(f"Overture is serving on [bold]{base}[/bold]")
-    console.print(f"  export REPLICATE_BASE_URL={base}")
-    if generated:
-        console.print(f"  export REPLICATE_API_TOKEN={settings.tokens[0]}")
-        console.print(f"  (token generated and kept in {settings.data_dir / 'api-token'})")
+    _announce(settings, base, generated)
     uvicorn.run(
         application,
         host=host,
         port=port,
-        log_level="warning",
-        log_config=_log_config(),
+        log_level=None,
+        log_config=log_config,
+        access_log=settings.access_log,
         timeout_graceful_shutdown=5,
         # Longer than any client's idle-connection expiry (httpx: 5 s), so a client never reuses a
         # pooled connection the server is closing at that moment (a ReadError under load).
@@ -322,14 +346,18 @@ def serve(
     )
 
 
-def _log_config() -> dict[str, Any]:
-    """uvicorn's logging, with Overture's own log (workers started and lost, models unloaded) at
-    INFO beside it."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["overture"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    return config
+def _announce(settings: Settings, base: str, generated: bool) -> None:
+    """Where to point the client; with JSON logs, as a log line, so that every line is JSON."""
+    token_file = settings.data_dir / "api-token"
+    if settings.log_format == "json":
+        extra = {"base_url": base, **({"token_file": str(token_file)} if generated else {})}
+        logging.getLogger("overture").info("Overture is serving on %s", base, extra=extra)
+        return
+    console.print(f"Overture is serving on [bold]{base}[/bold]")
+    console.print(f"  export REPLICATE_BASE_URL={base}")
+    if generated:
+        console.print(f"  export REPLICATE_API_TOKEN={settings.tokens[0]}")
+        console.print(f"  (token generated and kept in {token_file})")
 
 
 def _pairs(values: list[str] | None, option: str) -> dict[str, str]:

@@ -22,6 +22,7 @@ import anyio
 from overture.config import Settings
 from overture.engine.cache import ResultCache
 from overture.engine.events import Recorder
+from overture.engine.health import Health, HealthMonitor
 from overture.engine.housekeeping import Chore, Housekeeper
 from overture.engine.inputs import InputResolver
 from overture.engine.memory import MemoryLedger
@@ -29,6 +30,7 @@ from overture.engine.netpolicy import address_policy
 from overture.engine.notify import Notifier
 from overture.engine.queueing import QueuedCounts, QueueSpot
 from overture.engine.run import LogBuffer, PredictionRun
+from overture.engine.telemetry import Telemetry
 from overture.engine.webhooks import WebhookDispatcher
 from overture.engine.workers.inline import InlineWorker
 from overture.engine.workers.process import ProcessWorker
@@ -41,14 +43,17 @@ from overture.engine.workers.protocol import (
     ModelLoaded,
     ModelUsed,
     Output,
+    PoolReport,
     PoolSpec,
     Progress,
     QueuePositions,
+    SetupDone,
     Started,
 )
 from overture.engine.workers.transport import Transport, WorkerLost
 from overture.errors import InvalidInput, UnknownModel, prediction_error
 from overture.ids import new_id
+from overture.logs import about
 from overture.models.base import Model, Version
 from overture.models.registry import Registry
 from overture.status import TERMINAL, Status
@@ -70,13 +75,23 @@ class Pool:
 
 
 class Engine:
-    def __init__(self, settings: Settings, store: Store, registry: Registry, webhooks: WebhookDispatcher):
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        registry: Registry,
+        webhooks: WebhookDispatcher,
+        telemetry: Telemetry | None = None,
+    ):
         self.settings = settings
         self.store = store
         self.registry = registry
         self.webhooks = webhooks
         self.notifier = Notifier()
-        self.recorder = Recorder(store, self.notifier, webhooks)
+        #: None with ``--no-metrics``.
+        self.telemetry = telemetry
+        self.recorder = Recorder(store, self.notifier, webhooks, telemetry)
+        self.health_monitor = HealthMonitor(store.check_writable)
         self.cache = ResultCache(store, settings.cache)
         self.resolver = InputResolver(
             store, settings.max_input_file_bytes, settings.input_download_seconds, address_policy(settings, "input")
@@ -104,6 +119,8 @@ class Engine:
             # Sweep often enough that data never outlives its retention by much.
             chores.append(Chore("retention", min(60.0, settings.retention_hours * 3600 / 2), self._apply_retention))
         self._housekeeper = Housekeeper(chores)
+        if telemetry is not None:
+            telemetry.watch(self.active_runs, self.memory)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -112,6 +129,7 @@ class Engine:
         self.store.sweep_leftovers()
         self.recover()
         self._housekeeper.start()
+        self.health_monitor.started()
 
     def stop(self) -> None:
         """Stop the workers; what they were running stays active in the records, and the next
@@ -191,6 +209,8 @@ class Engine:
             self.queued.remove(owner, pid)
             raise
         self._dispatch(self._run(row, version, values))
+        if self.telemetry is not None:
+            self.telemetry.created(model.ref)
         return row
 
     def validate(self, owner: str, version: Version, raw_input: dict[str, Any] | None) -> dict[str, Any]:
@@ -251,6 +271,7 @@ class Engine:
         run = PredictionRun(
             id=row.id,
             owner=row.owner,
+            model=row.model,
             version=version,
             values=values,
             logs=LogBuffer.from_text(row.logs or ""),
@@ -277,6 +298,7 @@ class Engine:
                     tuple(self.settings.model_modules),
                     checkpoints,
                     self.settings.model_settings,
+                    self.settings.log_format,
                 )
                 worker: Transport
                 if self.ray is not None:
@@ -294,6 +316,10 @@ class Engine:
         self._pool(run).feeder.submit(self._prepare, run)
 
     def _prepare(self, run: PredictionRun) -> None:
+        with about(run.id):
+            self._prepare_run(run)
+
+    def _prepare_run(self, run: PredictionRun) -> None:
         """Fetch the inputs, answer from the result cache when it can, else send the job."""
         if run.finished:  # canceled while it waited for the feeder
             self._forget(run)
@@ -337,7 +363,7 @@ class Engine:
         try:
             worker.submit(run.job)
         except Exception as exc:  # no process could be started (out of memory, of file descriptors)
-            log.exception("could not send %s to its worker", run.id)
+            log.exception("could not send %s to its worker", run.id, extra={"prediction_id": run.id})
             run.in_worker = False
             self.recorder.complete(run, Status.FAILED, error=f"Could not start the model's worker: {exc}")
             self._forget(run)
@@ -364,15 +390,19 @@ class Engine:
         if isinstance(event, QueuePositions):
             self._place(event)
             return
+        if isinstance(event, PoolReport):
+            self._pool_report(pool, event)
+            return
         run = self._runs.get(event.prediction_id)
         if run is None:
             return
-        try:
-            self._record(run, event)
-        except Exception:
-            # Recording failed (say the data directory is full): the prediction stays active in
-            # the records, where its deadline or a restart ends it.
-            log.exception("could not record %s of %s", type(event).__name__, run.id)
+        with about(run.id):
+            try:
+                self._record(run, event)
+            except Exception:
+                # Recording failed (say the data directory is full): the prediction stays active in
+                # the records, where its deadline or a restart ends it.
+                log.exception("could not record %s of %s", type(event).__name__, run.id)
 
     def _record(self, run: PredictionRun, event: JobEvent) -> None:
         if isinstance(event, Done):
@@ -438,6 +468,7 @@ class Engine:
         if self._stopping:
             return  # stopped on purpose: the next start runs them again
         self.memory.forget_pool(pool)
+        self._worker_gone(pool, why)
         for pid in prediction_ids:
             run = self._runs.get(pid)
             if run is None:
@@ -456,13 +487,37 @@ class Engine:
                     self.recorder.complete(run, Status.FAILED, error=why.error)
                     self._forget(run)
             except Exception:
-                log.exception("could not record the loss of %s", pid)
+                log.exception("could not record the loss of %s", pid, extra={"prediction_id": pid})
 
     def _unload(self, pool: str, key: str) -> None:
         with self._lock:
             target = self._pools.get(pool)
         if target is not None:
             target.worker.unload(key)
+
+    # -- health and metrics --------------------------------------------------------------------
+
+    def health(self) -> Health:
+        with self._lock:
+            pools = list(self._pools)
+        return self.health_monitor.check(self.active_runs(), pools)
+
+    def active_runs(self) -> list[PredictionRun]:
+        """The predictions not yet terminal."""
+        with self._lock:
+            return [run for run in self._runs.values() if not run.finished]
+
+    def _pool_report(self, pool: str, report: PoolReport) -> None:
+        if isinstance(report, SetupDone):
+            self.health_monitor.setup(pool, report.error)
+        elif self.telemetry is not None:
+            self.telemetry.pool_report(pool, report)
+
+    def _worker_gone(self, pool: str, why: WorkerLost) -> None:
+        if not why.retryable:  # its code could not be loaded, and will not be next time either
+            self.health_monitor.setup(pool, why.error)
+        if self.telemetry is not None:
+            self.telemetry.pool_gone(pool)
 
     # -- housekeeping --------------------------------------------------------------------------
 
@@ -489,7 +544,12 @@ class Engine:
         for run in list(self._runs.values()):
             if run.in_worker and run.cancel_sent_at is not None and time.monotonic() - run.cancel_sent_at > grace:
                 run.cancel_sent_at = None
-                log.warning("prediction %s ignored its cancel for %g s: restarting its worker", run.id, grace)
+                log.warning(
+                    "prediction %s ignored its cancel for %g s: restarting its worker",
+                    run.id,
+                    grace,
+                    extra={"prediction_id": run.id},
+                )
                 # Its neighbours' errors must not name it: it may be another account's.
                 self._pool(run).worker.kill(f"was restarted: a prediction in it ignored its cancel for {grace:g} s")
 

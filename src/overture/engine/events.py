@@ -7,6 +7,8 @@ and streams are woken and the prediction's webhook subscription gets the event i
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,17 +17,24 @@ import numpy as np
 
 from overture.engine.notify import Notifier
 from overture.engine.run import PredictionRun
+from overture.engine.telemetry import Telemetry
 from overture.engine.webhooks import WebhookDispatcher
 from overture.status import ACTIVE, Status
 from overture.store.db import PredictionRow
 from overture.store.store import Store, utcnow
 
+log = logging.getLogger("overture")
+
 
 class Recorder:
-    def __init__(self, store: Store, notifier: Notifier, webhooks: WebhookDispatcher):
+    def __init__(
+        self, store: Store, notifier: Notifier, webhooks: WebhookDispatcher, telemetry: Telemetry | None = None
+    ):
         self.store = store
         self.notifier = notifier
         self.webhooks = webhooks
+        #: None with ``--no-metrics``.
+        self.telemetry = telemetry
 
     def started(self, run: PredictionRun) -> bool:
         """Mark the prediction processing; False when it ended first (canceled)."""
@@ -34,6 +43,8 @@ class Recorder:
             return False
         run.started_at = now
         run.logs.restart_clock()
+        if self.telemetry is not None:
+            self.telemetry.started(run.model, time.monotonic() - run.queued_at)
         self._changed(run, "start")
         return True
 
@@ -83,6 +94,7 @@ class Recorder:
             run.finished = True
             self.notifier.notify(run.id)
             self.webhooks.wake()
+            self._ended(run.id, run.model, status, values["predict_time"])
         return ok
 
     def restarted(self, run: PredictionRun, notice: str) -> bool:
@@ -94,6 +106,7 @@ class Recorder:
         )
         if ok:
             run.started_at = None
+            run.queued_at = time.monotonic()
             self._changed(run, "logs")
         return ok
 
@@ -110,6 +123,14 @@ class Recorder:
             self.store.transition(row.id, ACTIVE, events=events, **values)
         self.notifier.notify(row.id)
         self.webhooks.wake()
+        self._ended(row.id, row.model, Status.FAILED, None)
+
+    def _ended(self, pid: str, model: str, status: Status, predict_time: float | None) -> None:
+        """One line in the server's log and one count in its metrics for each finished prediction."""
+        took = "" if predict_time is None else f" after {predict_time:.3f} s"
+        log.info("prediction %s%s", status, took, extra={"prediction_id": pid, "model": model})
+        if self.telemetry is not None:
+            self.telemetry.finished(model, status, predict_time)
 
     def publish(self, pid: str, value: Any) -> Any:
         """Output as stored JSON: files moved into the prediction's outputs, numpy made plain."""

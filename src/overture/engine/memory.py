@@ -41,6 +41,11 @@ class MemoryLedger:
             if (pool, key) in self._sizes:
                 self._sizes.move_to_end((pool, key))
 
+    def loaded_models(self) -> list[tuple[str, str, int]]:
+        """(pool, checkpoint key, bytes) of each loaded model, least recently used first."""
+        with self._lock:
+            return [(pool, key, nbytes) for (pool, key), nbytes in self._sizes.items()]
+
     def forget_pool(self, pool: str) -> None:
         """The pool's worker is gone, and its memory with it."""
         with self._lock:

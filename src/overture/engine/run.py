@@ -20,6 +20,8 @@ _PROGRESS_BAR_WIDTH = 10
 class PredictionRun:
     id: str
     owner: str
+    #: The model's ``owner/name``, as metrics label it.
+    model: str
     #: Looked up once, at create or recovery.
     version: Version
     #: Validated input; file fields hold the URLs the client sent until ``job`` resolves them.
@@ -43,6 +45,8 @@ class PredictionRun:
     cancel_sent_at: float | None = None
     #: Its place in its pool's queue until it starts, as the worker last reported it.
     queue: QueueSpot | None = None
+    #: ``time.monotonic()`` when it joined its queue (created, recovered or restarted), for metrics.
+    queued_at: float = field(default_factory=time.monotonic)
 
     @property
     def pool(self) -> str:

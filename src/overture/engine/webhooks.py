@@ -23,6 +23,7 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from overture.engine.netpolicy import AddressPolicy
+from overture.engine.telemetry import Telemetry
 from overture.errors import AddressRefused, WebhookRefused
 from overture.store.db import DeliveryRow, PredictionRow
 from overture.store.secrets import Keys
@@ -104,11 +105,20 @@ def retry_after(value: str | None) -> float | None:
 
 
 class WebhookDispatcher:
-    def __init__(self, store: Store, keys: Keys, renderer: Renderer, policy: WebhookPolicy):
+    def __init__(
+        self,
+        store: Store,
+        keys: Keys,
+        renderer: Renderer,
+        policy: WebhookPolicy,
+        telemetry: Telemetry | None = None,
+    ):
         self.store = store
         self.keys = keys
         self.renderer = renderer
         self.policy = policy
+        #: None with ``--no-metrics``.
+        self.telemetry = telemetry
         self._in_flight: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -230,6 +240,7 @@ class WebhookDispatcher:
             response = await http.post(row.url, content=row.body.encode(), headers=headers)
         except AddressRefused as exc:
             self.store.update_delivery(row.id, state="failed", last_error=str(exc))
+            self._count(row, "failed")
             return
         except httpx.HTTPError as exc:
             status: int | None = None
@@ -240,11 +251,13 @@ class WebhookDispatcher:
                 self.store.update_delivery(
                     row.id, state="delivered", last_status=status, last_error=None, delivered_at=utcnow()
                 )
+                self._count(row, "delivered")
                 return
             wait = retry_after(response.headers.get("retry-after"))
             if not (status == 429 or status >= 500):
                 # The receiver rejected it for good (other 4xx, or a redirect we don't follow).
                 self.store.update_delivery(row.id, state="failed", last_status=status, last_error=f"HTTP {status}")
+                self._count(row, "failed")
                 return
             error = f"HTTP {status}"
         self._schedule_retry(row, attempts, status, error, wait)
@@ -261,8 +274,16 @@ class WebhookDispatcher:
             self.store.update_delivery(
                 row.id, state="failed", last_status=status, last_error=f"{error}; gave up retrying"
             )
+            self._count(row, "failed")
         else:
             self.store.update_delivery(row.id, next_attempt_at=next_at, last_status=status, last_error=error)
+            if self.telemetry is not None:
+                self.telemetry.delivery_retried(row.event)
+
+    def _count(self, row: DeliveryRow, outcome: str) -> None:
+        """The delivery ended: ``delivered`` or ``failed``."""
+        if self.telemetry is not None:
+            self.telemetry.delivery_ended(row.event, outcome)
 
 
 def delivery_summary(rows: list[DeliveryRow]) -> dict[str, Any]:

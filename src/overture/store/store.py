@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
 
-from sqlalchemy import Connection, CursorResult, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, CursorResult, Table, delete, false, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from overture.errors import TooLarge
@@ -90,6 +90,11 @@ class Store:
         handler sleeps up to 100 ms between retries and made concurrent creates slow."""
         with self._write_lock, self._session.begin() as session:
             yield session
+
+    def check_writable(self) -> None:
+        """A write that changes nothing; raises when the database refuses writes (read-only, full, gone)."""
+        with self.writing() as s:
+            s.execute(update(PredictionRow).where(false()).values(id=PredictionRow.id))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -34,6 +34,7 @@ from overture.engine.workers.protocol import (
 )
 from overture.engine.workers.runtime import PoolRuntime, code_failure, predictor_class
 from overture.engine.workers.transport import EventSink, WorkerLost
+from overture.logs import configure_worker
 
 log = logging.getLogger("overture")
 
@@ -184,7 +185,7 @@ def serve(conn: Connection, spec: PoolSpec) -> None:
     # workers itself once its open requests are done, and a worker outlives it only until its pipe closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker {spec.name}: %(message)s")
+    configure_worker(spec.name, spec.log_format)
     try:
         cls = predictor_class(spec)
     except BaseException as exc:  # noqa: BLE001 - whatever the import raised, the engine must hear it

@@ -6,7 +6,9 @@ worker answers each job with ``Started`` (once it takes the job off its queue), 
 ``Log``, ``Progress`` and ``Output`` events, and exactly one ``Done``. A worker that cannot load
 its model's code sends ``WorkerFailed`` and exits. For the one memory budget of all workers, a
 worker reports ``ModelLoaded`` and ``ModelUsed``, and the engine may answer ``Unload``. While jobs
-wait, ``QueuePositions`` says where each stands.
+wait, ``QueuePositions`` says where each stands. For health and metrics, a worker reports its
+predictor's setup (``SetupDone``) and, at most once a second, its running batch (``BatchStats``)
+and the GPU memory it holds (``DeviceMemory``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from overture.logs import LogFormat
 from overture.runtime.checkpoints import CheckpointSettings
 
 
@@ -30,6 +33,8 @@ class PoolSpec:
     checkpoints: CheckpointSettings = field(default_factory=CheckpointSettings)
     #: Each model package's settings dataclass by its class (``Settings.model_settings``).
     model_settings: dict[type, Any] = field(default_factory=dict)
+    #: How the worker's process logs (``Settings.log_format``): as the server does.
+    log_format: LogFormat = "text"
 
 
 @dataclass(frozen=True)
@@ -124,8 +129,37 @@ class WorkerFailed:
     error: str
 
 
+# -- reports about the pool as a whole, for /health and /metrics --
+
+
+@dataclass(frozen=True)
+class SetupDone:
+    """The pool's predictor was set up (``error`` None), or its ``setup`` failed with ``error``."""
+
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """A continuous batch's figures over the last report interval: its rows (predictions in the
+    loop) and decoder steps per second. Rows 0 once the loop has emptied."""
+
+    rows: int
+    steps_per_second: float
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """GPU memory the worker's process holds on one device (torch's caching allocator)."""
+
+    device: str
+    allocated_bytes: int
+    reserved_bytes: int
+
+
 #: Events about one job, which the engine records.
 JobEvent = Started | Log | Progress | Output | Done
+PoolReport = SetupDone | BatchStats | DeviceMemory
 #: Events about the pool as a whole.
-ModelEvent = ModelLoaded | ModelUsed | QueuePositions
+ModelEvent = ModelLoaded | ModelUsed | QueuePositions | PoolReport
 Event = JobEvent | ModelEvent | WorkerFailed

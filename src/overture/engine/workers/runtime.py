@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from overture.engine.workers.meter import PoolMeter
 from overture.engine.workers.positions import PositionReporter
 from overture.engine.workers.protocol import (
     Done,
@@ -28,10 +29,12 @@ from overture.engine.workers.protocol import (
     Output,
     PoolSpec,
     Progress,
+    SetupDone,
     Started,
 )
 from overture.engine.workers.queue import JobQueue, QueueClosed
 from overture.errors import CheckpointMissing, SetupFailed, prediction_error
+from overture.logs import about
 from overture.models.base import Canceled, ContinuousPredictor, Predictor
 from overture.models.registry import default_registry
 from overture.runtime.checkpoints import Checkpoints
@@ -106,6 +109,7 @@ class PoolRuntime:
         self._canceled_early: set[str] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._meter = PoolMeter(emit)
 
     # -- from the engine -----------------------------------------------------------------------
 
@@ -171,7 +175,9 @@ class PoolRuntime:
             try:
                 self._finish(ctx, exc)
             except Exception:
-                log.exception("could not report the failure of %s", ctx.prediction_id)
+                log.exception(
+                    "could not report the failure of %s", ctx.prediction_id, extra={"prediction_id": ctx.prediction_id}
+                )
         with self._setup_lock:
             self._predictor = None
         if self._queue.replace_worker():
@@ -203,23 +209,30 @@ class PoolRuntime:
             return loop is None or loop.has_room(job.inputs)
 
         while True:
+            idle = loop is None or not loop.busy()
+            if idle:
+                self._meter.idle()
             try:
-                job = self._queue.take_next(admits, block=loop is None or not loop.busy())
+                job = self._queue.take_next(admits, block=idle)
             except QueueClosed:
                 return
             if job is not None:
                 loop = self._admit(job) or loop
             elif loop is not None:
                 loop.step()
+                with self._lock:
+                    rows = len(self._running)
+                self._meter.stepped(rows)
 
     def _admit(self, job: Job) -> ContinuousPredictor | None:
         ctx = self._start(job)
-        try:
-            loop = cast(ContinuousPredictor, self._setup())
-            loop.admit(ctx, job.inputs, done=lambda result: self._finish(ctx, result))
-        except Exception as exc:  # setup failed or the input was refused: this job fails alone
-            self._finish(ctx, exc)
-            return None
+        with about(job.prediction_id):
+            try:
+                loop = cast(ContinuousPredictor, self._setup())
+                loop.admit(ctx, job.inputs, done=lambda result: self._finish(ctx, result))
+            except Exception as exc:  # setup failed or the input was refused: this job fails alone
+                self._finish(ctx, exc)
+                return None
         return loop
 
     def _start(self, job: Job) -> WorkerContext:
@@ -243,8 +256,11 @@ class PoolRuntime:
                 except CheckpointMissing:
                     raise
                 except Exception as exc:
-                    raise SetupFailed(f"Model setup failed: {type(exc).__name__}: {exc}") from exc
+                    failed = SetupFailed(f"Model setup failed: {type(exc).__name__}: {exc}")
+                    self._emit(SetupDone(str(failed)))
+                    raise failed from exc
                 self._predictor = predictor
+                self._emit(SetupDone())
             return self._predictor
 
     def _finish(self, ctx: WorkerContext, result: Any) -> None:
@@ -261,10 +277,13 @@ class PoolRuntime:
         else:
             self._positions.ran(time.monotonic() - ctx.began)
             self._emit(Done(pid, output=result))
+        self._meter.job_done()
 
 
 def _predict_one(predictor: Predictor, ctx: WorkerContext, inputs: dict[str, Any]) -> Any:
-    try:
-        return predictor.predict(ctx, **inputs)
-    except Canceled as exc:
-        return exc
+    # What the model (or a library under it) logs meanwhile is about this prediction.
+    with about(ctx.prediction_id):
+        try:
+            return predictor.predict(ctx, **inputs)
+        except Canceled as exc:
+            return exc

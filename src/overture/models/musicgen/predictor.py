@@ -126,7 +126,8 @@ class MusicgenPredictor(ContinuousPredictor):
                     result = exc
             done(result)
         except Exception:
-            log.exception("could not record the result of prediction %s", prepared.ctx.prediction_id)
+            pid = prepared.ctx.prediction_id
+            log.exception("could not record the result of prediction %s", pid, extra={"prediction_id": pid})
 
 
 def predictor_for(model_versions: tuple[str, ...]) -> type[MusicgenPredictor]:
