@@ -92,9 +92,22 @@ def exclusive(engine: Engine) -> Iterator[Connection]:
             finally:
                 conn.execute(select(func.pg_advisory_unlock(*key)))
                 conn.commit()
-        elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
-            with open(f"{engine.url.database}.migrate-lock", "a") as lock:
+        elif (path := _sqlite_file(engine)) is not None:
+            with open(f"{path}.migrate-lock", "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 yield conn
         else:
             yield conn
+
+
+def _sqlite_file(engine: Engine) -> str | None:
+    """The SQLite database's file, also when the URL names it as a URI (``file:PATH?mode=ro`` with
+    ``uri=true``); None for another database or one in memory."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+        return None
+    if engine.url.query.get("uri") == "true" and database.startswith("file:"):
+        database = database.removeprefix("file:").partition("?")[0]
+        if database in ("", ":memory:") or engine.url.query.get("mode") == "memory":
+            return None
+    return database
