@@ -17,6 +17,15 @@ from harness import TOKEN, Receiver, Server
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Kernel choices the tests' models measure go to a cache of the session's own (servers
+    inherit it), never to the user's ``~/.cache/overture/kernels``."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OVERTURE_KERNEL_CACHE", str(tmp_path_factory.mktemp("kernel-cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = Server(
