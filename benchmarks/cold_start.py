@@ -52,10 +52,10 @@ def run_side(side: str, directory: Path) -> dict[str, Any]:
     from overture.models.musicgen.request import Request
     from overture.models.musicgen.runner import prepare, select_kernels
 
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     checkpoint = load_checkpoint(directory, "cpu", torch.float32)
     loaded = time.perf_counter()
-    result: dict[str, Any] = {"load": loaded - start}
+    result: dict[str, Any] = {"load": loaded - start, "cpu": time.process_time() - cpu}
     if side == "bare":
         return result
     report = select_kernels(checkpoint)
@@ -63,6 +63,7 @@ def run_side(side: str, directory: Path) -> dict[str, Any]:
     inputs = MUSICGEN.latest_version.inputs.validate({"prompt": PROMPT, "duration": 5, "seed": 1})
     with tempfile.TemporaryDirectory() as scratch:
         prepared = prepare(checkpoint, Context(Path(scratch)), Request.parse(inputs))  # type: ignore[arg-type]
+        encoded = time.perf_counter()
         batch = ContinuousBatch(checkpoint)
         batch.join(prepared.generation)
         batch.step()
@@ -72,8 +73,10 @@ def run_side(side: str, directory: Path) -> dict[str, Any]:
         "kernels": chosen - loaded,
         "measured": 0.0 if report.cached else report.measure_s,
         "cached": report.cached,
-        "first_step": stepped - chosen,
+        "prepare": encoded - chosen,
+        "first_step": stepped - encoded,
         "total": stepped - start,
+        "cpu": time.process_time() - cpu,
     }
 
 
@@ -91,11 +94,11 @@ def spawn(side: str, directory: Path, cache: Path) -> dict[str, Any]:
 
 def describe(side: str, r: dict[str, Any]) -> str:
     if side == "bare":
-        return f"bare load {r['load']:.1f} s"
+        return f"bare load {r['load']:.1f} s ({r['cpu']:.1f} s CPU)"
     how = "read from the cache" if r["cached"] else f"measured {r['measured']:.1f} s"
     return (
-        f"{side} cache: first step at {r['total']:.1f} s (load {r['load']:.1f}, kernels {r['kernels']:.1f}: "
-        f"{how}, prepare + prefill + first step {r['first_step']:.2f})"
+        f"{side} cache: first step at {r['total']:.1f} s ({r['cpu']:.1f} s CPU): load {r['load']:.1f}, "
+        f"kernels {r['kernels']:.1f} ({how}), text {r['prepare']:.2f}, prefill + first step {r['first_step']:.2f}"
     )
 
 
@@ -139,13 +142,16 @@ def main() -> None:
                 results[side].append(spawn(side, args.dir, Path(cache)))
                 print(f"round {round_}: {describe(side, results[side][-1])}", flush=True)
     print(f"after: {load_line()}")
+    # The best run is the one other work on the machine disturbed least; CPU time is steadier.
+    for clock, field, unit in (("wall", "load", "s"), ("CPU", "cpu", "s CPU")):
+        bare = min(r[field] for r in results["bare"])
+        empty, warm = (min(r["total" if field == "load" else field] for r in results[side]) for side in SIDES[1:])
+        print(
+            f"best {clock}: bare load {bare:.1f} {unit}; to the first decoder step: empty cache {empty:.1f} {unit} = "
+            f"{empty / bare:.2f}x the bare load, warm cache {warm:.1f} {unit} = {warm / bare:.2f}x"
+        )
     bare = min(r["load"] for r in results["bare"])
-    empty = min(r["total"] for r in results["empty"])
     warm = min(r["total"] for r in results["warm"])
-    print(
-        f"best: bare load {bare:.1f} s; time to the first decoder step: empty cache {empty:.1f} s = "
-        f"{empty / bare:.2f}x the bare load, warm cache {warm:.1f} s = {warm / bare:.2f}x"
-    )
     verdict = "met" if warm <= TARGET * bare else f"NOT met, by {warm - TARGET * bare:.1f} s"
     print(f"target (issue 17): warm cache within {TARGET}x of the bare load: {warm / bare:.2f}x, {verdict}")
 
