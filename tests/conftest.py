@@ -24,6 +24,15 @@ def _test_databases() -> Iterator[None]:
     drop_test_databases()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Kernel choices the tests' models measure go to a cache of the session's own (servers
+    inherit it), never to the user's ``~/.cache/overture/kernels``."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OVERTURE_KERNEL_CACHE", str(tmp_path_factory.mktemp("kernel-cache")))
+        yield
+
+
 @pytest.fixture
 def database_url(tmp_path: Path) -> str:
     """An empty database for a store in the test's own process: see harness.fresh_database_url."""

@@ -67,6 +67,17 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
             r"^server CPU per GET of a finished prediction: \d+\.\d+ ms",
         ],
     ),
+    "cold_start.py": (
+        ["--shape", "smoke", "--dir", "{tmp}/musicgen", "--rounds", "1"],
+        [
+            r"^round 1: bare load \d+\.\d s \(\d+\.\d s CPU\)$",
+            r"^round 1: empty cache: first step at .* kernels \d+\.\d \(measured ",
+            r"^round 1: warm cache: first step at .* kernels \d+\.\d \(read from the cache\), text ",
+            rf"^best wall: bare load .* empty cache .* = {RATIO} the bare load, warm cache .* = {RATIO}$",
+            rf"^best CPU: bare load .* empty cache .* = {RATIO} the bare load, warm cache .* = {RATIO}$",
+            rf"^target \(issue 17\): warm cache within 1\.5x of the bare load: {RATIO}, ",
+        ],
+    ),
     "gpu_parity.py": (
         ["--frames", "10", "--prompts", "2"],
         [

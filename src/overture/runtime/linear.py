@@ -5,7 +5,10 @@ by every weight of the model, so its speed is the speed of small-M GEMM, and whi
 fastest there depends on the CPU, the weight's shape and the row count. :func:`select_linear_kernels`
 measures the candidates once at load time, per distinct weight shape (all q/k/v/out projections
 share one) and row count, and swaps each ``nn.Linear`` for a :class:`DispatchLinear` that picks the
-winner on every call from the row count alone. The candidates:
+winner on every call from the row count alone. Measuring takes seconds (11 s for musicgen-small on
+2 cores, three times its checkpoint's load): with a :class:`~overture.runtime.kernel_cache.KernelCache`
+the choice is measured once per machine, torch build, thread count and model shape, and read back
+on later loads. The candidates:
 
 * ``F.linear``: MKL's ordinary sgemm on the original weight; no extra memory.
 * ``onednn``: oneDNN's inner product on a weight reordered once into its blocked layout
@@ -41,20 +44,28 @@ same bits at every row count in the range and wherever it sits (see :func:`_clas
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import logging
 import os
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from overture.runtime.kernel_cache import KernelCache, Key, machine_fingerprint
+
 log = logging.getLogger(__name__)
+
+#: This module's source, hashed: a stored choice is measured again after any change to how
+#: kernels are measured, chosen or run.
+CODE_VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 #: Resident size of a reordered copy relative to its fp32 weight (measured 1.01-1.13x on the
 #: musicgen-small shapes), used to bound the copies by a memory budget.
@@ -99,6 +110,15 @@ class Kernel(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.kind}@{self.rows}" if self.rows else self.kind
+
+    @classmethod
+    def parse(cls, text: str) -> Kernel:
+        """The kernel ``str(kernel)`` wrote; ValueError for anything else."""
+        kind, _, rows = text.partition("@")
+        kernel = cls(kind, int(rows) if rows else 0)
+        if kind not in ("onednn", "mkl") or kernel.rows < 0 or (kind == "mkl" and kernel.rows == 0):
+            raise ValueError(f"not a kernel: {text!r}")
+        return kernel
 
 
 ONEDNN = Kernel("onednn")
@@ -289,6 +309,9 @@ class KernelReport:
     measure_s: float = 0.0
     pack_s: float = 0.0
     skipped: tuple[str, ...] = field(default=())
+    #: The kernel cache's file this choice was read from (``cached``) or stored in; None: not kept.
+    cache_file: Path | None = None
+    cached: bool = False
 
     def step_ms(self, rows: int) -> tuple[float, float]:
         """Measured ms for one call of every replaced layer at ``rows`` rows: (F.linear, chosen)."""
@@ -303,9 +326,14 @@ class KernelReport:
         """A table per shape: ms per layer of each kernel at each row count, and the choice."""
         if not self.enabled:
             return f"linear kernels: F.linear everywhere ({self.reason})"
+        if self.cached:
+            source = f"read from the kernel cache {self.cache_file} (measured in {self.measure_s:.1f} s when stored)"
+        else:
+            kept = f", stored in {self.cache_file}" if self.cache_file else ""
+            source = f"measured in {self.measure_s:.1f} s{kept}"
         lines = [
             (
-                f"linear kernels: {self.reason}; {self.threads} threads, measured in {self.measure_s:.1f} s, "
+                f"linear kernels: {self.reason}; {self.threads} threads, {source}, "
                 f"packed in {self.pack_s:.1f} s, copies {self.copy_bytes / 2**20:.0f} MiB "
                 f"of a {self.budget_bytes / 2**20:.0f} MiB budget"
             )
@@ -361,6 +389,42 @@ class KernelReport:
                 for s in self.shapes
             ],
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> KernelReport:
+        """The report :meth:`as_dict` gave, read back from JSON (its ms rounded as there).
+
+        Raises KeyError, TypeError, ValueError or AttributeError for anything else.
+        """
+
+        def ms(values: Mapping[str, Any]) -> dict[int, float]:
+            return {int(m): float(v) for m, v in values.items()}
+
+        shapes = tuple(
+            ShapeReport(
+                out_features=int(s["shape"][0]),
+                in_features=int(s["shape"][1]),
+                layers=int(s["layers"]),
+                linear_ms=ms(s["linear_ms"]),
+                kernel_ms={Kernel.parse(k): ms(v) for k, v in s["kernel_ms"].items()},
+                kernels={int(m): Kernel.parse(k) for m, k in s["kernels"].items()},
+                copy_bytes=int(s["copy_bytes"]),
+                invariant=None if s["invariant"] is None else bool(s["invariant"]),
+            )
+            for s in data["shapes"]
+        )
+        return cls(
+            enabled=bool(data["enabled"]),
+            reason=str(data["reason"]),
+            rows=tuple(int(m) for m in data["rows"]),
+            shapes=shapes,
+            threads=int(data["threads"]),
+            budget_bytes=int(data["budget_bytes"]),
+            copy_bytes=int(data["copy_bytes"]),
+            measure_s=float(data["measure_s"]),
+            pack_s=float(data["pack_s"]),
+            skipped=tuple(str(n) for n in data["skipped"]),
+        )
 
 
 def _row_counts(rows: int | Iterable[int]) -> tuple[int, ...]:
@@ -675,6 +739,7 @@ def select_linear_kernels(
     min_gain: float = 0.05,
     sample_bytes: int = DEFAULT_SAMPLE_BYTES,
     batch_invariant: bool = True,
+    cache: KernelCache | None = None,
 ) -> KernelReport:
     """Measure F.linear against the reordered-weight kernels; give each layer the fastest.
 
@@ -690,7 +755,9 @@ def select_linear_kernels(
     at load; counts in that range that were not timed take the base kernel), so that what shares
     the batch cannot change a seeded result; such a choice, if one fits the budget, is taken even
     where slower than F.linear (which is not invariant on 2 threads); if none fits, F.linear as
-    before, and the report says so.
+    before, and the report says so. ``cache``: where a choice is looked up before measuring and
+    stored after, under a key of everything it depends on (:func:`choice_key`); a cached choice
+    is installed without measuring anything.
 
     On CUDA, for non-fp32 weights, or without the MKL/oneDNN ops, nothing changes; the report
     says why. Call it once after loading, under the thread count the loop will use, on an idle
@@ -720,6 +787,26 @@ def select_linear_kernels(
     # A step re-reads a weight after all the others: a model whose weights fit in the cache reads
     # them warm there, so streaming more than the model itself would time a case that never runs.
     sample_bytes = min(sample_bytes, sum(w.numel() * w.element_size() for ws in by_shape.values() for w in ws))
+
+    key: Key = {}
+    if cache is not None:
+        key = choice_key(
+            layers,
+            row_counts,
+            candidates,
+            budget_bytes=budget,
+            min_gain=min_gain,
+            repeats=repeats,
+            sample_bytes=sample_bytes,
+            batch_invariant=batch_invariant,
+        )
+        stored = _cached_report(cache, key)
+        if stored is not None:
+            start = time.perf_counter()
+            apply_linear_kernels(module, {(s.out_features, s.in_features): s.kernels for s in stored.shapes}, skip=skip)
+            report = replace(stored, pack_s=time.perf_counter() - start, skipped=tuple(skipped))
+            log.info("%s", report.summary())
+            return report
 
     start = time.perf_counter()
     linear_ms: dict[ShapeKey, dict[int, float]] = {}
@@ -771,5 +858,54 @@ def select_linear_kernels(
         pack_s=pack_s,
         skipped=tuple(skipped),
     )
+    if cache is not None:
+        report = replace(report, cache_file=cache.put(key, report.as_dict()))
     log.info("%s", report.summary())
     return report
+
+
+def choice_key(
+    layers: Mapping[ShapeKey, int],
+    rows: Sequence[int],
+    candidates: Sequence[Kernel],
+    *,
+    budget_bytes: int,
+    min_gain: float,
+    repeats: int,
+    sample_bytes: int,
+    batch_invariant: bool,
+) -> Key:
+    """Everything a choice depends on: the machine and torch build, the thread count, this code,
+    the fp32 weight shapes (with how many layers share each: the budget and the timing sample
+    depend on it) and the selection's options. Not the weights' values: timings do not depend on
+    them, nor does whether a kernel's rows are batch-invariant."""
+    return {
+        "code": CODE_VERSION,
+        "machine": machine_fingerprint(),
+        "threads": torch.get_num_threads(),
+        "layers": sorted([out, inp, count] for (out, inp), count in layers.items()),
+        "rows": list(rows),
+        "candidates": sorted(str(k) for k in candidates),
+        "budget_bytes": budget_bytes,
+        "min_gain": min_gain,
+        "repeats": repeats,
+        "sample_bytes": sample_bytes,
+        "batch_invariant": batch_invariant,
+    }
+
+
+def _cached_report(cache: KernelCache, key: Key) -> KernelReport | None:
+    """The choice stored under ``key``, if there is one that fits the key's layers."""
+    value = cache.get(key)
+    if value is None:
+        return None
+    path = cache.path(key)
+    try:
+        report = KernelReport.from_dict(value)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        log.warning("kernel cache: %s is not a kernel choice (%r); measuring again", path, exc)
+        return None
+    if sorted([s.out_features, s.in_features, s.layers] for s in report.shapes) != key["layers"]:
+        log.warning("kernel cache: %s is for other layers; measuring again", path)
+        return None
+    return replace(report, cache_file=path, cached=True)

@@ -22,6 +22,7 @@ from overture.models.musicgen.settings import MAX_SLOTS
 from overture.models.musicgen.streaming import stream_decoder
 from overture.models.musicgen.weights import musicgen_weights
 from overture.runtime.checkpoints import Checkpoints, module_nbytes
+from overture.runtime.kernel_cache import KernelCache
 from overture.runtime.linear import KernelReport, select_linear_kernels
 
 #: A continuation fades from the input audio into the generated audio over this long.
@@ -94,12 +95,28 @@ def load(checkpoints: Checkpoints, requested: str, ctx: Context, slots: int = MA
 
 def select_kernels(checkpoint: MusicgenCheckpoint, slots: int = MAX_SLOTS) -> KernelReport:
     """Give the decoder's linear layers the fastest batch-invariant kernels for the loop's row
-    counts (``MIN_GEMM_ROWS`` up to ``slots``); cross-attention keys see the text only once."""
+    counts (``MIN_GEMM_ROWS`` up to ``slots``); cross-attention keys see the text only once. The
+    choice comes from the kernel cache (``OVERTURE_KERNEL_CACHE``) when it holds one for this
+    machine and shape, and is measured and stored there otherwise."""
     most = max(slots, MIN_GEMM_ROWS)
     rows = sorted({MIN_GEMM_ROWS, most} | {r for r in (8, 16, 32) if r < most})
     return select_linear_kernels(
-        checkpoint.model.decoder, rows, skip=("*.encoder_attn.k_proj", "*.encoder_attn.v_proj")
+        checkpoint.model.decoder,
+        rows,
+        skip=("*.encoder_attn.k_proj", "*.encoder_attn.v_proj"),
+        cache=KernelCache.from_env(),
     )
+
+
+def prepare_kernels(checkpoints: Checkpoints, requested: str, slots: int = MAX_SLOTS) -> KernelReport:
+    """Measure and store the kernel choice for hub id ``requested`` without serving it (``overture
+    pull``), so that the server's first load of it reads the choice instead of measuring. Run it
+    under the thread count and ``slots`` (``--batch-slots``) the server will use: both are part of
+    the cache's key. The checkpoint is loaded for its shapes and dropped; a choice already in the
+    cache is not measured again."""
+    served = checkpoints.served(requested)
+    checkpoint = load_checkpoint(checkpoints.path(served), checkpoints.device(), checkpoints.dtype())
+    return select_kernels(checkpoint, slots)
 
 
 def prepare(checkpoint: MusicgenCheckpoint, ctx: Context, request: Request) -> Prepared:
