@@ -127,7 +127,9 @@ def test_a_pulled_tiny_musicgen_serves_predictions(
     repo.files |= {name: b"not loaded" for name in NOT_LOADED}
     hub.repos["facebook/musicgen-small"] = repo
     hf_home = tmp_path / "hf"
-    env = env_for(hub, hf_home)
+    # The server below runs on one thread: pull measures its kernels under the same key.
+    kernels = {"OVERTURE_KERNEL_CACHE": str(tmp_path / "kernels"), "OMP_NUM_THREADS": "1"}
+    env = env_for(hub, hf_home, **kernels)
 
     choose = overture(env, "pull", "meta/musicgen")
     assert choose.returncode == 2 and "choose with --model-version" in choose.stderr
@@ -135,6 +137,8 @@ def test_a_pulled_tiny_musicgen_serves_predictions(
     assert pulled.returncode == 0, pulled.stderr
     fetched = {r.path.rsplit("/", 1)[-1] for r in hub.requests if r.method == "GET" and "/resolve/" in r.path}
     assert fetched == {p.name for p in tiny_musicgen.iterdir()}
+    # What the first load would measure once per machine was measured here, and stored.
+    assert "small: linear kernels:" in pulled.stderr and "stored in" in pulled.stderr, pulled.stderr
 
     listed = overture({**env, "COLUMNS": "200"}, "models", "--local")
     assert listed.returncode == 0, listed.stderr
@@ -147,7 +151,8 @@ def test_a_pulled_tiny_musicgen_serves_predictions(
 
     # The server finds the pulled weights offline, says so at start and in the model's extension field.
     monkeypatch.setenv("HF_HOME", str(hf_home))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for name, value in kernels.items():
+        monkeypatch.setenv(name, value)
     server = Server(tmp_path / "data").start()
     try:
         with server.http() as http:
@@ -170,6 +175,7 @@ def test_a_pulled_tiny_musicgen_serves_predictions(
         assert f"Loading checkpoint facebook/musicgen-small from {hf_home / 'hub'}" in prediction.logs
         log = server.log_path.read_text()
         assert "weights of meta/musicgen: ready: small; not on disk: stereo-melody-large" in log
+        assert "read from the kernel cache" in prediction.logs + log
     finally:
         server.stop()
 

@@ -13,8 +13,11 @@ from rich.table import Table
 
 from overture.cli.common import console, split
 from overture.errors import UnknownModel
+from overture.models.base import Predictor
+from overture.models.musicgen.settings import MusicGenSettings
 from overture.models.registry import Registry, default_registry
 from overture.models.weights import declared, variants
+from overture.runtime.checkpoints import Checkpoints
 from overture.runtime.weights import HubWeights, PullFailed, on_disk, prune_plan
 from overture.runtime.weights import pull as pull_weights
 
@@ -25,11 +28,23 @@ def pull(
         list[str] | None, typer.Option("--model-version", help="A variant to pull (repeatable); see models --local.")
     ] = None,
     every: Annotated[bool, typer.Option("--all", help="Pull every variant of the model.")] = False,
+    prepare: Annotated[
+        bool,
+        typer.Option(
+            "--prepare/--no-prepare",
+            help="After the download, do what the first load would do once per machine (MusicGen: measure "
+            "its CPU kernels into the kernel cache). Run it with the server's thread count and --batch-slots.",
+        ),
+    ] = True,
+    batch_slots: Annotated[
+        int,
+        typer.Option(envvar="OVERTURE_BATCH_SLOTS", min=1, help="The server's --batch-slots, part of MusicGen's key."),
+    ] = MusicGenSettings.batch_slots,
 ) -> None:
     """Download exactly the files a model loads from the Hugging Face hub into HF_HOME; run it
     again to resume. Gated models need HF_TOKEN."""
     chosen = _chosen(_registry(), ref, split(model_version), every)
-    for name, weights in chosen.items():
+    for name, (weights, predictor) in chosen.items():
         console.print(f"Pulling {weights.repo} ({name}) at {weights.revision}")
         try:
             snapshot = pull_weights(weights, say=console.print)
@@ -38,15 +53,27 @@ def pull(
             raise typer.Exit(1) from None
         state = on_disk(weights)
         console.print(f"{name}: ready in {snapshot} ({_size(state.size_bytes)})", style="green")
+        if prepare:
+            done = predictor.prepare_machine(
+                Checkpoints(), name, {MusicGenSettings: MusicGenSettings(batch_slots=batch_slots)}
+            )
+            if done:
+                console.print(f"{name}: {done.splitlines()[0]}")
 
 
-def _chosen(registry: Registry, ref: str, names: list[str], every: bool) -> dict[str, HubWeights]:
+def _chosen(
+    registry: Registry, ref: str, names: list[str], every: bool
+) -> dict[str, tuple[HubWeights, type[Predictor]]]:
+    """The variants to pull, each with the predictor that loads it."""
     try:
         model, version = registry.version(ref) if ":" in ref else (registry.model(ref), None)
     except UnknownModel as exc:
         console.print(str(exc), style="red")
         raise typer.Exit(2) from None
     offered = variants(model, version)
+    loaders = {
+        name: each.predictor for each in ([version] if version else model.versions) for name in each.predictor.weights
+    }
     if not offered:
         console.print(f"{ref} loads no weights: there is nothing to pull.")
         raise typer.Exit(0)
@@ -55,11 +82,11 @@ def _chosen(registry: Registry, ref: str, names: list[str], every: bool) -> dict
         console.print(f"{ref} has no model_version {', '.join(unknown)}; it has: {', '.join(offered)}", style="red")
         raise typer.Exit(2)
     if every or len(offered) == 1:
-        return offered
-    if not names:
+        names = list(offered)
+    elif not names:
         console.print(f"{ref} has several variants: choose with --model-version (or --all): {', '.join(offered)}")
         raise typer.Exit(2)
-    return {name: offered[name] for name in names}
+    return {name: (offered[name], loaders[name]) for name in names}
 
 
 def prune(

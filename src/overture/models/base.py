@@ -90,6 +90,13 @@ class Predictor:
         this before it sends work to another, so that batches stay on one device."""
         return cls.max_batch_size * cls.concurrency
 
+    @classmethod
+    def prepare_machine(cls, checkpoints: Checkpoints, model_version: str, model_settings: Mapping[type, Any]) -> str:
+        """Work that depends only on this machine and a variant's weights, done once when they are
+        pulled so that the server's first load skips it (MusicGen measures its CPU kernels); says
+        what it did, or "" for nothing."""
+        return ""
+
     def setup(self) -> None:
         """Load weights once, before the first prediction."""
 

@@ -51,6 +51,14 @@ class MusicgenPredictor(ContinuousPredictor):
         return max(1, slots // 2)
 
     @classmethod
+    def prepare_machine(cls, checkpoints: Checkpoints, model_version: str, model_settings: Mapping[type, Any]) -> str:
+        from overture.models.musicgen.runner import prepare_kernels
+
+        found = model_settings.get(MusicGenSettings)
+        settings = found if isinstance(found, MusicGenSettings) else MusicGenSettings()
+        return prepare_kernels(checkpoints, hub_id(model_version), settings.batch_slots).summary()
+
+    @classmethod
     def is_deterministic(cls, inputs: dict[str, Any]) -> bool:
         # Seed 0 is random too (Replicate's quirk), so only positive seeds fix the output.
         seed = inputs.get("seed")

@@ -115,7 +115,9 @@ def prepare_kernels(checkpoints: Checkpoints, requested: str, slots: int = MAX_S
     the cache's key. The checkpoint is loaded for its shapes and dropped; a choice already in the
     cache is not measured again."""
     served = checkpoints.served(requested)
-    checkpoint = load_checkpoint(checkpoints.path(served), checkpoints.device(), checkpoints.dtype())
+    checkpoint = load_checkpoint(
+        checkpoints.path(served, musicgen_weights(served)), checkpoints.device(), checkpoints.dtype()
+    )
     return select_kernels(checkpoint, slots)
 
 
