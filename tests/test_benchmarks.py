@@ -41,6 +41,13 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
             r"^failures: 0$",
         ],
     ),
+    "overhead.py": (
+        ["--rounds", "1", "--creates", "4", "--gets", "8", "--clients", "2"],
+        [
+            r"^\(b\) as shipped: server CPU \d+\.\d+ ms/request; median create",
+            r"^added by metrics and rate limiting: [+-]\d+\.\d+ ms of server CPU per request$",
+        ],
+    ),
     "load.py": (
         ["--predictions", "10", "--clients", "2"],
         [r"^errors: 0, lost or wrong final status: 0$", r"^server RSS MiB first \d+, max \d+, last \d+; open fds"],
