@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import SUBPROCESS_PYTHONPATH, Server
+from harness import SUBPROCESS_PYTHONPATH, Server, free_port
 from hub_stand_in import HubStandIn, Repo
 from overture.models.musicgen import OVERTURE_VERSION
 from overture.testing import tiny_checkpoint
@@ -118,6 +118,14 @@ def test_a_gated_repo_names_its_licence_page_and_opens_with_hf_token(hub: HubSta
         "model_index.json",
         "config.json",
     }
+
+
+def test_an_unreachable_hub_fails_the_pull_with_its_address(hub: HubStandIn, tmp_path: Path) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"  # a closed port: the connection is refused
+    pulled = overture(env_for(hub, tmp_path / "hf") | {"HF_ENDPOINT": nobody}, "pull", "tests/big-weights")
+    assert pulled.returncode == 1
+    assert f"Could not pull overture-tests/big-weights from {nobody}: " in pulled.stderr
+    assert "Traceback" not in pulled.stderr
 
 
 def test_a_pulled_tiny_musicgen_serves_predictions(

@@ -135,12 +135,13 @@ def pull(weights: HubWeights, say: Callable[[str], None] = print) -> Path:
     own downloads keep no partial file across processes. ``snapshot_download`` then links the
     blobs into the snapshot, the same cache entries it makes itself.
     """
-    # huggingface_hub's HTTP client, whose transport errors it lets through.
-    import httpx2
     from huggingface_hub import HfApi, constants, snapshot_download, try_to_load_from_cache
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
     from huggingface_hub.hf_api import RepoFile
-    from huggingface_hub.utils import filter_repo_objects
+
+    # huggingface_hub lets its HTTP client's transport errors through (a refused connection is its
+    # ConnectError, not an OSError); it exports that client, whichever it is, as utils.httpx.
+    from huggingface_hub.utils import filter_repo_objects, httpx
 
     try:
         api = HfApi()
@@ -177,7 +178,7 @@ def pull(weights: HubWeights, say: Callable[[str], None] = print) -> Path:
         raise PullFailed(
             f"{weights.repo} was not found on the hub, or it is private and HF_TOKEN does not give access to it."
         ) from None
-    except (httpx2.HTTPError, HfHubHTTPError) as exc:  # unreachable, or a hub error other than the above
+    except (httpx.HTTPError, HfHubHTTPError) as exc:  # unreachable, or a hub error other than the above
         raise PullFailed(f"Could not pull {weights.repo} from {constants.ENDPOINT}: {exc}") from None
 
 
