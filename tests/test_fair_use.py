@@ -4,7 +4,11 @@ prediction's place in line. Each server here is the real one, driven by the real
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +16,7 @@ from pathlib import Path
 import pytest
 from replicate.exceptions import ReplicateError
 
-from harness import OTHER_TOKEN, Server, wait_finished
+from harness import OTHER_TOKEN, SUBPROCESS_PYTHONPATH, Server, wait_finished
 from overture.api.errors import ApiError
 from overture.api.ratelimit import RateLimiter
 from overture.config import Settings
@@ -117,6 +121,34 @@ def test_a_limit_of_0_is_off_and_the_window_slides() -> None:
     now[0] = 60.0
     limiter.admit("a", "GET", "/v1/predictions")
     assert RateLimiter.from_settings(Settings(rate_limit_creates=0, rate_limit_requests=0)) is None
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "words"),
+    [
+        (["--rate-limit-window", "inf"], {}, "less than or equal to 86400"),
+        (["--rate-limit-window", "86401"], {}, "less than or equal to 86400"),
+        ([], {"OVERTURE_RATE_LIMIT_WINDOW": "nan"}, "less than or equal to 86400"),
+        (["--rate-limit-window", "0"], {}, "greater than or equal to 0.001"),
+    ],
+)
+def test_a_window_that_is_not_up_to_a_day_stops_the_server(
+    tmp_path: Path, options: list[str], env: dict[str, str], words: str
+) -> None:
+    """An endless window once let the server start, then made every throttled request a 500."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OVERTURE_")} | env
+    serve = [sys.executable, "-m", "overture", "serve", "--data-dir", str(tmp_path / "data"), "--port", "0", *options]
+    # Wide enough that rich does not wrap the message inside its error box.
+    env |= {"PYTHONPATH": SUBPROCESS_PYTHONPATH, "COLUMNS": "1000"}
+    result = subprocess.run(serve, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "Invalid value for '--rate-limit-window'" in result.stderr and words in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("window", [math.inf, math.nan, 86400.5, 0])
+def test_settings_refuse_a_window_that_is_not_up_to_a_day(window: float) -> None:
+    with pytest.raises(ValueError, match=f"rate_limit_window_seconds must be 0.001 to 86400 seconds, not {window!r}"):
+        Settings(rate_limit_window_seconds=window)
 
 
 # -- the cap on queued predictions ---------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import StatementError
 
-from harness import Server
+from harness import Server, query
 from overture.status import Status
 from overture.store.db import DeliveryRow, FileRow, PredictionRow
 from overture.store.store import Store, utcnow
@@ -66,6 +66,35 @@ def test_long_text_and_nul_characters_are_kept_the_same_way(tmp_path: Path, data
         row = store.prediction("p1")
         assert row is not None and row.logs == "before\ufffdafter" and len(row.error or "") == 100_000
         assert store.prediction("p\x00") is None and store.file("f" * 500) is None
+    finally:
+        store.close()
+
+
+def _next_key(database_url: str, table: str, key: int) -> None:
+    """Make ``key`` the next ``seq`` a new row of ``table`` gets, as after that many rows."""
+    if database_url.startswith("sqlite"):  # the rowid: one past the largest there
+        query(database_url, f"INSERT INTO {table} (seq, prediction_id, event, data) VALUES ({key - 1}, '', '', '0')")
+    else:
+        query(database_url, f"SELECT setval(pg_get_serial_sequence('{table}', 'seq'), {key - 1})")
+
+
+def test_byte_counts_and_keys_past_32_bits_are_kept(tmp_path: Path, database_url: str) -> None:
+    """PostgreSQL's ``integer`` stops at 2**31 - 1: an upload of 5 GiB (under a raised
+    --max-upload-bytes) and the events of a server that has streamed for long need more."""
+    store = Store(tmp_path / "data", database_url)
+    try:
+        store.add(
+            FileRow(
+                id="f1", owner="owner", name="long.wav", content_type="audio/wav", size=5 * 2**30, md5="", sha256="",
+                file_metadata={}, created_at=utcnow(),
+            )
+        )  # fmt: skip
+        assert [f.size for f in store.files_page("owner", None, 10)] == [5 * 2**30]
+
+        _next_key(database_url, "events", 2**31 + 1)
+        store.add(_prediction("p1", utcnow()))
+        assert store.transition("p1", [Status.STARTING], events=[("logs", "a late line")], logs="a late line")
+        assert [(e.seq, e.data) for e in store.events_after("p1", 2**31)] == [(2**31 + 1, "a late line")]
     finally:
         store.close()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import SUBPROCESS_PYTHONPATH, Server
+from harness import SUBPROCESS_PYTHONPATH, Server, free_port
 from hub_stand_in import HubStandIn, Repo
 from overture.models.musicgen import OVERTURE_VERSION
 from overture.testing import tiny_checkpoint
@@ -120,6 +120,14 @@ def test_a_gated_repo_names_its_licence_page_and_opens_with_hf_token(hub: HubSta
     }
 
 
+def test_an_unreachable_hub_fails_the_pull_with_its_address(hub: HubStandIn, tmp_path: Path) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"  # a closed port: the connection is refused
+    pulled = overture(env_for(hub, tmp_path / "hf") | {"HF_ENDPOINT": nobody}, "pull", "tests/big-weights")
+    assert pulled.returncode == 1
+    assert f"Could not pull overture-tests/big-weights from {nobody}: " in pulled.stderr
+    assert "Traceback" not in pulled.stderr
+
+
 def test_a_pulled_tiny_musicgen_serves_predictions(
     hub: HubStandIn, tmp_path: Path, tiny_musicgen: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -176,6 +184,54 @@ def test_a_pulled_tiny_musicgen_serves_predictions(
         log = server.log_path.read_text()
         assert "weights of meta/musicgen: ready: small; not on disk: stereo-melody-large" in log
         assert "read from the kernel cache" in prediction.logs + log
+    finally:
+        server.stop()
+
+
+def test_a_corrupt_safetensors_header_makes_a_variant_not_ready_with_its_reason(tmp_path: Path) -> None:
+    """Readiness reads the headers of the files an operator maps; a broken one is reported, never a 500."""
+    broken = {
+        "small": b"\x07\x00",  # cut short inside the length
+        "medium": (2**40).to_bytes(8, "little") + b"{}",  # a length past the end of the file
+        "large": (11).to_bytes(8, "little") + b"\xff not json!",
+    }
+    options = []
+    for variant, header in broken.items():
+        directory = tmp_path / f"musicgen-{variant}"
+        directory.mkdir()
+        (directory / "config.json").write_text("{}")
+        (directory / "model.safetensors").write_bytes(header)
+        options += ["--checkpoint", f"facebook/musicgen-{variant}={directory}"]
+    server = Server(tmp_path / "data", *options).start()
+    try:
+        with server.http() as http:
+            answer = http.get("/v1/models/meta/musicgen")
+            assert answer.status_code == 200, answer.text
+            weights = {entry["model_version"]: entry for entry in answer.json()["x-overture-weights"]}
+            # The file repaired in place is read again: what is remembered is keyed by its mtime and size.
+            (tmp_path / "musicgen-large" / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
+            repaired = {
+                e["model_version"]: e for e in http.get("/v1/models/meta/musicgen").json()["x-overture-weights"]
+            }
+        unreadable = "model.safetensors is not a readable safetensors file: "
+        reasons = {variant: weights[variant].get("reason") for variant in broken}
+        assert reasons == {
+            "small": unreadable + "2 bytes, fewer than the 8 of the header's length",
+            "medium": unreadable + f"its header claims {2**40} bytes, and the file has 2 after the length",
+            "large": unreadable + "its header is not JSON ('utf-8' codec can't decode byte 0xff in position 0: "
+            "invalid start byte)",
+        }
+        assert not any(weights[variant]["ready"] for variant in broken)
+        # Absent weights are simply not ready.
+        assert weights["stereo-large"]["ready"] is False and "reason" not in weights["stereo-large"]
+        assert repaired["large"]["ready"] is True and "reason" not in repaired["large"]
+        # The start-up report, from a thread of its own, says the same.
+        line = f"weights of meta/musicgen, small: not ready: {weights['small']['reason']}"
+        deadline = time.monotonic() + 30
+        while line not in server.log_path.read_text():
+            assert time.monotonic() < deadline, server.log_path.read_text()
+            time.sleep(0.1)
+        assert "Traceback" not in server.log_path.read_text()
     finally:
         server.stop()
 

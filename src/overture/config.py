@@ -14,6 +14,10 @@ from overture.runtime.checkpoints import CheckpointSettings
 Workers = Literal["process", "inline"]
 WORKERS: tuple[str, ...] = get_args(Workers)
 
+#: The rate limits' window, in seconds: up to a day. Throttled requests are told when to come back
+#: in whole seconds, and an endless window never lets a throttled token in again.
+RATE_LIMIT_WINDOW_RANGE = (0.001, 86400.0)
+
 
 @dataclass
 class Settings:
@@ -96,3 +100,10 @@ class Settings:
     log_format: LogFormat = "text"
     #: Log every HTTP request (uvicorn's access log).
     access_log: bool = False
+
+    def __post_init__(self) -> None:
+        low, high = RATE_LIMIT_WINDOW_RANGE
+        if not low <= self.rate_limit_window_seconds <= high:  # NaN too: it is within no range
+            raise ValueError(
+                f"rate_limit_window_seconds must be {low:g} to {high:g} seconds, not {self.rate_limit_window_seconds!r}"
+            )

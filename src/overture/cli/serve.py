@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from overture.cli.common import console, split
-from overture.config import WORKERS, Settings, Workers
+from overture.config import RATE_LIMIT_WINDOW_RANGE, WORKERS, Settings, Workers
 from overture.engine.netpolicy import parse_networks
 from overture.engine.workers.transport import ClusterUnavailable
 from overture.logs import LOG_FORMATS, LogFormat, configure_server, server_config
@@ -197,7 +197,13 @@ def serve(
     ] = Settings.rate_limit_requests,
     rate_limit_window: Annotated[
         float,
-        typer.Option(envvar="OVERTURE_RATE_LIMIT_WINDOW", min=0.001, metavar="SECONDS", help="Window of the limits."),
+        typer.Option(
+            envvar="OVERTURE_RATE_LIMIT_WINDOW",
+            min=RATE_LIMIT_WINDOW_RANGE[0],
+            max=RATE_LIMIT_WINDOW_RANGE[1],
+            metavar="SECONDS",
+            help="Window of the limits (up to a day).",
+        ),
     ] = Settings.rate_limit_window_seconds,
     max_queued_per_token: Annotated[
         int,

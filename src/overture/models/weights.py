@@ -43,7 +43,7 @@ def serving(weights: HubWeights, settings: CheckpointSettings) -> tuple[HubWeigh
 
 def readiness(model: Model, settings: CheckpointSettings) -> list[dict[str, Any]]:
     """The ``x-overture-weights`` of ``model``: each variant, its repo, and whether it can load
-    without the network."""
+    without the network; where files are there but cannot load, the ``reason``."""
     report = []
     for name, weights in variants(model).items():
         served, state = serving(weights, settings)
@@ -55,6 +55,8 @@ def readiness(model: Model, settings: CheckpointSettings) -> list[dict[str, Any]
         }
         if served.repo != weights.repo:
             entry["served_by"] = served.repo
+        if state.problem is not None:
+            entry["reason"] = state.problem
         report.append(entry)
     return report
 
@@ -66,7 +68,7 @@ def log_readiness(registry: Registry, settings: CheckpointSettings) -> None:
         if not report:
             continue
         ready = [entry["model_version"] for entry in report if entry["ready"]]
-        missing = [entry["model_version"] for entry in report if not entry["ready"]]
+        missing = [entry["model_version"] for entry in report if not entry["ready"] and "reason" not in entry]
         log.info(
             "weights of %s: ready: %s; not on disk: %s%s",
             model.ref,
@@ -74,3 +76,6 @@ def log_readiness(registry: Registry, settings: CheckpointSettings) -> None:
             ", ".join(missing) or "none",
             f" (overture pull {model.ref} --model-version NAME)" if missing else "",
         )
+        for entry in report:
+            if "reason" in entry:
+                log.warning("weights of %s, %s: not ready: %s", model.ref, entry["model_version"], entry["reason"])

@@ -8,6 +8,7 @@ files loaded. huggingface_hub is imported only when used: declaring weights must
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -17,7 +18,6 @@ import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from overture.errors import CheckpointMissing
 
@@ -70,6 +70,8 @@ class OnDisk:
     files: tuple[Path, ...] = ()
     #: Parameters in its safetensors files, None when it has none to read.
     parameters: int | None = None
+    #: Why files that are there cannot load (a safetensors header that does not read); not ready then.
+    problem: str | None = None
 
     @property
     def size_bytes(self) -> int:
@@ -111,16 +113,58 @@ def _found(weights: HubWeights, directory: Path) -> OnDisk:
         if path.is_file() and weights.needs(path.relative_to(directory).as_posix())
     )
     tensors = [path for path in files if path.suffix == ".safetensors"]
-    parameters = sum(safetensors_parameters(path) for path in tensors) if tensors else None
+    try:
+        parameters = sum(safetensors_parameters(path) for path in tensors) if tensors else None
+    except UnreadableWeights as exc:
+        return OnDisk(ready=False, directory=directory, files=files, problem=str(exc))
     return OnDisk(ready=bool(files), directory=directory, files=files, parameters=parameters)
 
 
+class UnreadableWeights(Exception):
+    """A weights file whose safetensors header cannot be read: truncated, corrupt or not readable."""
+
+
 def safetensors_parameters(path: Path) -> int:
-    """The number of values in a safetensors file's tensors, read from its header alone."""
-    with path.open("rb") as file:
-        (length,) = struct.unpack("<Q", file.read(8))
-        header: dict[str, Any] = json.loads(file.read(length))
-    return sum(math.prod(entry["shape"]) for name, entry in header.items() if name != "__metadata__")
+    """The number of values in a safetensors file's tensors, read from its header alone.
+
+    Remembered by the file's path, modification time and size: the server answers readiness on
+    every ``GET`` of a model, and a large checkpoint's headers are megabytes of JSON."""
+    try:
+        stat = path.stat()
+        counted = _header_parameters(str(path), stat.st_mtime_ns, stat.st_size)
+    except OSError as exc:  # not remembered: permissions change without touching the file
+        raise UnreadableWeights(f"{path.name} cannot be read: {exc.strerror or exc}") from None
+    if isinstance(counted, str):
+        raise UnreadableWeights(f"{path.name} is not a readable safetensors file: {counted}")
+    return counted
+
+
+@functools.lru_cache(maxsize=4096)
+def _header_parameters(path: str, mtime_ns: int, size: int) -> int | str:
+    """The parameters in the header of the file as it is at ``mtime_ns`` and ``size``, or what is
+    wrong with that header."""
+    with open(path, "rb") as file:
+        prefix = file.read(8)
+        if len(prefix) < 8:
+            return f"{size} bytes, fewer than the 8 of the header's length"
+        (length,) = struct.unpack("<Q", prefix)
+        if length > size - 8:  # read no further than the file: the length may be any junk
+            return f"its header claims {length} bytes, and the file has {size - 8} after the length"
+        try:
+            header = json.loads(file.read(length))
+        except ValueError as exc:  # not UTF-8, or not JSON
+            return f"its header is not JSON ({exc})"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object"
+    parameters = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            return f"tensor {name!r} has no shape"
+        parameters += math.prod(shape)
+    return parameters
 
 
 # -- pulling -----------------------------------------------------------------------------------
@@ -135,12 +179,13 @@ def pull(weights: HubWeights, say: Callable[[str], None] = print) -> Path:
     own downloads keep no partial file across processes. ``snapshot_download`` then links the
     blobs into the snapshot, the same cache entries it makes itself.
     """
-    # huggingface_hub's HTTP client, whose transport errors it lets through.
-    import httpx2
     from huggingface_hub import HfApi, constants, snapshot_download, try_to_load_from_cache
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
     from huggingface_hub.hf_api import RepoFile
-    from huggingface_hub.utils import filter_repo_objects
+
+    # huggingface_hub lets its HTTP client's transport errors through (a refused connection is its
+    # ConnectError, not an OSError); it exports that client, whichever it is, as utils.httpx.
+    from huggingface_hub.utils import filter_repo_objects, httpx
 
     try:
         api = HfApi()
@@ -177,7 +222,7 @@ def pull(weights: HubWeights, say: Callable[[str], None] = print) -> Path:
         raise PullFailed(
             f"{weights.repo} was not found on the hub, or it is private and HF_TOKEN does not give access to it."
         ) from None
-    except (httpx2.HTTPError, HfHubHTTPError) as exc:  # unreachable, or a hub error other than the above
+    except (httpx.HTTPError, HfHubHTTPError) as exc:  # unreachable, or a hub error other than the above
         raise PullFailed(f"Could not pull {weights.repo} from {constants.ENDPOINT}: {exc}") from None
 
 

@@ -6,7 +6,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, TypeDecorator, create_engine, event
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -58,6 +70,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+#: A 64-bit integer, for counters that only grow (the ``seq`` keys) and byte counts: PostgreSQL's
+#: ``integer`` stops at 2**31 - 1. SQLite's ``INTEGER`` is 64-bit already, and only a column declared
+#: exactly so is the rowid that autoincrements.
+BigInt = BigInteger().with_variant(Integer(), "sqlite")
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -66,7 +84,7 @@ class PredictionRow(Base):
     __tablename__ = "predictions"
 
     # Autoincrementing order for cursor pagination: created_at alone can tie.
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(Str(32), unique=True)
     owner: Mapped[str] = mapped_column(Str(64), index=True)
     model: Mapped[str] = mapped_column(Txt)
@@ -96,12 +114,12 @@ class FileRow(Base):
     __tablename__ = "files"
 
     # Autoincrementing order for cursor pagination: created_at alone can tie.
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(Str(32), unique=True)
     owner: Mapped[str] = mapped_column(Str(64), index=True)
     name: Mapped[str] = mapped_column(Txt)
     content_type: Mapped[str] = mapped_column(Txt)
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInt)
     md5: Mapped[str] = mapped_column(Str(32))
     sha256: Mapped[str] = mapped_column(Str(64))
     file_metadata: Mapped[Any] = mapped_column("metadata", JSON)
@@ -114,7 +132,7 @@ class EventRow(Base):
 
     __tablename__ = "events"
 
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
     prediction_id: Mapped[str] = mapped_column(Str(32), index=True)
     event: Mapped[str] = mapped_column(Str(16))
     #: JSON: a string, or output that may hold file references.
@@ -126,7 +144,7 @@ class DeliveryRow(Base):
 
     __tablename__ = "webhook_deliveries"
 
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(Str(40), unique=True)
     prediction_id: Mapped[str] = mapped_column(Str(32), index=True)
     owner: Mapped[str] = mapped_column(Str(64))
