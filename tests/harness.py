@@ -39,6 +39,9 @@ TESTS_DIR = Path(__file__).parent
 #: sources ahead of the installed ones, so that a second worktree's tests run its code.
 SUBPROCESS_PYTHONPATH = os.pathsep.join([str(TESTS_DIR), str(TESTS_DIR.parent / "src")])
 TOKEN = "r8_test_token_0123456789"
+#: Server options for tests that send one token's requests faster than Replicate's limits allow
+#: (fuzzers): they test something else, and the limits' own tests are in test_fair_use.py.
+UNLIMITED = ("--rate-limit-creates", "0", "--rate-limit-requests", "0")
 OTHER_TOKEN = "r8_other_token_9876543210"
 
 # -- the database under test ------------------------------------------------------------------

@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from harness import TESTS_DIR, TOKEN, Server, wait_finished
+from harness import TESTS_DIR, TOKEN, UNLIMITED, Server, wait_finished
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -66,7 +66,7 @@ HOSTILE_VALUES = [
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # Its own server: fuzzed predictions queue up, and the short timeout clears them.
-    server = Server(tmp_path_factory.mktemp("fuzz") / "data", "--prediction-timeout", "5").start()
+    server = Server(tmp_path_factory.mktemp("fuzz") / "data", "--prediction-timeout", "5", *UNLIMITED).start()
     yield server
     server.stop()
 

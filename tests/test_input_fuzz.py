@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import overture_test_models
-from harness import TOKEN, Server, wait_finished
+from harness import TOKEN, UNLIMITED, Server, wait_finished
 from overture.errors import InvalidInput
 from overture.models.base import Version
 from overture.models.registry import default_registry
@@ -78,7 +78,7 @@ def required_inputs(version: Version) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("data") / "overture-data").start()
+    srv = Server(tmp_path_factory.mktemp("data") / "overture-data", *UNLIMITED).start()
     yield srv
     srv.stop()
 
