@@ -248,6 +248,21 @@ def test_an_unreachable_cluster_stops_the_server_at_start_with_a_clear_error(tmp
     assert "Traceback" not in said
 
 
+def test_ray_that_cannot_be_imported_stops_the_server_at_start_saying_how_to_install_it(tmp_path: Path) -> None:
+    # A ``ray`` package first on the path that fails to import, as a missing or broken install does.
+    broken = tmp_path / "broken" / "ray"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('ray is not installed here')\n")
+    env = {"PYTHONPATH": f"{broken.parent}:{SUBPROCESS_PYTHONPATH}", "PATH": "/usr/bin:/bin"}
+    args = [sys.executable, "-m", "overture", "serve", "--port", str(free_port()), "--data-dir", str(tmp_path / "d")]
+    result = subprocess.run([*args, "--ray", "auto"], env=env, capture_output=True, text=True, timeout=60)
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--ray needs the ray package, which cannot be imported here (ray is not installed here)." in said, said
+    assert "pip install 'overture[ray]' (from a clone: pip install -e '.[ray]')" in said, said
+    assert "Traceback" not in said
+
+
 def test_a_server_without_ray_does_not_load_it(server: Server) -> None:
     client = server.client()
     prediction = client.predictions.create(model="overture/synth", input={"prompt": "piano", "duration": 1})
@@ -290,6 +305,15 @@ def serve_settings(
         (["--max-attempts", "0"], {}, "", "--max-attempts"),
         ([], {}, "max_attempts = 0\n", "--config: max_attempts must be a whole number of at least 1, not 0"),
         ([], {}, "ray_wait = -1\n", "--config: ray_wait must be a number of seconds above 0, not -1"),
+        # Ray Client cannot carry the streaming calls that bring the actors' events back.
+        (["--ray", "ray://10.0.0.1:10001"], {}, "", "--ray: ray://10.0.0.1:10001: Ray Client (ray://) addresses are"),
+        ([], {}, 'ray = "ray://head:10001"\n', "Run the server on a node of the cluster and use --ray HOST:PORT"),
+        (["--ray", "foo"], {}, "", "--ray: expected auto, local or the Ray head's HOST:PORT, got 'foo'"),
+        ([], {}, "replicas = 3\n", '--config: replicas must be a table, such as [replicas] "meta/musicgen" = 2'),
+        ([], {}, "gpus_per_worker = [1]\n", "--config: gpus_per_worker must be a table"),
+        ([], {}, '[gpus_per_worker]\n"meta/musicgen" = [1]\n', "--gpus-per-worker: meta/musicgen: expected a"),
+        ([], {}, '[gpus_per_worker]\n"meta/musicgen" = true\n', "meta/musicgen: expected a fraction of one GPU or"),
+        ([], {}, '[replicas]\n"meta/musicgen" = [2]\n', "--replicas: meta/musicgen: expected a count of at least 1"),
     ],
 )
 def test_bad_cluster_options_stop_the_server_at_start_naming_the_option(

@@ -75,8 +75,9 @@ class Settings:
     #: transport): 2 runs it again once.
     max_attempts: int = 2
     # -- Ray (docs/cluster.md) ---------------------------------------------------------------------
-    #: Run model pools as actors on this Ray cluster: "auto", "HOST:PORT", "ray://HOST:PORT", or
-    #: "local" to start one on this machine. None: no Ray (the default), nor is it imported.
+    #: Run model pools as actors on this Ray cluster: "auto" or the head's "HOST:PORT" (the server
+    #: runs on a node of the cluster; Ray Client's ray:// cannot stream), or "local" to start one on
+    #: this machine. None: no Ray (the default), nor is it imported.
     ray_address: str | None = None
     #: Actors per pool by pool name: a count, or "auto" (one per GPU of the cluster; one per node
     #: on a cluster without GPUs). Pools not named get one.

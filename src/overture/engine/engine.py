@@ -50,7 +50,7 @@ from overture.engine.workers.protocol import (
     SetupDone,
     Started,
 )
-from overture.engine.workers.transport import Transport, WorkerLost
+from overture.engine.workers.transport import ClusterUnavailable, Transport, WorkerLost
 from overture.errors import InvalidInput, UnknownModel, prediction_error
 from overture.ids import new_id
 from overture.logs import about
@@ -102,8 +102,13 @@ class Engine:
         #: With ``--ray``, where the pools' actors run; imported only then, so a server without it never loads Ray.
         self.ray: RayCluster | None = None
         if settings.ray_address is not None:
-            from overture.engine.workers.ray import RayCluster
-
+            try:
+                from overture.engine.workers.ray import RayCluster
+            except ImportError as exc:
+                raise ClusterUnavailable(
+                    f"--ray needs the ray package, which cannot be imported here ({exc}). Install it with "
+                    "pip install 'overture[ray]' (from a clone: pip install -e '.[ray]')."
+                ) from None
             self.ray = RayCluster(
                 settings.ray_address, settings.ray_wait_seconds, settings.replicas, settings.gpus_per_worker
             )

@@ -287,7 +287,7 @@ def _connect(address: str, wait_seconds: float) -> None:
     if address == "local":
         ray.init(include_dashboard=False, **options)
         return
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    host, sep, port = address.rpartition(":")
     if sep and port.isdigit():
         # Ray retries an address that does not answer for minutes: a plain connect says it at once.
         try:
@@ -299,7 +299,7 @@ def _connect(address: str, wait_seconds: float) -> None:
             ) from None
     try:
         ray.init(address=address, **options)
-    except (ConnectionError, RuntimeError) as exc:
+    except (ConnectionError, RuntimeError, ValueError) as exc:  # ValueError: an address Ray cannot parse
         raise ClusterUnavailable(f"Cannot connect to the Ray cluster at {address}: {exc}") from None
 
 
