@@ -65,7 +65,9 @@ def test_predictions_spread_over_both_nodes_and_files_come_back_whole(tmp_path: 
             tmp_path,
             cluster,
             *("--replicas", "overture/synth=auto", "--replicas", "meta/musicgen=2"),
+            # Two checkpoints (the same tiny weights under two hub ids), loaded under two keys.
             *("--checkpoint", f"facebook/musicgen-small={musicgen}"),
+            *("--checkpoint", f"facebook/musicgen-medium={musicgen}"),
         ).start()
         try:
             client = srv.client()
@@ -75,12 +77,12 @@ def test_predictions_spread_over_both_nodes_and_files_come_back_whole(tmp_path: 
                 )
                 for i in range(4)
             ]
-            # Two at once, before either actor has loaded the model: the least loaded actor takes each.
+            # Two at once, before either actor has loaded a model: the least loaded actor takes each.
             tiny = [
                 client.predictions.create(
-                    model="meta/musicgen", input={"prompt": f"drone {i}", "model_version": "small", "duration": 1}
+                    model="meta/musicgen", input={"prompt": "drone", "model_version": version, "duration": 1}
                 )
-                for i in range(2)
+                for version in ("small", "medium")
             ]
             with srv.http() as http:
                 for group in (synth, tiny):
@@ -91,6 +93,16 @@ def test_predictions_spread_over_both_nodes_and_files_come_back_whole(tmp_path: 
                         assert audio.status_code == 200 and audio.content[:4] == b"RIFF", audio.content[:16]
                     used = {node for body in ended for node in nodes_in(body["logs"])}
                     assert used == {node.node_id[:12] for node in cluster.worker_nodes}, used
+                # Then, one at a time, each checkpoint's next prediction goes to the actor that loaded it.
+                loaded_on = dict(zip(("small", "medium"), (nodes_in(body["logs"]) for body in ended), strict=True))
+                for version in ("medium", "small"):
+                    again = client.predictions.create(
+                        model="meta/musicgen", input={"prompt": "drone", "model_version": version, "duration": 1}
+                    )
+                    body = wait_finished(http, again.id, timeout=120)
+                    assert body["status"] == "succeeded", (body["error"], body["logs"])
+                    assert nodes_in(body["logs"]) == loaded_on[version], (version, body["logs"], loaded_on)
+                    assert "Loading checkpoint" not in body["logs"], body["logs"]
         finally:
             srv.stop()
 
@@ -167,11 +179,17 @@ def test_cancel_reaches_the_remote_actor(tmp_path: Path) -> None:
             with srv.http() as http:
                 running_on(http, prediction.id)
                 (actor,) = actor_processes()
+                # A second waits in the actor's queue, and its place there shows (its place in that actor's queue).
+                after = client.predictions.create(model="tests/steps", input={"steps": 1})
+                wait_for(
+                    lambda: http.get(f"/v1/predictions/{after.id}").json().get("queue_position") == 1,
+                    30,
+                    "the queued prediction's queue_position",
+                )
                 prediction.cancel()
                 body = wait_finished(http, prediction.id, timeout=10)
                 assert body["status"] == "canceled", body
                 # The actor stopped the job at its next step and lives on for the next one.
-                after = client.predictions.create(model="tests/steps", input={"steps": 1})
                 assert wait_finished(http, after.id, timeout=60)["status"] == "succeeded"
             assert [p.pid for p in actor_processes()] == [actor.pid]
             assert "finished 200 steps" not in body["logs"]

@@ -46,6 +46,7 @@ from overture.engine.workers.protocol import (
     Log,
     ModelEvent,
     ModelLoaded,
+    ModelUsed,
     Output,
     PoolSpec,
     WorkerFailed,
@@ -53,6 +54,7 @@ from overture.engine.workers.protocol import (
 from overture.engine.workers.runtime import PoolRuntime, code_failure, predictor_class
 from overture.engine.workers.transport import ClusterUnavailable, EventSink, WorkerLost
 from overture.models.base import Predictor
+from overture.runtime.checkpoints import Checkpoints
 
 log = logging.getLogger("overture")
 
@@ -304,9 +306,10 @@ def _connect(address: str, wait_seconds: float) -> None:
 
 
 class RayWorker:
-    """One pool's actors. A job goes to an actor that has loaded a model and has room for it in
-    its batch, which keeps batching inside one device; else to the least loaded actor. An actor
-    is started on the first job that goes to its slot, and again after it was lost."""
+    """One pool's actors. A job goes to an actor that has loaded the job's own model (its
+    predictor's ``model_key``) and has room for it in its batch, which keeps batching inside one
+    device; else to the least loaded actor. An actor is started on the first job that goes to its
+    slot, and again after it was lost."""
 
     def __init__(
         self, spec: PoolSpec, sink: EventSink, cluster: RayCluster, predictor: type[Predictor], names: tuple[str, ...]
@@ -318,6 +321,8 @@ class RayWorker:
         self._names = names
         #: Jobs one actor takes at once before another gets the next one.
         self._room = predictor.jobs_at_once(spec.model_settings)
+        #: Maps a job to the key its model is loaded under, with the operator's substitutions.
+        self._checkpoints = Checkpoints(spec.checkpoints)
         self._lock = threading.Lock()
         self._starting = threading.Lock()
         #: Decided on the first job (it asks the cluster, which may keep it waiting), not in the engine's lock.
@@ -339,7 +344,7 @@ class RayWorker:
             with self._lock:
                 if self._stopped:
                     return  # the server is stopping: the job stays active in the records for the next start
-                slot = self._choose()
+                slot = self._choose(self._predictor.model_key(job.inputs, self._checkpoints))
                 replica = self._slots[slot]
                 if replica is not None:
                     # Under the lock that ``_ended`` takes: a lost actor's list of jobs includes this one.
@@ -352,11 +357,13 @@ class RayWorker:
                 replica.start()  # its reader may end it at once: only once it holds its slot and job
         replica.send(packed)
 
-    def _choose(self) -> int:
+    def _choose(self, key: str | None) -> int:
+        """The slot for a job whose model loads under ``key`` (None: the pool's one model)."""
+
         def rank(slot: int) -> tuple[bool, bool, int]:
             replica = self._slots[slot]
             load = len(replica.outstanding) if replica is not None else 0
-            warm = replica is not None and bool(replica.loaded)
+            warm = replica is not None and (key in replica.loaded if key is not None else bool(replica.loaded))
             return load >= self._room, not warm, load
 
         return min(range(len(self._slots)), key=rank)
@@ -414,7 +421,7 @@ class _Replica:
         self.outstanding: set[str] = set()
         #: Jobs told to cancel: ``kill`` ends the actor only for one of these.
         self.canceled: set[str] = set()
-        #: Models the actor reported loaded: a job sent here may batch with a running one.
+        #: Keys of the models the actor reported loaded: a job for one of them may batch with a running one.
         self.loaded: set[str] = set()
         self._scratch: dict[str, Path] = {}
         self.where = _Where()
@@ -506,13 +513,15 @@ class _Replica:
             self._kill()
         self.owner._sink.lost(spec.name, list(self.outstanding), lost)
 
-    def _deliver(self, event: Event) -> None:
+    def _deliver(self, event: JobEvent | ModelEvent) -> None:
         pool = self.owner.spec.name
         if isinstance(event, ModelLoaded):
             self.loaded.add(event.key)
             return  # each actor keeps its own device's memory budget: the server's ledger is for local workers
-        if isinstance(event, ModelEvent | WorkerFailed):
-            return
+        if isinstance(event, ModelUsed):
+            return  # the same
+        # QueuePositions give places in this actor's own queue, and pool reports (setup, batch,
+        # device memory) are this actor's: each goes on as it is.
         if isinstance(event, Output):
             event = replace(event, value=unpack(event.value, self._scratch[event.prediction_id]))
         elif isinstance(event, Done):
