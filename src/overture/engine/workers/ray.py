@@ -178,21 +178,24 @@ class PoolPlacement:
 
 
 class ControlStore:
-    """Questions to the cluster's control store (Ray's GCS), which block while it is unreachable:
-    each gets an answer within ``--ray-wait``, or ``ClusterUnreachable``. Meanwhile the API answers
-    and predictions wait; once the store has been silent that long, each question fails at once
-    until it answers again."""
+    """Questions to the cluster's control store (Ray's GCS), which block while it is unreachable.
+
+    Each question runs on a thread of its own, as a blocked call to Ray cannot be interrupted. One
+    that has not answered is the probe: while it is out, the store is taken as silent, and no
+    other question is put (no thread piles up behind it). Questions then wait for the probe's
+    answer, at most until the store has been silent for ``--ray-wait``, and fail with
+    ``ClusterUnreachable`` from then on, at once, until the probe answers. Meanwhile the API
+    answers and predictions wait."""
 
     def __init__(self, address: str, wait_seconds: float):
         self.address = address
         self.wait_seconds = wait_seconds
-        self._lock = threading.Lock()
-        self._silent_since: float | None = None
+        self._changed = threading.Condition()
+        #: The question that has not answered, and since when: the store is silent while it is out.
+        self._probe: threading.Thread | None = None
+        self._silent_since = 0.0
 
     def ask(self, question: Callable[[], T]) -> T:
-        with self._lock:
-            since = self._silent_since
-        left = self.wait_seconds if since is None else max(0.0, since + self.wait_seconds - time.monotonic())
         answers: list[T] = []
         errors: list[BaseException] = []
 
@@ -201,21 +204,35 @@ class ControlStore:
                 answers.append(question())
             except BaseException as exc:  # noqa: BLE001 - raised again in the asking thread
                 errors.append(exc)
+            with self._changed:
+                if self._probe is thread:
+                    self._probe = None  # the store answers again
+                self._changed.notify_all()
 
-        # A thread, as a blocked call to Ray cannot be interrupted; it ends when the store answers.
         thread = threading.Thread(target=put, name="ray-control-store", daemon=True)
-        thread.start()
-        thread.join(max(left, PROBE_SECONDS))
-        with self._lock:
-            if thread.is_alive():
-                self._silent_since = since if since is not None else time.monotonic() - PROBE_SECONDS
-                raise ClusterUnreachable(
-                    f"The Ray cluster at {self.address} has not answered for {self.wait_seconds:g} s."
-                )
-            self._silent_since = None
+        with self._changed:
+            self._wait_for_silence_to_end()
+            self._probe = thread
+            self._silent_since = time.monotonic()
+            thread.start()
+            self._changed.wait_for(lambda: self._probe is not thread, self.wait_seconds)
+            if self._probe is thread:
+                raise self._unreachable()
         if errors:
             raise errors[0]
         return answers[0]
+
+    def _wait_for_silence_to_end(self) -> None:
+        """Return once no probe is out; raise once the store has been silent for ``--ray-wait``.
+        Called holding ``_changed``."""
+        while self._probe is not None:
+            left = self._silent_since + self.wait_seconds - time.monotonic()
+            if left <= 0:
+                raise self._unreachable()
+            self._changed.wait(left)
+
+    def _unreachable(self) -> ClusterUnreachable:
+        return ClusterUnreachable(f"The Ray cluster at {self.address} has not answered for {self.wait_seconds:g} s.")
 
     def node_alive(self, node_id: str) -> bool:
         return any(node["NodeID"] == node_id and node["Alive"] for node in self.ask(ray.nodes))
