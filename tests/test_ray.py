@@ -235,8 +235,11 @@ def test_a_lost_cluster_keeps_predictions_waiting_then_fails_them_while_the_api_
         srv = ray_server(tmp_path, cluster, "--ray-wait", "4").start()
         address = cluster.address
         try:
-            kill_node(cluster, cluster.head_node)  # Ray's control store
             client = srv.client()
+            busy = client.predictions.create(model="tests/steps", input=SLOW)
+            with srv.http() as http:
+                node = running_on(http, busy.id)
+            kill_node(cluster, cluster.head_node)  # Ray's control store
             started = time.monotonic()
             predictions = [
                 client.predictions.create(model="overture/synth", input={"prompt": "piano", "duration": 1})
@@ -259,6 +262,15 @@ def test_a_lost_cluster_keeps_predictions_waiting_then_fails_them_while_the_api_
             # Each waited --ray-wait once, together, not one after another.
             waited = [seconds for _, seconds in ended]
             assert 4 <= waited[0] < 30 and waited[-1] - waited[0] < 1.5, waited
+            # The actor that was running on a worker node kept serving its prediction to the end,
+            # and takes the next one of its pool.
+            with srv.http() as http:
+                body = wait_finished(http, busy.id, timeout=60)
+                assert body["status"] == "succeeded", body
+                assert nodes_in(body["logs"]) == [node] and "finished 40 steps" in body["logs"], body["logs"]
+                after = client.predictions.create(model="tests/steps", input={"steps": 1})
+                body = wait_finished(http, after.id, timeout=30)
+            assert body["status"] == "succeeded" and nodes_in(body["logs"]) == [node], body
         finally:
             srv.stop()
 
