@@ -71,8 +71,8 @@ class Settings:
     rate_limit_window_seconds: float = 60.0
     #: Predictions one token may have waiting to start; 0 for no cap.
     max_queued_per_token: int = 0
-    #: How many times a prediction runs when its worker is lost before it produced output (any
-    #: transport): 2 runs it again once.
+    #: How many times a prediction runs when its worker is lost while running it, before it produced
+    #: output (any transport): 2 runs it again once. A job lost while still queued is sent again for free.
     max_attempts: int = 2
     # -- Ray (docs/cluster.md) ---------------------------------------------------------------------
     #: Run model pools as actors on this Ray cluster: "auto" or the head's "HOST:PORT" (the server

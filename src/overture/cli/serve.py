@@ -248,8 +248,8 @@ def serve(
         typer.Option(
             envvar="OVERTURE_MAX_ATTEMPTS",
             min=1,
-            help="Runs of a prediction whose worker (process, actor or node) is lost before it produced output "
-            f"(default: {Settings.max_attempts}).",
+            help="Runs of a prediction whose worker (process, actor or node) is lost while running it, before it "
+            f"produced output; a job still queued there is sent again for free (default: {Settings.max_attempts}).",
         ),
     ] = None,
     # -- for operators: metrics and logs (docs/operations.md) --
