@@ -229,3 +229,31 @@ def test_a_batch_answered_with_too_few_results_fails_that_batch_only(server: Ser
             assert body["error"] == f"RuntimeError: The model returned {n - 1} results for a batch of {n}"
         pid = http.post("/v1/models/tests/batched/predictions", json={"input": {"text": "after"}}).json()["id"]
         assert wait_finished(http, pid, timeout=60)["output"] == {"text": "after", "batch_size": 1}
+
+
+def test_a_job_still_queued_when_its_worker_dies_twice_is_sent_again_without_using_an_attempt(
+    fresh_server: Server,
+) -> None:
+    server = fresh_server.start()  # its only worker process is the one this test kills
+    with server.http() as http:
+
+        def create(payload: dict) -> str:
+            return http.post("/v1/models/tests/steps/predictions", json={"input": payload}).json()["id"]
+
+        def running_with(pid: str, notices: int) -> bool:
+            body = http.get(f"/v1/predictions/{pid}").json()
+            return body["status"] == "processing" and body["logs"].count("Running this prediction again.") == notices
+
+        running = create({"steps": 10_000, "step_seconds": 0.05})
+        wait_until(lambda: running_with(running, 0), what="the first prediction running")
+        queued = create({"steps": 1, "label": "queued"})
+        for notices in (0, 1):
+            wait_until(lambda notices=notices: running_with(running, notices), what="the first prediction running")
+            assert http.get(f"/v1/predictions/{queued}").json()["status"] == "starting"
+            os.kill(one_worker(server), signal.SIGKILL)
+        # The running one has used its two attempts; the queued one never ran, and runs now.
+        failed = wait_finished(http, running, timeout=60)
+        assert failed["status"] == "failed" and failed["error"] == "The model's worker process was killed by SIGKILL."
+        body = wait_finished(http, queued, timeout=60)
+        assert body["status"] == "succeeded" and body["output"] == "queued:None", body
+        assert "Running this prediction again." not in body["logs"]

@@ -75,12 +75,13 @@ class Settings:
     rate_limit_window_seconds: float = 60.0
     #: Predictions one token may have waiting to start; 0 for no cap.
     max_queued_per_token: int = 0
-    #: How many times a prediction runs when its worker is lost before it produced output (any
-    #: transport): 2 runs it again once.
+    #: How many times a prediction runs when its worker is lost while running it, before it produced
+    #: output (any transport): 2 runs it again once. A job lost while still queued is sent again for free.
     max_attempts: int = 2
     # -- Ray (docs/cluster.md) ---------------------------------------------------------------------
-    #: Run model pools as actors on this Ray cluster: "auto", "HOST:PORT", "ray://HOST:PORT", or
-    #: "local" to start one on this machine. None: no Ray (the default), nor is it imported.
+    #: Run model pools as actors on this Ray cluster: "auto" or the head's "HOST:PORT" (the server
+    #: runs on a node of the cluster; Ray Client's ray:// cannot stream), or "local" to start one on
+    #: this machine. None: no Ray (the default), nor is it imported.
     ray_address: str | None = None
     #: Actors per pool by pool name: a count, or "auto" (one per GPU of the cluster; one per node
     #: on a cluster without GPUs). Pools not named get one.

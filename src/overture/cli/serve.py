@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from overture.cli.common import console, split
 from overture.config import RATE_LIMIT_WINDOW_RANGE, WORKERS, Settings, Workers
@@ -217,8 +218,8 @@ def serve(
         typer.Option(
             envvar="OVERTURE_RAY",
             metavar="ADDRESS",
-            help="Run model pools as actors on this Ray cluster (auto, HOST:PORT, ray://HOST:PORT), or start "
-            "one on this machine with 'local' (needs overture[ray]).",
+            help="Run model pools as actors on this Ray cluster (auto, or its head's HOST:PORT; the server runs "
+            "on a node of the cluster), or start one on this machine with 'local' (needs overture[ray]).",
         ),
     ] = None,
     replicas: Annotated[
@@ -253,8 +254,8 @@ def serve(
         typer.Option(
             envvar="OVERTURE_MAX_ATTEMPTS",
             min=1,
-            help="Runs of a prediction whose worker (process, actor or node) is lost before it produced output "
-            f"(default: {Settings.max_attempts}).",
+            help="Runs of a prediction whose worker (process, actor or node) is lost while running it, before it "
+            f"produced output; a job still queued there is sent again for free (default: {Settings.max_attempts}).",
         ),
     ] = None,
     # -- for operators: metrics and logs (docs/operations.md) --
@@ -330,7 +331,7 @@ def serve(
     try:
         application = create_app(settings)
     except ClusterUnavailable as exc:
-        console.print(f"[red]Error:[/red] {exc}")
+        console.print(f"[red]Error:[/red] {escape(str(exc))}")  # escaped: "overture[ray]" is not markup
         raise typer.Exit(2) from None
     # The client wraps only https: output URLs in FileOutput (.read()), so TLS matters to users.
     scheme = "https" if ssl_certfile else "http"
@@ -450,16 +451,18 @@ def _cluster_settings(
     """Where pools run on a Ray cluster, and how often a lost prediction runs again: options
     first, then the config file. Values are checked here, so that a typo stops the server at start-up."""
     counts: dict[str, int | str] = {}
-    for model, count in {**table.get("replicas", {}), **_pairs(replicas, "--replicas")}.items():
-        if count != "auto" and not (str(count).isdigit() and int(count) >= 1):
+    for model, count in {**_table(table, "replicas"), **_pairs(replicas, "--replicas")}.items():
+        if count != "auto" and not (isinstance(count, int | str) and str(count).isdigit() and int(count) >= 1):
             raise typer.BadParameter(
                 f"{model}: expected a count of at least 1 or 'auto', got {count!r}", param_hint="--replicas"
             )
         counts[model] = "auto" if count == "auto" else int(count)
     gpus: dict[str, float] = {}
-    for model, amount in {**table.get("gpus_per_worker", {}), **_pairs(gpus_per_worker, "--gpus-per-worker")}.items():
+    for model, amount in {**_table(table, "gpus_per_worker"), **_pairs(gpus_per_worker, "--gpus-per-worker")}.items():
+        # A bool is an int to Python: ``true`` must not quietly mean one GPU.
+        number = isinstance(amount, int | float | str) and not isinstance(amount, bool)
         try:
-            gpus[model] = float(amount)
+            gpus[model] = float(amount) if number else -1.0
         except ValueError:
             gpus[model] = -1.0
         if not 0 <= gpus[model] < math.inf or (gpus[model] > 1 and not gpus[model].is_integer()):
@@ -467,8 +470,11 @@ def _cluster_settings(
                 f"{model}: expected a fraction of one GPU or a whole number of them, got {amount!r}",
                 param_hint="--gpus-per-worker",
             )
+    address = _layered(ray, table, "ray", "--ray", lambda v: isinstance(v, str) and bool(v), "an address")
+    if address is not None:
+        _check_ray_address(address, "--ray" if ray is not None else "--config")
     return _given(
-        ray_address=_layered(ray, table, "ray", "--ray", lambda v: isinstance(v, str) and bool(v), "an address"),
+        ray_address=address,
         replicas=counts,
         gpus_per_worker=gpus,
         ray_wait_seconds=_layered(
@@ -483,6 +489,29 @@ def _cluster_settings(
             "a whole number of at least 1",
         ),
     )
+
+
+def _table(table: dict[str, Any], key: str) -> dict[str, Any]:
+    """The config file's ``[key]`` table; anything else there stops the server at start-up."""
+    value = table.get(key, {})
+    if not isinstance(value, dict):
+        raise typer.BadParameter(f'{key} must be a table, such as [{key}] "meta/musicgen" = 2', param_hint="--config")
+    return value
+
+
+def _check_ray_address(address: str, hint: str) -> None:
+    """``auto``, ``local`` or the head's ``HOST:PORT``: said at start-up, not as Ray's traceback."""
+    if address.startswith("ray://"):
+        # Ray Client cannot carry streaming generator calls, which bring every actor's events back.
+        raise typer.BadParameter(
+            f"{address}: Ray Client (ray://) addresses are not supported, as Ray Client cannot stream the "
+            "actors' events back. Run the server on a node of the cluster and use --ray HOST:PORT (the head's "
+            "address, port 6379 by default) or --ray auto.",
+            param_hint=hint,
+        )
+    host, sep, port = address.rpartition(":")
+    if address not in ("auto", "local") and not (sep and host and port.isdigit()):
+        raise typer.BadParameter(f"expected auto, local or the Ray head's HOST:PORT, got {address!r}", param_hint=hint)
 
 
 def _checkpoint_settings(

@@ -50,7 +50,7 @@ from overture.engine.workers.protocol import (
     SetupDone,
     Started,
 )
-from overture.engine.workers.transport import Transport, WorkerLost
+from overture.engine.workers.transport import ClusterUnavailable, Transport, WorkerLost
 from overture.errors import InvalidInput, UnknownModel, prediction_error
 from overture.ids import new_id
 from overture.logs import about
@@ -102,8 +102,13 @@ class Engine:
         #: With ``--ray``, where the pools' actors run; imported only then, so a server without it never loads Ray.
         self.ray: RayCluster | None = None
         if settings.ray_address is not None:
-            from overture.engine.workers.ray import RayCluster
-
+            try:
+                from overture.engine.workers.ray import RayCluster
+            except ImportError as exc:
+                raise ClusterUnavailable(
+                    f"--ray needs the ray package, which cannot be imported here ({exc}). Install it with "
+                    "pip install 'overture[ray]' (from a clone: pip install -e '.[ray]')."
+                ) from None
             self.ray = RayCluster(
                 settings.ray_address, settings.ray_wait_seconds, settings.replicas, settings.gpus_per_worker
             )
@@ -415,6 +420,7 @@ class Engine:
         elif run.finished:
             return  # canceled or expired while the worker ran it: nothing more reaches the record
         elif isinstance(event, Started):
+            run.started_in_worker = True
             self.queued.remove(run.owner, run.id)
             run.queue = None
             if not self.recorder.started(run):
@@ -463,31 +469,38 @@ class Engine:
         return run.queue if run is not None and run.started_at is None and not run.finished else None
 
     def lost(self, pool: str, prediction_ids: list[str], why: WorkerLost) -> None:
-        """A worker died holding these jobs: each runs again (``--max-attempts`` runs in all) if
-        it had produced no output, else fails with the worker's fate."""
+        """A worker died holding these jobs. One it had started runs again (``--max-attempts``
+        runs in all) if it had produced no output, else fails with the worker's fate; one still
+        waiting in its queue is sent again without using an attempt, as it never ran."""
         if self._stopping:
             return  # stopped on purpose: the next start runs them again
         self.memory.forget_pool(pool)
         self._worker_gone(pool, why)
-        for pid in prediction_ids:
-            run = self._runs.get(pid)
-            if run is None:
-                continue
-            run.in_worker = False
+        runs = [run for run in map(self._runs.get, prediction_ids) if run is not None]
+        # Sent again in the order they had: those that were running first, then the queue's.
+        for run in sorted(runs, key=lambda run: (not run.started_in_worker, run.queued_at)):
+            with self._lock:
+                run.in_worker = False
+                started, run.started_in_worker = run.started_in_worker, False
             try:
-                if run.finished:
-                    self._forget(run)
-                elif why.retryable and run.attempt < self.settings.max_attempts and not run.produced_output:
-                    run.attempt += 1
-                    if self.recorder.restarted(run, f"{why.error} Running this prediction again."):
-                        self._submit(run)
-                    else:
-                        self._forget(run)
-                else:
-                    self.recorder.complete(run, Status.FAILED, error=why.error)
-                    self._forget(run)
+                self._relaunch(run, why, started)
             except Exception:
-                log.exception("could not record the loss of %s", pid, extra={"prediction_id": pid})
+                log.exception("could not record the loss of %s", run.id, extra={"prediction_id": run.id})
+
+    def _relaunch(self, run: PredictionRun, why: WorkerLost, started: bool) -> None:
+        if run.finished:
+            self._forget(run)
+        elif why.retryable and not started:
+            self._submit(run)
+        elif why.retryable and run.attempt < self.settings.max_attempts and not run.produced_output:
+            run.attempt += 1
+            if self.recorder.restarted(run, f"{why.error} Running this prediction again."):
+                self._submit(run)
+            else:
+                self._forget(run)
+        else:
+            self.recorder.complete(run, Status.FAILED, error=why.error)
+            self._forget(run)
 
     def _unload(self, pool: str, key: str) -> None:
         with self._lock:

@@ -34,11 +34,14 @@ class PredictionRun:
     job: Job | None = None
     cache_key: str | None = None
     started_at: datetime | None = None
-    #: 1, then one more each time a worker died before this prediction produced any output.
+    #: 1, then one more each time a worker died running it before it produced any output.
     attempt: int = 1
     produced_output: bool = False
     #: A worker holds the job: its ``Done`` (or the worker's loss) is still to come.
     in_worker: bool = False
+    #: The worker holding the job has started it (its ``Started`` came): only then does the
+    #: worker's loss use up an attempt; a job lost while still queued is sent again for free.
+    started_in_worker: bool = False
     #: The record is terminal; a worker may still be finishing the job.
     finished: bool = False
     #: ``time.monotonic()`` when the worker was told to cancel; it has a grace period to stop.

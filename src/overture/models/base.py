@@ -121,6 +121,13 @@ class Predictor:
         return None
 
     @classmethod
+    def model_key(cls, inputs: dict[str, Any], checkpoints: Checkpoints) -> str | None:
+        """The key these inputs' weights are loaded under (the one ``ModelLoaded`` reports), so
+        that a router can send the job where they are loaded already; None for a predictor with
+        one set of weights, where any loaded model is its own."""
+        return None
+
+    @classmethod
     def check_inputs(cls, raw: Mapping[str, Any], values: dict[str, Any]) -> list[tuple[str, str]]:
         """``(field, message)`` for each rule that spans fields, checked at create time so that the
         client gets a 422 rather than a failed prediction; ``raw`` tells what the client gave."""

@@ -46,6 +46,7 @@ from overture.engine.workers.protocol import (
     Log,
     ModelEvent,
     ModelLoaded,
+    ModelUsed,
     Output,
     PoolSpec,
     WorkerFailed,
@@ -53,6 +54,7 @@ from overture.engine.workers.protocol import (
 from overture.engine.workers.runtime import PoolRuntime, code_failure, predictor_class
 from overture.engine.workers.transport import ClusterUnavailable, EventSink, WorkerLost
 from overture.models.base import Predictor
+from overture.runtime.checkpoints import Checkpoints
 
 log = logging.getLogger("overture")
 
@@ -176,21 +178,24 @@ class PoolPlacement:
 
 
 class ControlStore:
-    """Questions to the cluster's control store (Ray's GCS), which block while it is unreachable:
-    each gets an answer within ``--ray-wait``, or ``ClusterUnreachable``. Meanwhile the API answers
-    and predictions wait; once the store has been silent that long, each question fails at once
-    until it answers again."""
+    """Questions to the cluster's control store (Ray's GCS), which block while it is unreachable.
+
+    Each question runs on a thread of its own, as a blocked call to Ray cannot be interrupted. One
+    that has not answered is the probe: while it is out, the store is taken as silent, and no
+    other question is put (no thread piles up behind it). Questions then wait for the probe's
+    answer, at most until the store has been silent for ``--ray-wait``, and fail with
+    ``ClusterUnreachable`` from then on, at once, until the probe answers. Meanwhile the API
+    answers and predictions wait."""
 
     def __init__(self, address: str, wait_seconds: float):
         self.address = address
         self.wait_seconds = wait_seconds
-        self._lock = threading.Lock()
-        self._silent_since: float | None = None
+        self._changed = threading.Condition()
+        #: The question that has not answered, and since when: the store is silent while it is out.
+        self._probe: threading.Thread | None = None
+        self._silent_since = 0.0
 
     def ask(self, question: Callable[[], T]) -> T:
-        with self._lock:
-            since = self._silent_since
-        left = self.wait_seconds if since is None else max(0.0, since + self.wait_seconds - time.monotonic())
         answers: list[T] = []
         errors: list[BaseException] = []
 
@@ -199,21 +204,35 @@ class ControlStore:
                 answers.append(question())
             except BaseException as exc:  # noqa: BLE001 - raised again in the asking thread
                 errors.append(exc)
+            with self._changed:
+                if self._probe is thread:
+                    self._probe = None  # the store answers again
+                self._changed.notify_all()
 
-        # A thread, as a blocked call to Ray cannot be interrupted; it ends when the store answers.
         thread = threading.Thread(target=put, name="ray-control-store", daemon=True)
-        thread.start()
-        thread.join(max(left, PROBE_SECONDS))
-        with self._lock:
-            if thread.is_alive():
-                self._silent_since = since if since is not None else time.monotonic() - PROBE_SECONDS
-                raise ClusterUnreachable(
-                    f"The Ray cluster at {self.address} has not answered for {self.wait_seconds:g} s."
-                )
-            self._silent_since = None
+        with self._changed:
+            self._wait_for_silence_to_end()
+            self._probe = thread
+            self._silent_since = time.monotonic()
+            thread.start()
+            self._changed.wait_for(lambda: self._probe is not thread, self.wait_seconds)
+            if self._probe is thread:
+                raise self._unreachable()
         if errors:
             raise errors[0]
         return answers[0]
+
+    def _wait_for_silence_to_end(self) -> None:
+        """Return once no probe is out; raise once the store has been silent for ``--ray-wait``.
+        Called holding ``_changed``."""
+        while self._probe is not None:
+            left = self._silent_since + self.wait_seconds - time.monotonic()
+            if left <= 0:
+                raise self._unreachable()
+            self._changed.wait(left)
+
+    def _unreachable(self) -> ClusterUnreachable:
+        return ClusterUnreachable(f"The Ray cluster at {self.address} has not answered for {self.wait_seconds:g} s.")
 
     def node_alive(self, node_id: str) -> bool:
         return any(node["NodeID"] == node_id and node["Alive"] for node in self.ask(ray.nodes))
@@ -287,7 +306,7 @@ def _connect(address: str, wait_seconds: float) -> None:
     if address == "local":
         ray.init(include_dashboard=False, **options)
         return
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    host, sep, port = address.rpartition(":")
     if sep and port.isdigit():
         # Ray retries an address that does not answer for minutes: a plain connect says it at once.
         try:
@@ -299,14 +318,15 @@ def _connect(address: str, wait_seconds: float) -> None:
             ) from None
     try:
         ray.init(address=address, **options)
-    except (ConnectionError, RuntimeError) as exc:
+    except (ConnectionError, RuntimeError, ValueError) as exc:  # ValueError: an address Ray cannot parse
         raise ClusterUnavailable(f"Cannot connect to the Ray cluster at {address}: {exc}") from None
 
 
 class RayWorker:
-    """One pool's actors. A job goes to an actor that has loaded a model and has room for it in
-    its batch, which keeps batching inside one device; else to the least loaded actor. An actor
-    is started on the first job that goes to its slot, and again after it was lost."""
+    """One pool's actors. A job goes to an actor that has loaded the job's own model (its
+    predictor's ``model_key``) and has room for it in its batch, which keeps batching inside one
+    device; else to the least loaded actor. An actor is started on the first job that goes to its
+    slot, and again after it was lost."""
 
     def __init__(
         self, spec: PoolSpec, sink: EventSink, cluster: RayCluster, predictor: type[Predictor], names: tuple[str, ...]
@@ -318,6 +338,8 @@ class RayWorker:
         self._names = names
         #: Jobs one actor takes at once before another gets the next one.
         self._room = predictor.jobs_at_once(spec.model_settings)
+        #: Maps a job to the key its model is loaded under, with the operator's substitutions.
+        self._checkpoints = Checkpoints(spec.checkpoints)
         self._lock = threading.Lock()
         self._starting = threading.Lock()
         #: Decided on the first job (it asks the cluster, which may keep it waiting), not in the engine's lock.
@@ -339,7 +361,7 @@ class RayWorker:
             with self._lock:
                 if self._stopped:
                     return  # the server is stopping: the job stays active in the records for the next start
-                slot = self._choose()
+                slot = self._choose(self._predictor.model_key(job.inputs, self._checkpoints))
                 replica = self._slots[slot]
                 if replica is not None:
                     # Under the lock that ``_ended`` takes: a lost actor's list of jobs includes this one.
@@ -352,11 +374,13 @@ class RayWorker:
                 replica.start()  # its reader may end it at once: only once it holds its slot and job
         replica.send(packed)
 
-    def _choose(self) -> int:
+    def _choose(self, key: str | None) -> int:
+        """The slot for a job whose model loads under ``key`` (None: the pool's one model)."""
+
         def rank(slot: int) -> tuple[bool, bool, int]:
             replica = self._slots[slot]
             load = len(replica.outstanding) if replica is not None else 0
-            warm = replica is not None and bool(replica.loaded)
+            warm = replica is not None and (key in replica.loaded if key is not None else bool(replica.loaded))
             return load >= self._room, not warm, load
 
         return min(range(len(self._slots)), key=rank)
@@ -414,7 +438,7 @@ class _Replica:
         self.outstanding: set[str] = set()
         #: Jobs told to cancel: ``kill`` ends the actor only for one of these.
         self.canceled: set[str] = set()
-        #: Models the actor reported loaded: a job sent here may batch with a running one.
+        #: Keys of the models the actor reported loaded: a job for one of them may batch with a running one.
         self.loaded: set[str] = set()
         self._scratch: dict[str, Path] = {}
         self.where = _Where()
@@ -506,13 +530,15 @@ class _Replica:
             self._kill()
         self.owner._sink.lost(spec.name, list(self.outstanding), lost)
 
-    def _deliver(self, event: Event) -> None:
+    def _deliver(self, event: JobEvent | ModelEvent) -> None:
         pool = self.owner.spec.name
         if isinstance(event, ModelLoaded):
             self.loaded.add(event.key)
             return  # each actor keeps its own device's memory budget: the server's ledger is for local workers
-        if isinstance(event, ModelEvent | WorkerFailed):
-            return
+        if isinstance(event, ModelUsed):
+            return  # the same
+        # QueuePositions give places in this actor's own queue, and pool reports (setup, batch,
+        # device memory) are this actor's: each goes on as it is.
         if isinstance(event, Output):
             event = replace(event, value=unpack(event.value, self._scratch[event.prediction_id]))
         elif isinstance(event, Done):

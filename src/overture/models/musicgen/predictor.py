@@ -59,6 +59,14 @@ class MusicgenPredictor(ContinuousPredictor):
         return prepare_kernels(checkpoints, hub_id(model_version), settings.batch_slots).summary()
 
     @classmethod
+    def model_key(cls, inputs: dict[str, Any], checkpoints: Checkpoints) -> str | None:
+        # As ``runner.load`` keys the LRU: by the checkpoint served after the operator's substitutions.
+        try:
+            return checkpoints.served(hub_id(inputs["model_version"]))
+        except CheckpointMissing:
+            return None  # admit fails it at once, wherever it goes
+
+    @classmethod
     def is_deterministic(cls, inputs: dict[str, Any]) -> bool:
         # Seed 0 is random too (Replicate's quirk), so only positive seeds fix the output.
         seed = inputs.get("seed")
