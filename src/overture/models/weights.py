@@ -74,7 +74,8 @@ def log_readiness(registry: Registry, settings: CheckpointSettings) -> None:
             model.ref,
             ", ".join(ready) or "none",
             ", ".join(missing) or "none",
-            f" (overture pull {model.ref} --model-version NAME)" if missing else "",
+            # A model with one set of weights needs no --model-version.
+            f" (overture pull {model.ref}{' --model-version NAME' if len(report) > 1 else ''})" if missing else "",
         )
         for entry in report:
             if "reason" in entry:
