@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import ActorDiedError, GetTimeoutError, RayError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from overture.engine.workers.protocol import (
     Done,
@@ -412,6 +413,24 @@ class RayWorker:
         with self._lock:
             return [replica for replica in self._slots if replica is not None]
 
+    def node_for_new_actor(self) -> str | None:
+        """The alive node that could hold one more actor of this pool and holds the fewest of its
+        actors now, or None when no node could. Ray's own SPREAD is best effort: it placed two
+        actors of a pool on one node while another stood idle."""
+        placement = self.placement
+        assert placement is not None
+        nodes = [
+            node["NodeID"]
+            for node in self.cluster.control.ask(ray.nodes)
+            if node["Alive"]
+            and node["Resources"].get("CPU", 0) >= placement.num_cpus
+            and node["Resources"].get("GPU", 0) >= placement.num_gpus
+        ]
+        if not nodes:
+            return None
+        held = [replica.node_id for replica in self._replicas()]
+        return min(sorted(nodes), key=held.count)
+
     def _ended(self, replica: _Replica) -> None:
         with self._lock:
             if self._slots[replica.slot] is replica:
@@ -452,12 +471,20 @@ class _Replica:
         self._control.ask(lambda: _stop_stale(name))
         placement = owner.placement
         assert placement is not None
+        # Replicas of a pool on different nodes where it can: one node's loss takes fewer. Soft, and
+        # spilling when that node has no room free now, so that Ray places it elsewhere instead of waiting.
+        #: The node asked for (Ray may place it elsewhere); ``where`` says where it runs once it reports.
+        self.node_id = owner.node_for_new_actor() or ""
+        strategy: Any = (
+            NodeAffinitySchedulingStrategy(self.node_id, soft=True, _spill_on_unavailable=True)
+            if self.node_id
+            else "SPREAD"
+        )
         actor_class = _REMOTE_POOL_ACTOR.options(
             name=name,
             num_cpus=placement.num_cpus,
             num_gpus=placement.num_gpus,
-            # Replicas of a pool on different nodes where it can: one node's loss takes fewer.
-            scheduling_strategy="SPREAD",
+            scheduling_strategy=strategy,
             max_restarts=0,
             # The event stream holds one thread; calls and cancels need others.
             max_concurrency=8,
