@@ -70,12 +70,16 @@ def start_server(data_dir: Path, *options: str) -> tuple[subprocess.Popen[bytes]
     raise RuntimeError("server did not start")
 
 
-async def load(base: str, requests: int, clients: int, duration: float) -> tuple[float, list[float], int]:
+async def load(
+    base: str, requests: int, clients: int, duration: float, prefer: str = "wait"
+) -> tuple[float, list[float], int]:
+    """``requests`` synth predictions with ``Prefer: {prefer}`` from ``clients`` at once: seconds for
+    all, each one's latency, and how many did not succeed."""
     latencies: list[float] = []
     failures = 0
     counter = iter(range(requests))
     limits = httpx.Limits(max_connections=clients)
-    headers = {"Authorization": f"Bearer {TOKEN}", "Prefer": "wait"}
+    headers = {"Authorization": f"Bearer {TOKEN}", "Prefer": prefer}
 
     async def client_loop(http: httpx.AsyncClient) -> None:
         nonlocal failures

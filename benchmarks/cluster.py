@@ -36,9 +36,10 @@ import psutil
 
 from _machine import machine_line
 from _procs import descendants
+from api import TOKEN, load
 
-TOKEN = "r8_benchmark_token"
-PROMPTS = ["techno 128 bpm in A minor", "lofi hip hop 85 bpm", "ambient pads in E major", "rock 140 bpm"]
+#: Ray's first predictions wait for their actors to start.
+PREFER = "wait=60"
 INSIDE = "OVERTURE_BENCH_IN_NETNS"
 SRC = Path(__file__).resolve().parent.parent / "src"
 
@@ -71,33 +72,9 @@ def start_server(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], 
     raise RuntimeError("server did not start")
 
 
-async def load(base: str, requests: int, clients: int, duration: float) -> tuple[float, list[float], int]:
-    """``requests`` synth predictions with ``Prefer: wait`` from ``clients`` at once: seconds for
-    all, each one's latency, and how many did not succeed."""
-    latencies: list[float] = []
-    failures = 0
-    counter = iter(range(requests))
-    headers = {"Authorization": f"Bearer {TOKEN}", "Prefer": "wait=60"}
-
-    async def client_loop(http: httpx.AsyncClient) -> None:
-        nonlocal failures
-        for i in counter:
-            body = {"input": {"prompt": PROMPTS[i % len(PROMPTS)], "duration": duration, "seed": i}}
-            started = time.perf_counter()
-            response = await http.post("/v1/models/overture/synth/predictions", json=body, headers=headers)
-            latencies.append(time.perf_counter() - started)
-            if response.status_code != 201 or response.json()["status"] != "succeeded":
-                failures += 1
-
-    async with httpx.AsyncClient(base_url=base, timeout=120, limits=httpx.Limits(max_connections=clients)) as http:
-        started = time.perf_counter()
-        await asyncio.gather(*(client_loop(http) for _ in range(clients)))
-        return time.perf_counter() - started, latencies, failures
-
-
 def run_load(base: str, requests: int, clients: int, duration: float) -> tuple[float, list[float], int]:
-    asyncio.run(load(base, clients, clients, duration))  # actors or workers started, code warm
-    return asyncio.run(load(base, requests, clients, duration))
+    asyncio.run(load(base, clients, clients, duration, PREFER))  # actors or workers started, code warm
+    return asyncio.run(load(base, requests, clients, duration, PREFER))
 
 
 def cluster(nodes: int) -> Any:
@@ -128,7 +105,7 @@ def measure(args: argparse.Namespace) -> None:
         (work / "process").mkdir()
         proc, base = start_server(work / "process")
         try:
-            asyncio.run(load(base, 2, 1, args.duration))
+            asyncio.run(load(base, 2, 1, args.duration, PREFER))
             for worker in descendants(proc.pid):  # the worker process, as a node's actor; the server runs free in both
                 pin(worker, 0)
             results["process"] = run_load(base, args.sequential, 1, args.duration)
@@ -143,7 +120,7 @@ def measure(args: argparse.Namespace) -> None:
                     work / f"ray{nodes}", "--ray", ray_cluster.address, "--replicas", f"overture/synth={nodes}"
                 )
                 try:
-                    asyncio.run(load(base, 2 * nodes, 2 * nodes, args.duration))
+                    asyncio.run(load(base, 2 * nodes, 2 * nodes, args.duration, PREFER))
                     repin(ray_cluster)
                     if nodes == 1:
                         results["ray-sequential"] = run_load(base, args.sequential, 1, args.duration)
