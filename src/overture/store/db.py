@@ -108,6 +108,13 @@ class PredictionRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     predict_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Where it ran: "local", or the name of the upstream (another Replicate API) it was relayed to.
+    provider: Mapped[str] = mapped_column(Str(64), default="local", server_default="local", index=True)
+    # The hardware the provider reported (Replicate's metrics name it); None when it named none.
+    hardware: Mapped[str | None] = mapped_column(Txt, nullable=True)
+    # An upstream prediction's own record, kept as metadata: its id, its URLs (the temporary output
+    # URLs among them) and its metrics. Written before the upstream is called, so a restart can resume.
+    upstream: Mapped[Any] = mapped_column(JSON, nullable=True)
 
 
 class FileRow(Base):
