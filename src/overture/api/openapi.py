@@ -28,6 +28,8 @@ _PROBLEM_SCHEMA: dict[str, Any] = {
 _ERRORS = {
     "400": "The body could not be parsed (not UTF-8, broken framing)",
     "401": "Missing, malformed or unknown token",
+    "402": "Overture extension: a create that would go upstream, refused because the token has spent its budget "
+    "for the period (--upstream-budget)",
     "403": "Invalid or expired signature",
     "404": "No such record, route or file (or one of another token's)",
     "413": "The request body is larger than the server's limit",
@@ -57,6 +59,23 @@ _PREDICTION_SCHEMA: dict[str, Any] = {
         "signed_output": {
             "description": "Overture extension: `output` with URLs signed to work without the token, until they expire."
         },
+    },
+}
+#: One group of ``GET /v1/usage`` (Overture extension): the group's keys, then its figures.
+_USAGE_LINE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": True,
+    "description": "Overture extension: the group's keys (those of `group_by`), then its figures.",
+    "required": ["predictions", "predict_time", "cost", "unpriced"],
+    "properties": {
+        "model": {"type": "string"},
+        "provider": {"type": "string", "description": '"local", or the upstream it was relayed to'},
+        "owner": {"type": "string"},
+        "hardware": {"type": ["string", "null"]},
+        "predictions": {"type": "integer", "description": "Predictions created in the period"},
+        "predict_time": {"type": "number", "description": "Seconds they ran, as their provider reported"},
+        "cost": {"type": "number", "description": "Estimated cost in USD, from the server's price table"},
+        "unpriced": {"type": "integer", "description": "Predictions that ran and that no price covers"},
     },
 }
 _PREDICTION_ROUTES = (
@@ -119,6 +138,7 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
     components = spec.setdefault("components", {})
     components.setdefault("schemas", {})["Problem"] = _PROBLEM_SCHEMA
     components["schemas"]["Prediction"] = _PREDICTION_SCHEMA
+    components["schemas"]["UsageLine"] = _USAGE_LINE_SCHEMA
     components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     for path, operations in spec["paths"].items():
         signed = path.startswith(_SIGNED)
@@ -133,6 +153,8 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
                 codes.append("403")
             if method == "post":
                 codes += ["400", "413"]
+            if method == "post" and path in _PREDICTION_ROUTES[:3]:
+                codes.append("402")
             if method in ("post", "delete"):
                 codes.append("507")
             for code in codes:
