@@ -78,10 +78,14 @@ _USAGE_LINE_SCHEMA: dict[str, Any] = {
         "unpriced": {"type": "integer", "description": "Predictions that ran and that no price covers"},
     },
 }
-_PREDICTION_ROUTES = (
+#: Where a prediction is created (with POST): the routes that may refuse one with a 402.
+_CREATE_ROUTES = (
     "/v1/predictions",
     "/v1/models/{model_owner}/{model_name}/predictions",
     "/v1/deployments/{deployment_owner}/{deployment_name}/predictions",
+)
+_PREDICTION_ROUTES = (
+    *_CREATE_ROUTES,
     "/v1/predictions/{prediction_id}",
     "/v1/predictions/{prediction_id}/cancel",
 )
@@ -153,7 +157,7 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
                 codes.append("403")
             if method == "post":
                 codes += ["400", "413"]
-            if method == "post" and path in _PREDICTION_ROUTES[:3]:
+            if method == "post" and path in _CREATE_ROUTES:
                 codes.append("402")
             if method in ("post", "delete"):
                 codes.append("507")
