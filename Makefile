@@ -65,7 +65,7 @@ test: install
 # starts and always removes (docs/database.md); every other test can run there too the same way.
 POSTGRES_TESTS := tests/test_database_url.py tests/test_migrations.py tests/test_store_databases.py \
 	tests/test_engine.py tests/test_crash.py tests/test_webhooks.py tests/test_webhook_giveup.py \
-	tests/test_lifecycle.py tests/test_retention.py \
+	tests/test_lifecycle.py tests/test_retention.py tests/test_usage.py \
 	tests/test_conformance.py::test_a_database_from_before_deployments_gets_the_column_on_start
 
 test-postgres: install

@@ -7,6 +7,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from overture.engine.usage import Period, Prices
 from overture.logs import LogFormat
 from overture.runtime.checkpoints import CheckpointSettings
 
@@ -91,6 +92,14 @@ class Settings:
     gpus_per_worker: dict[str, float] = field(default_factory=dict)
     #: How long predictions wait for a Ray cluster that does not answer before they fail.
     ray_wait_seconds: float = 60.0
+    # -- costs of upstream predictions (docs/usage.md) -------------------------------------------
+    #: The price table that turns predict_time into an estimated cost (engine/usage.py).
+    prices: Prices = field(default_factory=Prices)
+    #: Each token's cap, in USD, on the estimated cost of its upstream predictions per
+    #: ``upstream_budget_period``; None: no cap.
+    upstream_budget: float | None = None
+    #: "day", "week" (from Monday) or "month", in UTC.
+    upstream_budget_period: Period = "month"
     # -- for operators: metrics and logs (docs/operations.md) --
     #: Serve ``GET /metrics`` and count what it shows; off, nothing is counted.
     metrics: bool = True

@@ -15,6 +15,7 @@ with its type name so a bug report names it.
     ├── TooLarge            an upload past the size limit
     ├── CheckpointMissing   weights that cannot be found; says how to provide them
     ├── TooManyQueued       a token at its cap of queued predictions (--max-queued-per-token)
+    ├── OverBudget          a token at its spending cap on upstream predictions (--upstream-budget)
     └── SetupFailed         a model whose setup raised
 
 Each also keeps the builtin base that says what kind of problem it is (a bad value, a missing
@@ -27,6 +28,7 @@ Not here: ``Canceled`` (models/base.py) is how a canceled prediction unwinds, no
 from __future__ import annotations
 
 import errno
+from datetime import datetime
 
 from sqlalchemy.exc import OperationalError
 
@@ -69,6 +71,20 @@ class CheckpointMissing(UserError, RuntimeError):
 
 class TooManyQueued(UserError, RuntimeError):
     """A create refused: the token has as many predictions waiting as the server allows."""
+
+
+class OverBudget(UserError, RuntimeError):
+    """An upstream prediction refused: the token has spent its budget for the period (a 402)."""
+
+    def __init__(self, limit: float, spent: float, period: str, resets_at: datetime):
+        self.limit = limit
+        self.spent = spent
+        self.period = period
+        self.resets_at = resets_at
+        super().__init__(
+            f"This token has spent an estimated ${spent:.4f} of its ${limit:.2f} budget for upstream predictions "
+            f"this {period} (--upstream-budget); it renews at {resets_at:%Y-%m-%d %H:%M} UTC."
+        )
 
 
 class SetupFailed(UserError, RuntimeError):

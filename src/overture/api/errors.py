@@ -11,13 +11,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from overture.errors import InvalidInput, TooManyQueued, storage_problem
+from overture.errors import InvalidInput, OverBudget, TooManyQueued, storage_problem
 
 log = logging.getLogger("overture")
 
 _TITLES = {
     400: "Bad request",
     401: "Unauthenticated",
+    402: "Payment required",
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
@@ -72,6 +73,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(TooManyQueued)
     async def _too_many_queued(_: Request, exc: TooManyQueued) -> JSONResponse:
         return problem(429, str(exc))
+
+    @app.exception_handler(OverBudget)
+    async def _over_budget(_: Request, exc: OverBudget) -> JSONResponse:
+        resets_at = f"{exc.resets_at:%Y-%m-%dT%H:%M:%SZ}"
+        spent = round(exc.spent, 6)
+        return problem(402, str(exc), budget=exc.limit, spent=spent, period=exc.period, resets_at=resets_at)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

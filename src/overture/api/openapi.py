@@ -28,6 +28,8 @@ _PROBLEM_SCHEMA: dict[str, Any] = {
 _ERRORS = {
     "400": "The body could not be parsed (not UTF-8, broken framing)",
     "401": "Missing, malformed or unknown token",
+    "402": "Overture extension: a create that would go upstream, refused because the token has spent its budget "
+    "for the period (--upstream-budget)",
     "403": "Invalid or expired signature",
     "404": "No such record, route or file (or one of another token's)",
     "413": "The request body is larger than the server's limit",
@@ -59,10 +61,31 @@ _PREDICTION_SCHEMA: dict[str, Any] = {
         },
     },
 }
-_PREDICTION_ROUTES = (
+#: One group of ``GET /v1/usage`` (Overture extension): the group's keys, then its figures.
+_USAGE_LINE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": True,
+    "description": "Overture extension: the group's keys (those of `group_by`), then its figures.",
+    "required": ["predictions", "predict_time", "cost", "unpriced"],
+    "properties": {
+        "model": {"type": "string"},
+        "provider": {"type": "string", "description": '"local", or the upstream it was relayed to'},
+        "owner": {"type": "string"},
+        "hardware": {"type": ["string", "null"]},
+        "predictions": {"type": "integer", "description": "Predictions created in the period"},
+        "predict_time": {"type": "number", "description": "Seconds they ran, as their provider reported"},
+        "cost": {"type": "number", "description": "Estimated cost in USD, from the server's price table"},
+        "unpriced": {"type": "integer", "description": "Predictions that ran and that no price covers"},
+    },
+}
+#: Where a prediction is created (with POST): the routes that may refuse one with a 402.
+_CREATE_ROUTES = (
     "/v1/predictions",
     "/v1/models/{model_owner}/{model_name}/predictions",
     "/v1/deployments/{deployment_owner}/{deployment_name}/predictions",
+)
+_PREDICTION_ROUTES = (
+    *_CREATE_ROUTES,
     "/v1/predictions/{prediction_id}",
     "/v1/predictions/{prediction_id}/cancel",
 )
@@ -119,6 +142,7 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
     components = spec.setdefault("components", {})
     components.setdefault("schemas", {})["Problem"] = _PROBLEM_SCHEMA
     components["schemas"]["Prediction"] = _PREDICTION_SCHEMA
+    components["schemas"]["UsageLine"] = _USAGE_LINE_SCHEMA
     components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     for path, operations in spec["paths"].items():
         signed = path.startswith(_SIGNED)
@@ -133,6 +157,8 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
                 codes.append("403")
             if method == "post":
                 codes += ["400", "413"]
+            if method == "post" and path in _CREATE_ROUTES:
+                codes.append("402")
             if method in ("post", "delete"):
                 codes.append("507")
             for code in codes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from overture.cli import client, serve, weights
+from overture.cli import client, serve, usage, weights
 from overture.cli.database import db_app
 
 app = typer.Typer(help="Overture: Replicate's music models on your own machines.", no_args_is_help=True)
@@ -15,3 +15,4 @@ app.command()(client.run)
 app.command()(client.models)
 app.command()(weights.pull)
 app.command()(weights.prune)
+app.command()(usage.usage)

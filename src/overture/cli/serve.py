@@ -19,8 +19,10 @@ import typer
 from rich.markup import escape
 
 from overture.cli.common import console, split
+from overture.cli.usage import price_table
 from overture.config import RATE_LIMIT_WINDOW_RANGE, WORKERS, Settings, Workers
 from overture.engine.netpolicy import parse_networks
+from overture.engine.usage import PERIODS
 from overture.engine.workers.transport import ClusterUnavailable
 from overture.logs import LOG_FORMATS, LogFormat, configure_server, server_config
 from overture.models.musicgen.settings import MusicGenSettings
@@ -171,7 +173,8 @@ def serve(
             help="TOML file: checkpoints, substitutes (tables), allowed_checkpoints, model_memory_gb, device, "
             "workers, cancel_grace, batch_memory_gb, batch_slots, riffusion_seed_images, input_allow_private, "
             "input_allow_cidrs, input_deny_cidrs, webhook_allow_private, webhook_allow_cidrs, webhook_deny_cidrs, "
-            "ray, replicas and gpus_per_worker (tables), ray_wait, max_attempts.",
+            "ray, replicas and gpus_per_worker (tables), ray_wait, max_attempts, prices (a table), upstream_budget, "
+            "upstream_budget_period.",
         ),
     ] = None,
     ssl_certfile: Annotated[
@@ -258,6 +261,32 @@ def serve(
             f"produced output; a job still queued there is sent again for free (default: {Settings.max_attempts}).",
         ),
     ] = None,
+    # -- costs of upstream predictions (docs/usage.md) --
+    prices: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="OVERTURE_PRICES",
+            metavar="FILE",
+            help="TOML price table ([providers], [hardware]: USD per second; [models]: USD per prediction) over "
+            "the config file's [prices] and the built-in defaults (docs/usage.md).",
+        ),
+    ] = None,
+    upstream_budget: Annotated[
+        float | None,
+        typer.Option(
+            envvar="OVERTURE_UPSTREAM_BUDGET",
+            metavar="USD",
+            help="Each token's cap on the estimated cost of its upstream predictions per period; past it, they "
+            "are refused with 402 (default: no cap).",
+        ),
+    ] = None,
+    upstream_budget_period: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OVERTURE_UPSTREAM_BUDGET_PERIOD",
+            help=f"{', '.join(PERIODS)} (UTC; a week starts on Monday) (default: {Settings.upstream_budget_period}).",
+        ),
+    ] = None,
     # -- for operators: metrics and logs (docs/operations.md) --
     metrics: Annotated[
         bool,
@@ -318,6 +347,7 @@ def serve(
         rate_limit_window_seconds=rate_limit_window,
         max_queued_per_token=max_queued_per_token,
         **_cluster_settings(table, ray, replicas, gpus_per_worker, ray_wait, max_attempts),
+        **_cost_settings(table, prices, upstream_budget, upstream_budget_period),
         metrics=metrics,
         metrics_token=metrics_token,
         log_format=log_format,
@@ -487,6 +517,31 @@ def _cluster_settings(
             "--max-attempts",
             lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
             "a whole number of at least 1",
+        ),
+    )
+
+
+def _cost_settings(
+    table: dict[str, Any], prices: Path | None, budget: float | None, period: str | None
+) -> dict[str, Any]:
+    """The price table and the budget on upstream predictions: options first, then the config file."""
+    return _given(
+        prices=price_table(table, prices),
+        upstream_budget=_layered(
+            budget,
+            table,
+            "upstream_budget",
+            "--upstream-budget",
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < math.inf,
+            "an amount of USD of 0 or more",
+        ),
+        upstream_budget_period=_layered(
+            period,
+            table,
+            "upstream_budget_period",
+            "--upstream-budget-period",
+            PERIODS.__contains__,
+            " or ".join(PERIODS),
         ),
     )
 

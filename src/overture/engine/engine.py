@@ -31,6 +31,7 @@ from overture.engine.notify import Notifier
 from overture.engine.queueing import QueuedCounts, QueueSpot
 from overture.engine.run import LogBuffer, PredictionRun
 from overture.engine.telemetry import Telemetry
+from overture.engine.usage import Budget
 from overture.engine.webhooks import WebhookDispatcher
 from overture.engine.workers.inline import InlineWorker
 from overture.engine.workers.process import ProcessWorker
@@ -98,6 +99,8 @@ class Engine:
         )
         self._runs: dict[str, PredictionRun] = {}
         self.queued = QueuedCounts(settings.max_queued_per_token)
+        #: Each token's spending cap on upstream predictions: ``admit(owner)`` before sending one up.
+        self.budget = Budget.from_settings(settings, store)
         self._pools: dict[str, Pool] = {}
         #: With ``--ray``, where the pools' actors run; imported only then, so a server without it never loads Ray.
         self.ray: RayCluster | None = None

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
 
-from sqlalchemy import Connection, CursorResult, Table, delete, false, func, insert, select, update
+from sqlalchemy import Connection, CursorResult, Table, case, delete, false, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from overture.errors import TooLarge
@@ -28,6 +28,9 @@ from overture.store import migrate
 from overture.store.db import DeliveryRow, EventRow, FileRow, PredictionRow, connect
 
 R = TypeVar("R", PredictionRow, FileRow, DeliveryRow)
+
+#: The ``provider`` of a prediction that ran on this server (db.py's default): any other names an upstream.
+LOCAL_PROVIDER = "local"
 
 
 def utcnow() -> datetime:
@@ -59,6 +62,22 @@ def _transition(
     if rows:
         db.execute(insert(cast(Table, EventRow.__table__)), rows)
     return True
+
+
+@dataclass(frozen=True)
+class UsageGroup:
+    """One owner's predictions of one model on one provider and hardware, in a period."""
+
+    owner: str
+    provider: str
+    hardware: str | None
+    model: str
+    predictions: int
+    #: Of those, the ones with a ``predict_time``: they ran, and are paid for.
+    ran: int
+    predict_time: float
+    #: Of those, the ones still starting or processing.
+    active: int
 
 
 def default_database_url(data_dir: Path) -> str:
@@ -173,6 +192,28 @@ class Store:
     def run_count(self, model: str) -> int:
         with self.session() as s:
             return s.scalar(select(func.count()).where(PredictionRow.model == model)) or 0
+
+    def usage(
+        self, since: datetime, until: datetime, owner: str | None = None, upstream_only: bool = False
+    ) -> list[UsageGroup]:
+        """Predictions created in ``[since, until)``, summed per owner, provider, hardware and model:
+        the finest grouping any report asks for, so that each group has one price (engine/usage.py).
+        ``owner`` keeps one token's; ``upstream_only`` leaves out the local runs."""
+        p = PredictionRow
+        keys = (p.owner, p.provider, p.hardware, p.model)
+        query = select(
+            *keys,
+            func.count(),
+            func.count(p.predict_time),
+            func.coalesce(func.sum(p.predict_time), 0.0),
+            func.coalesce(func.sum(case((p.status.in_(ACTIVE), 1), else_=0)), 0),
+        ).where(p.created_at >= since, p.created_at < until)
+        if owner is not None:
+            query = query.where(p.owner == owner)
+        if upstream_only:
+            query = query.where(p.provider != LOCAL_PROVIDER)
+        with self.session() as s:
+            return [UsageGroup(*row) for row in s.execute(query.group_by(*keys))]
 
     def cached_result(self, cache_key: str) -> PredictionRow | None:
         query = (
