@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from browser import DESKTOP, PHONE, Traffic, canvases_drawn, context, launch
-from harness import TESTS_DIR, Server, require
+from harness import TESTS_DIR, Server, npm_installed, require
 from overture.api.playground import ASSETS, FILES
 from overture.models.stable_audio import HUB_ID as STABLE_AUDIO
 from overture.testing import tiny_checkpoint
@@ -31,6 +31,7 @@ pytestmark = pytest.mark.timeout(300)
 
 ROOT = TESTS_DIR.parent
 WEB = ROOT / "web"
+JS_DIR = TESTS_DIR / "js"
 ARTIFACTS = ROOT / "test-artifacts" / "playground"
 #: What the page's JavaScript and CSS may weigh, gzip-compressed, wavesurfer.js included.
 BUDGET_BYTES = 500 * 1024
@@ -429,6 +430,33 @@ def test_the_api_tabs_python_snippet_runs(page: Page, server: Server, api: httpx
     assert re.fullmatch(rf"{re.escape(server.base_url)}/v1/outputs/\w+/output\.wav\n", done.stdout)
 
 
+def test_the_api_tabs_javascript_and_curl_snippets_ask_for_the_same_run(page: Page, server: Server, token: str) -> None:
+    """The JavaScript snippet runs with the npm client of tests/js, and the curl command as written."""
+    open_model(page, server, "overture/synth")
+    page.locator("[name=prompt]").fill("it's a polka")
+    page.locator("[name=duration]").fill("1")
+    page.get_by_role("tab", name="API").click()
+    javascript = page.locator("pre[data-language=JavaScript]").inner_text()
+    node = npm_installed(JS_DIR)
+    script = JS_DIR / f"snippet-{os.getpid()}.mjs"  # beside node_modules, where `import "replicate"` resolves
+    script.write_text(javascript)
+    try:
+        env = {**os.environ, "REPLICATE_BASE_URL": server.base_url, "REPLICATE_API_TOKEN": token}
+        done = subprocess.run([node, script.name], cwd=JS_DIR, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        script.unlink()
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(rf"{re.escape(server.base_url)}/v1/outputs/\w+/output\.wav.*\n", done.stdout)
+    curl = page.locator("pre[data-language=curl]").inner_text()
+    require(shutil.which("curl") is not None, "curl (apt-get install curl)")
+    # As its reader would: with their token in place of the placeholder.
+    script = curl.replace("<your token>", token)
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    created = json.loads(done.stdout)
+    assert created["status"] == "succeeded" and created["input"] == {"prompt": "it's a polka", "duration": 1}
+
+
 def test_compare_plays_two_models_side_by_side(page: Page, server: Server) -> None:
     page.goto(f"{server.base_url}/compare")
     page.get_by_label("Prompt").fill("calm piano")
@@ -515,13 +543,10 @@ def test_the_bundle_is_small() -> None:
 def test_the_committed_bundle_is_what_the_source_builds(tmp_path: Path) -> None:
     """The build is committed for checkouts without node; this keeps it from going stale. It compares
     with the commit, not the working tree: ``make install`` rebuilds that copy before the tests run."""
-    npm, node, git = shutil.which("npm"), shutil.which("node"), shutil.which("git")
-    require(npm is not None and node is not None, "node and npm (apt-get install nodejs npm)")
+    git = shutil.which("git")
     require(git is not None and (ROOT / ".git").exists(), "a git checkout")
-    assert npm is not None and node is not None and git is not None
-    installed = WEB / "node_modules" / ".package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < (WEB / "package-lock.json").stat().st_mtime:
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=WEB, check=True, timeout=300)
+    assert git is not None
+    node = npm_installed(WEB)
     subprocess.run([node, "build.mjs", str(tmp_path)], cwd=WEB, check=True, timeout=120)
     for name in ("index.html", *FILES):
         path = (ASSETS / name).relative_to(ROOT).as_posix()

@@ -55,11 +55,6 @@ export class Api {
     private token: string | null,
   ) {}
 
-  /** The base URL the API's clients want: `REPLICATE_BASE_URL`. */
-  get origin(): string {
-    return this.base;
-  }
-
   async request<T>(method: string, path: string, body?: Json | FormData): Promise<T> {
     const url = path.startsWith("http") ? path : `${this.base}${path}`;
     const headers: Record<string, string> = {};

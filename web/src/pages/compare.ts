@@ -14,23 +14,34 @@ interface Entry {
   fixed: Record<string, Json>;
   prompt: Field;
   duration: Field | undefined;
+  /** Its weights are on this machine: a run of one without them fails, saying how to get them. */
+  ready: boolean;
+}
+
+/** Which of a model's variants have their weights here (`x-overture-weights`); all, for a model with none. */
+function ready(model: Model): (variant: Json | undefined) => boolean {
+  const weights = (model["x-overture-weights"] ?? []) as unknown as { model_version: string; ready: boolean }[];
+  if (!weights.length) return () => true;
+  return (variant) => weights.some((w) => w.ready && (variant === undefined || w.model_version === variant));
 }
 
 function entries(models: Model[]): Entry[] {
   return models.flatMap((model) => {
+    const has = ready(model);
     const schema = model.latest_version ? fields(model.latest_version.openapi_schema) : [];
     const prompt = schema.find((f) => f.name === "prompt" || f.name === "prompt_a");
     if (!prompt || schema.some((f) => f.required && f.name !== prompt.name)) return [];
     const duration = schema.find((f) => f.name === "duration" && f.type !== "file") ?? schema.find((f) => f.name === "seconds_total");
     const ref = `${model.owner}/${model.name}`;
     const variants = schema.find((f) => f.name === "model_version" && f.choices);
-    if (!variants?.choices) return [{ label: ref, ref, fixed: {}, prompt, duration }];
+    if (!variants?.choices) return [{ label: ref, ref, fixed: {}, prompt, duration, ready: has(undefined) }];
     return variants.choices.map((choice) => ({
       label: `${ref} (${String(choice)})`,
       ref,
       fixed: { model_version: choice },
       prompt,
       duration,
+      ready: has(choice),
     }));
   });
 }
@@ -43,13 +54,16 @@ function clamp(value: number, field: Field): number {
 }
 
 export async function comparePage(app: App): Promise<HTMLElement> {
-  const list = entries((await app.api.models()).results);
+  // Each model's own record says which weights are here; the list leaves that out.
+  const page = await app.api.models();
+  const list = entries(await Promise.all(page.results.map((m) => app.api.model(`${m.owner}/${m.name}`))));
   const prompt = h("textarea", { id: "compare-prompt", name: "prompt", rows: 2, required: true }, "calm lo-fi piano with soft drums");
   const duration = h("input", { id: "compare-duration", name: "duration", type: "number", min: 1, max: 30, step: 1, value: 4 });
   const boxes = list.map((entry) => {
     const id = newId("cmp");
     const box = h("input", { type: "checkbox", id, value: entry.label });
-    return { entry, box, row: h("li", {}, box, h("label", { for: id }, " ", entry.label)) };
+    const missing = entry.ready ? null : h("span", { class: "meta" }, " (weights not here)");
+    return { entry, box, row: h("li", {}, box, h("label", { for: id }, " ", entry.label), missing) };
   });
   const results = h("div", { class: "compare-grid", "aria-live": "polite" });
   const error = h("p", { class: "error", role: "alert", hidden: true });

@@ -77,7 +77,7 @@ export async function historyPage(app: App): Promise<HTMLElement> {
         h(
           "thead",
           {},
-          h("tr", {}, ["Created", "Model", "Prompt", "Status", "Time", "Audio"].map((t) => h("th", { scope: "col" }, t))),
+          h("tr", {}, ["Created", "Model", "Prompt", "Status", "Duration", "Audio"].map((t) => h("th", { scope: "col" }, t))),
         ),
         body,
       ),
