@@ -514,12 +514,14 @@ def test_screenshots_and_first_paint(browser: Browser, server: Server, link: str
             )
             print(f"\nfirst paint of the model page ({name}): {json.dumps(paint)} ms")
             page.screenshot(path=ARTIFACTS / f"model-{name}.png", full_page=True)
+            assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]  # nothing overflows
             page.locator("[name=prompt]").fill("dreamy synthwave at 96 bpm in A minor")
             page.locator("[name=duration]").fill("4")
             run_and_wait(page)
             expect(page.locator(".player[data-ready]")).to_be_visible()
             page.wait_for_timeout(300)  # the spectrogram paints after the waveform
             page.screenshot(path=ARTIFACTS / f"run-{name}.png", full_page=True)
+            assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
             page.goto(f"{server.base_url}/compare")
             page.get_by_label("Prompt").fill("dreamy synthwave")
             page.get_by_label("Duration").fill("2")
@@ -529,6 +531,7 @@ def test_screenshots_and_first_paint(browser: Browser, server: Server, link: str
             expect(page.locator(".compare-card .player[data-ready]")).to_have_count(2, timeout=90_000)
             page.wait_for_timeout(300)
             page.screenshot(path=ARTIFACTS / f"compare-{name}.png", full_page=True)
+            assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
     assert sorted(p.name for p in ARTIFACTS.glob("*.png")) == sorted(
         f"{view}-{size}.png" for view in ("compare", "model", "run") for size in ("desktop", "phone")
     )

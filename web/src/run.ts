@@ -13,6 +13,8 @@ export interface RunOptions {
   live: boolean;
   /** A shared page's signature: read without the token. */
   query?: string;
+  /** Show the logs folded (Compare, where several runs sit side by side). */
+  foldLogs?: boolean;
   onDone?: (prediction: Prediction) => void;
 }
 
@@ -44,7 +46,7 @@ export class RunView {
       this.live,
       this.error,
       this.output,
-      h("details", { class: "logs-box", open: true }, h("summary", {}, "Logs"), this.logs),
+      h("details", { class: "logs-box", open: !options.foldLogs }, h("summary", {}, "Logs"), this.logs),
     );
     if (options.live && !TERMINAL.has(prediction.status)) this.listen(prediction.urls.stream);
     this.show(prediction);

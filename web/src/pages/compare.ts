@@ -110,6 +110,7 @@ function card(app: App, entry: Entry, prompt: string, duration: number, views: R
       const prediction = await app.api.create(entry.ref, null, input, false);
       const view = new RunView(app.api, prediction, {
         live: false,
+        foldLogs: true,
         onDone: (done) => {
           const time = done.metrics?.predict_time;
           timeNote.textContent = time === undefined ? "" : `${time.toFixed(2)} s on this machine`;
