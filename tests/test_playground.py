@@ -267,16 +267,17 @@ def test_a_streamed_musicgen_run_plays_before_it_succeeds(page: Page, server: Se
     open_model(page, server, "meta/musicgen")
     page.locator("[name=model_version]").select_option(label="small")
     page.locator("[name=prompt]").fill("lo-fi beat")
-    page.locator("[name=duration]").fill("8")
+    page.locator("[name=duration]").fill("15")
     expect(page.get_by_label("Play as it is made (stream)")).to_be_checked()
     pid = run_and_wait(page)
     expect(page.get_by_test_id("live")).to_contain_text("chunk")
+    assert page.locator(".run").get_attribute("data-audio-state") == "running"
     first_chunk_ms = float(page.locator(".run").get_attribute("data-first-chunk-at") or "nan")
     completed = api.get(f"/v1/predictions/{pid}").json()["completed_at"]
     completed_ms = datetime.fromisoformat(completed.replace("Z", "+00:00")).timestamp() * 1000
     # The first second sounded (was scheduled to, on the page's clock) before the clip was done.
     assert first_chunk_ms < completed_ms, (first_chunk_ms, completed_ms)
-    assert audio_duration(page) == pytest.approx(8.0, abs=0.01)
+    assert audio_duration(page) == pytest.approx(15.0, abs=0.01)
 
 
 def test_cancel_stops_a_run(page: Page, server: Server, api: httpx.Client) -> None:
@@ -397,6 +398,27 @@ def _total(api: httpx.Client) -> int:
         count += len(page["results"])
         url = page["next"]
     return count
+
+
+def test_the_prediction_list_filters_by_model_and_status(api: httpx.Client) -> None:
+    """History's filters are query parameters of GET /v1/predictions (an Overture extension)."""
+    for _ in range(6):
+        _create(api, "tests/steps", {"steps": 0})
+    first = api.get("/v1/predictions", params={"model": "tests/steps", "status": "succeeded"}).json()
+    assert len(first["results"]) == 5 and {(p["model"], p["status"]) for p in first["results"]} == {
+        ("tests/steps", "succeeded")
+    }
+    # The next page keeps the filters.
+    assert first["next"] is not None and "model=tests%2Fsteps&status=succeeded" in first["next"]
+    second = api.get(first["next"]).json()
+    assert second["results"] and {(p["model"], p["status"]) for p in second["results"]} == {
+        ("tests/steps", "succeeded")
+    }
+    assert not {p["id"] for p in first["results"]} & {p["id"] for p in second["results"]}
+    bad = api.get("/v1/predictions", params={"model": "steps", "status": "done"})
+    assert bad.status_code == 422
+    assert [f["field"] for f in bad.json()["invalid_fields"]] == ["model", "status"]
+    assert "'done' is not one of starting, processing, succeeded, canceled, failed" in bad.json()["detail"]
 
 
 def test_the_api_tabs_python_snippet_runs(page: Page, server: Server, api: httpx.Client, token: str) -> None:

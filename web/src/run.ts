@@ -63,7 +63,11 @@ export class RunView {
     this.stream = new LiveStream(audioContext(), (count) => {
       this.live.hidden = false;
       this.live.textContent = `Playing live as it is made: chunk ${count}.`;
-      if (count === 1) this.element.setAttribute("data-first-chunk-at", String(this.stream?.firstStartedAt));
+      if (count === 1) {
+        this.element.setAttribute("data-first-chunk-at", String(this.stream?.firstStartedAt));
+        // "running" once the page may sound: a context made without a click stays "suspended".
+        this.element.setAttribute("data-audio-state", audioContext().state);
+      }
     });
     const events = new EventSource(url);
     this.events = events;
