@@ -220,6 +220,37 @@ def test_the_form_matches_the_schema(page: Page, server: Server, api: httpx.Clie
             expect(hint).to_contain_text(spec["description"])
 
 
+#: Form controls that no label names, on the page: what a screen reader would read as nothing.
+UNLABELED = """() => [...document.querySelectorAll('input, select, textarea, button')]
+    .filter(c => !(c.labels?.length || c.getAttribute('aria-label') || c.textContent.trim()))
+    .map(c => c.outerHTML)"""
+
+
+def test_every_control_is_labeled_and_a_version_page_runs_from_the_keyboard(
+    page: Page, server: Server, api: httpx.Client
+) -> None:
+    for path in ("/models/meta/musicgen", "/predictions", "/compare"):
+        page.goto(f"{server.base_url}{path}")
+        expect(page.locator("main h1")).to_be_visible()
+        page.wait_for_load_state("networkidle")
+        assert page.evaluate(UNLABELED) == [], path
+    # The page of one version: fill it in, and run it, with the keys alone.
+    version = api.get("/v1/models/overture/synth").json()["latest_version"]["id"]
+    page.goto(f"{server.base_url}/models/overture/synth/versions/{version}")
+    page.get_by_role("tab", name="Form").focus()
+    page.keyboard.press("Tab")
+    expect(page.locator("[name=prompt]")).to_be_focused()
+    page.keyboard.type("a march")
+    page.keyboard.press("Tab")
+    expect(page.locator("[name=duration]")).to_be_focused()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("1")
+    page.keyboard.press("Enter")  # submits the form, as Run does
+    expect(page.locator(".run[data-status=succeeded]")).to_be_visible()
+    made = api.get(f"/v1/predictions/{page.locator('.run').get_attribute('data-prediction')}").json()
+    assert made["version"] == version and made["input"] == {"prompt": "a march", "duration": 1}
+
+
 def test_a_422_is_shown_beside_its_field(page: Page, server: Server) -> None:
     open_model(page, server, "overture/synth")
     page.locator("[name=duration]").fill("100000")

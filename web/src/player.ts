@@ -72,6 +72,8 @@ function draw(canvas: HTMLCanvasElement, samples: Float32Array): void {
 export class LiveStream {
   private next = 0;
   private played = 0;
+  private sources: AudioBufferSourceNode[] = [];
+  private stopped = false;
   private pending: Promise<void> = Promise.resolve();
   /** Date.now() when the first chunk started to sound. */
   firstStartedAt: number | null = null;
@@ -89,7 +91,9 @@ export class LiveStream {
   private async play(url: string): Promise<void> {
     const bytes = await (await fetch(url)).arrayBuffer();
     const buffer = await this.context.decodeAudioData(bytes);
+    if (this.stopped) return;
     const source = this.context.createBufferSource();
+    this.sources.push(source);
     source.buffer = buffer;
     source.connect(this.context.destination);
     // A little headroom for the first chunk; then each starts where the last ends, without a gap.
@@ -101,7 +105,9 @@ export class LiveStream {
     this.onChunk(this.played);
   }
 
+  /** Silence what is playing and scheduled (the visitor left the page). */
   stop(): void {
-    this.next = 0;
+    this.stopped = true;
+    for (const source of this.sources.splice(0)) source.stop();
   }
 }

@@ -53,10 +53,11 @@ export class RunView {
     if (!TERMINAL.has(prediction.status)) void this.poll();
   }
 
-  /** Stop polling and listening (the page moved on). */
+  /** Stop polling, listening and playing (the page moved on). */
   close(): void {
     this.stopped = true;
     this.events?.close();
+    this.stream?.stop();
   }
 
   private listen(url: string): void {
