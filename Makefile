@@ -62,12 +62,17 @@ upgrade: install
 	$(MAKE) lock LOCK_UPGRADE=--upgrade
 	$(MAKE) install
 
-# ruff on the whole tree, mypy on src/ (settings in pyproject.toml). All three run; any failure fails.
+# ruff on the whole tree, mypy on src/ (settings in pyproject.toml), and TypeScript's checks on the
+# playground's source where make install could install them (node); under CI, their absence fails.
+# All run; any failure fails.
 lint: install
 	@status=0; \
 	$(VENV)/bin/ruff check . || status=1; \
 	$(VENV)/bin/ruff format --check . || status=1; \
 	$(VENV)/bin/mypy || status=1; \
+	if [ -x web/node_modules/.bin/tsc ]; then (cd web && node_modules/.bin/tsc --noEmit -p .) || status=1; \
+	elif [ -n "$$CI" ]; then echo "missing in CI: web/node_modules (node and npm)" >&2; status=1; \
+	else echo "web/: TypeScript's checks skipped (no node)"; fi; \
 	exit $$status
 
 serve: install
