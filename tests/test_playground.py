@@ -596,6 +596,24 @@ def test_the_bundle_is_small() -> None:
     assert sum(sizes.values()) < BUDGET_BYTES
 
 
+def test_without_its_built_files_the_server_says_what_is_missing(tmp_path: Path) -> None:
+    """An installation that lost the build (none is made without it) still serves the API."""
+    source = tmp_path / "src"
+    shutil.copytree(ROOT / "src" / "overture", source / "overture", ignore=shutil.ignore_patterns("playground"))
+    path = os.pathsep.join([str(TESTS_DIR), str(source)])
+    srv = Server(tmp_path / "data", "--workers", "inline", launcher=("env", f"PYTHONPATH={path}")).start()
+    try:
+        with srv.http() as http:
+            page = http.get("/models/overture/synth")
+            assert page.status_code == 503
+            assert "missing from this installation (index.html, app.js, app.css" in page.text
+            assert "make install" in page.text and "nodejs npm" in page.text
+            assert http.get("/playground/app.js").status_code == 404
+            assert http.get("/v1/models/overture/synth").status_code == 200
+    finally:
+        srv.stop()
+
+
 def test_the_committed_bundle_is_what_the_source_builds(tmp_path: Path) -> None:
     """The build is committed for checkouts without node; this keeps it from going stale. It compares
     with the commit, not the working tree: ``make install`` rebuilds that copy before the tests run."""
