@@ -7,6 +7,7 @@ profile, signed in by the link the server printed) unless it is about signing in
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -352,6 +353,29 @@ def test_a_hummed_melody_recorded_from_the_microphone_drives_musicgen_melody(
     used = api.get(f"/v1/predictions/{pid}").json()
     assert re.fullmatch(rf"{re.escape(server.base_url)}/v1/files/\w+", used["input"]["input_audio"])
     assert "melody" in used["logs"].lower()
+
+
+def test_a_file_input_takes_a_picked_or_a_dropped_file(page: Page, server: Server, tmp_path: Path) -> None:
+    """Each is uploaded through the Files API when the run starts, and reaches the model intact."""
+    picked = tmp_path / "notes.txt"
+    picked.write_bytes(b"picked, not dropped\n")
+    open_model(page, server, "tests/file-echo")
+    page.locator("[name=audio]").set_input_files(picked)
+    expect(page.locator("[data-field=audio] .file-status")).to_have_text("notes.txt")
+    run_and_wait(page)
+    expect(page.locator(".output-text")).to_contain_text(hashlib.sha256(picked.read_bytes()).hexdigest())
+
+    open_model(page, server, "tests/file-echo")
+    dropped = b"dropped, not picked\n"
+    transfer = page.evaluate_handle(
+        """text => { const t = new DataTransfer(); t.items.add(new File([text], 'drop.txt')); return t }""",
+        dropped.decode(),
+    )
+    page.locator("[data-drop=audio]").dispatch_event("drop", {"dataTransfer": transfer})
+    expect(page.locator("[data-field=audio] .file-status")).to_have_text("drop.txt")
+    run_and_wait(page)
+    expect(page.locator(".output-text")).to_contain_text(hashlib.sha256(dropped).hexdigest())
+    expect(page.get_by_role("link", name="Download echo.txt")).to_be_visible()
 
 
 # -- history, sharing ---------------------------------------------------------------------------

@@ -147,11 +147,20 @@ export class RunView {
         if (isImage(url)) return h("div", { class: "output-item" }, h("img", { src: url, alt: name }), download);
         return h("div", { class: "output-item" }, download);
       }),
-      signed.length === 0 && prediction.output !== null
-        ? h("pre", { class: "output-text" }, JSON.stringify(prediction.output, null, 2))
+      // Text, and an object's other fields (a digest beside a file, say), are shown as they are.
+      signed.length === 0 || isRecord(prediction.output)
+        ? h("pre", { class: "output-text" }, text(prediction.output))
         : null,
     );
   }
+}
+
+function isRecord(value: Json): boolean {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+function text(value: Json): string {
+  return typeof value === "string" ? value : JSON.stringify(value, null, 2);
 }
 
 /** An event's data: JSON, or text as it is (a model's string output). */
