@@ -63,12 +63,18 @@ def _local(url: str) -> bool:
 
 @contextmanager
 def context(browser: Browser, traffic: Traffic, viewport: dict[str, int] = DESKTOP) -> Iterator[BrowserContext]:
-    """A fresh context (no stored token) that records its requests and fails on a page error."""
+    """A fresh context (no stored token) that records its requests and fails on a page error or on
+    anything the page's Content-Security-Policy refused."""
     ctx = browser.new_context(viewport=viewport)  # type: ignore[arg-type]
     ctx.set_default_timeout(30_000)
     errors: list[str] = []
     ctx.on("request", lambda request: traffic.requests.append(request))
     ctx.on("page", lambda page: page.on("pageerror", lambda exc: errors.append(str(exc))))
+    # What the page's Content-Security-Policy refused: something it tried to load from elsewhere.
+    ctx.on(
+        "console",
+        lambda message: errors.append(message.text) if "Content Security Policy" in message.text else None,
+    )
     try:
         yield ctx
     finally:

@@ -394,7 +394,8 @@ def test_history_lists_filters_pages_and_reopens(
     rows = page.locator("tbody tr")
     expect(rows).to_have_count(5)  # a page
     assert rows.first.get_attribute("data-prediction") == newest  # newest first
-    expect(rows.locator("canvas.mini-wave").first).to_be_visible()
+    expect(rows.locator("canvas.mini-wave[data-drawn]").first).to_be_visible()
+    assert any(canvases_drawn(page, "tbody"))
     page.get_by_role("button", name="Load more").click()
     expect(rows).to_have_count(min(10, _total(api)))
 

@@ -39,18 +39,25 @@ export function audioContext(): AudioContext {
   return shared;
 }
 
-/** A small waveform of `url` on a canvas, for lists: peaks of the decoded audio. */
+/** A small waveform of `url` on a canvas, for lists: peaks of the decoded audio, fetched only once
+ * the row is on screen (a page of History holds up to a hundred clips). */
 export function miniWave(url: string, label: string): HTMLCanvasElement {
   const canvas = h("canvas", { class: "mini-wave", width: 160, height: 32, role: "img", "aria-label": label });
-  void (async () => {
-    try {
-      const bytes = await (await fetch(url)).arrayBuffer();
-      const audio = await new OfflineAudioContext(1, 1, 8000).decodeAudioData(bytes);
-      draw(canvas, audio.getChannelData(0));
-    } catch {
-      canvas.setAttribute("aria-label", `${label} (could not be drawn)`);
-    }
-  })();
+  const seen = new IntersectionObserver((entries) => {
+    if (!entries.some((entry) => entry.isIntersecting)) return;
+    seen.disconnect();
+    void (async () => {
+      try {
+        const bytes = await (await fetch(url)).arrayBuffer();
+        const audio = await new OfflineAudioContext(1, 1, 8000).decodeAudioData(bytes);
+        draw(canvas, audio.getChannelData(0));
+        canvas.setAttribute("data-drawn", "true");
+      } catch {
+        canvas.setAttribute("aria-label", `${label} (could not be drawn)`);
+      }
+    })();
+  });
+  seen.observe(canvas);
   return canvas;
 }
 

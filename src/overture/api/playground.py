@@ -65,7 +65,25 @@ def _shell(svc: Svc, present: Present) -> HTMLResponse:
         .replace("{{models}}", models)
     )
     # The shell is the same for everyone, but it must not outlive an upgrade in a browser's cache.
-    return HTMLResponse(page, headers={"Cache-Control": "no-cache", "Referrer-Policy": "no-referrer"})
+    # The page loads nothing from elsewhere, and the policy holds it to that; no Referer carries a
+    # shared page's signature away.
+    headers = {
+        "Cache-Control": "no-cache",
+        "Referrer-Policy": "no-referrer",
+        "Content-Security-Policy": _policy(present),
+    }
+    return HTMLResponse(page, headers=headers)
+
+
+def _policy(present: Present) -> str:
+    """Only this server: itself, and its public URL where that is another origin (a proxy's name).
+    wavesurfer.js sets inline styles; recordings and previews play from ``blob:`` URLs."""
+    server = "'self' " + "/".join(present.base.split("/")[:3])
+    return (
+        f"default-src 'self'; script-src 'self'; connect-src {server}; media-src {server} blob:; "
+        f"img-src {server} data: blob:; style-src 'self' 'unsafe-inline'; worker-src 'self' blob:; "
+        "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+    )
 
 
 @router.get("/")
