@@ -19,9 +19,24 @@ PIP_SOURCES := $(PY) -c 'from pip._internal.commands import create_command; \
 LOCK_ARGS := --quiet --python $(PY) --generate-hashes --index-strategy unsafe-best-match \
 	--extra test --extra dev --extra ray --constraint constraints.txt --output-file $(LOCK) pyproject.toml
 
-.PHONY: install lock upgrade lint serve test test-postgres bench clean
+.PHONY: install lock upgrade lint serve test test-postgres bench clean playground
 
-install: $(STAMP)
+install: $(STAMP) playground
+
+# The playground (web/, docs/playground.md): rebuilt from its source and package-lock.json into
+# src/overture/playground where node and npm exist. The build is committed, so without node the
+# server still serves the last one, and tests/test_playground.py checks that it is not stale.
+PLAYGROUND_STAMP := web/node_modules/.built
+PLAYGROUND_SOURCES := $(wildcard web/src/*.ts web/src/*/*.ts web/src/*.css) web/index.html web/build.mjs web/package-lock.json
+
+playground: $(PLAYGROUND_STAMP)
+
+$(PLAYGROUND_STAMP): $(PLAYGROUND_SOURCES)
+	@if command -v npm >/dev/null && command -v node >/dev/null; then \
+		cd web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs && touch node_modules/.built; \
+	else \
+		echo "node and npm are missing: serving the committed playground build (apt-get install nodejs npm to rebuild it)"; \
+	fi
 
 # --require-hashes: pip installs nothing that is not in the lock, nor a file whose hash differs.
 # Then the project itself, editable, with nothing more: its dependencies are all in the lock.
@@ -47,12 +62,17 @@ upgrade: install
 	$(MAKE) lock LOCK_UPGRADE=--upgrade
 	$(MAKE) install
 
-# ruff on the whole tree, mypy on src/ (settings in pyproject.toml). All three run; any failure fails.
+# ruff on the whole tree, mypy on src/ (settings in pyproject.toml), and TypeScript's checks on the
+# playground's source where make install could install them (node); under CI, their absence fails.
+# All run; any failure fails.
 lint: install
 	@status=0; \
 	$(VENV)/bin/ruff check . || status=1; \
 	$(VENV)/bin/ruff format --check . || status=1; \
 	$(VENV)/bin/mypy || status=1; \
+	if [ -x web/node_modules/.bin/tsc ]; then (cd web && node_modules/.bin/tsc --noEmit -p .) || status=1; \
+	elif [ -n "$$CI" ]; then echo "missing in CI: web/node_modules (node and npm)" >&2; status=1; \
+	else echo "web/: TypeScript's checks skipped (no node)"; fi; \
 	exit $$status
 
 serve: install

@@ -8,6 +8,7 @@ fixtures on it. torch is imported only by the helpers that run a model.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -118,6 +119,19 @@ def require(condition: bool, why: str) -> None:
     if os.environ.get("CI", "").lower() not in ("", "0", "false"):
         pytest.fail(f"missing in CI: {why}", pytrace=False)
     pytest.skip(why)
+
+
+def npm_installed(directory: Path) -> str:
+    """node, with ``directory``'s packages installed by ``npm ci`` from its committed lock. The test
+    installs them, not ``make install``: Python work needs no node, and a checkout whose lock changed
+    since the last install gets the new one before it runs."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    require(node is not None and npm is not None, "node and npm (apt-get install nodejs npm)")
+    assert node is not None and npm is not None
+    installed = directory / "node_modules" / ".package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < (directory / "package-lock.json").stat().st_mtime:
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=directory, check=True, timeout=300)
+    return node
 
 
 class Server:

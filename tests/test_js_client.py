@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import ssl
 import subprocess
 import urllib.parse
@@ -23,7 +22,7 @@ import httpx
 import pytest
 import trustme
 
-from harness import OTHER_TOKEN, TESTS_DIR, TOKEN, Server, require, wait_finished
+from harness import OTHER_TOKEN, TESTS_DIR, TOKEN, Server, npm_installed, wait_finished
 from overture.testing import tiny_checkpoint
 
 pytestmark = pytest.mark.timeout(300)
@@ -34,16 +33,8 @@ README = TESTS_DIR.parent / "README.md"
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    """node, with the client installed by ``npm ci`` from the committed lock. The test installs it,
-    not ``make install``: Python work needs no node, and a checkout whose lock changed since the
-    last install gets the new one before it runs."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    require(node is not None and npm is not None, "node and npm (apt-get install nodejs npm)")
-    assert node is not None and npm is not None
-    installed = JS_DIR / "node_modules" / ".package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < (JS_DIR / "package-lock.json").stat().st_mtime:
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, check=True, timeout=300)
-    return node
+    """node, with the client installed from tests/js/package-lock.json."""
+    return npm_installed(JS_DIR)
 
 
 def _env(server: Server, **extra: str) -> dict[str, str]:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import html
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Response
-from fastapi.responses import HTMLResponse
 
-from overture.api import catalog, errors, files, openapi, operations, predictions, stream, usage
+from overture.api import catalog, errors, files, openapi, operations, playground, predictions, stream, usage
 from overture.api.auth import Owner, TokenAuth
 from overture.api.deps import Present, Services, Svc
 from overture.api.limits import BodyLimit
@@ -88,7 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
         limit_for=lambda path: upload_limit if path == "/v1/files" else settings.max_request_bytes,
     )
     app.include_router(predictions.router)
-    app.include_router(predictions.pages)
+    app.include_router(playground.router)
     app.include_router(catalog.router)
     app.include_router(files.router)
     app.include_router(stream.router)
@@ -108,19 +106,5 @@ def create_app(settings: Settings) -> FastAPI:
     async def avatar() -> Response:
         """The account's picture, without a token: an ``<img src>`` cannot send one."""
         return Response(_AVATAR, media_type="image/svg+xml")
-
-    @app.get("/", response_class=HTMLResponse)
-    def landing(svc: Svc, present: Present) -> str:
-        rows = "".join(
-            f"<li><code>{html.escape(m.ref)}</code>: {html.escape(m.description)}</li>"
-            for m in svc.engine.registry.models.values()
-        )
-        base = html.escape(present.base)
-        return (
-            "<!doctype html><title>Overture</title><h1>Overture</h1>"
-            "<p>A Replicate-compatible music generation server. Point the official client at it:</p>"
-            f"<pre>export REPLICATE_BASE_URL={base}\nexport REPLICATE_API_TOKEN=&lt;your token&gt;</pre>"
-            f"<h2>Models</h2><ul>{rows}</ul>"
-        )
 
     return app

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import html
-import json
 import math
 import re
+import urllib.parse
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, Header, Query, Response
-from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict
 
-from overture.api.auth import Owner
+from overture.api.auth import Owner, owner_or_signed
 from overture.api.deps import Present, Services, Svc, decode_cursor, encode_cursor
 from overture.api.errors import ApiError, invalid_request
 from overture.api.present import Presenter
-from overture.api.signing import check_signed, page_subject
+from overture.api.signing import page_subject
 from overture.engine.netpolicy import AddressPolicy
 from overture.engine.webhooks import check_url, delivery_summary
 from overture.errors import InvalidInput, UnknownModel, WebhookRefused
@@ -211,38 +209,24 @@ async def create_deployment_prediction(
     return await _create(svc, present, owner, ref, body, headers, response, deployment=ref)
 
 
+#: The token's owner, or None for a reader holding the prediction's signed page (``urls.web``): the
+#: playground page that a shared link opens reads the prediction with that page's signature.
+PageReader = Annotated[str | None, Depends(owner_or_signed(lambda path: page_subject(path["prediction_id"])))]
+
+
 # Clients poll this every half second per prediction. A primary-key read from the database takes a
 # fraction of a millisecond, less than the thread-pool round trip a plain def would add, so it
 # runs on the event loop.
 @router.get("/predictions/{prediction_id}")
-async def get_prediction(prediction_id: str, owner: Owner, svc: Svc, present: Present) -> dict[str, Any]:
+async def get_prediction(prediction_id: str, owner: PageReader, svc: Svc, present: Present) -> dict[str, Any]:
     return show(svc, present, _prediction(svc, owner, prediction_id))
 
 
-def _prediction(svc: Services, owner: str, prediction_id: str) -> PredictionRow:
+def _prediction(svc: Services, owner: str | None, prediction_id: str) -> PredictionRow:
     row = svc.engine.store.prediction(prediction_id, owner)
     if row is None:
         raise ApiError(404, f"Prediction {prediction_id} does not exist")
     return row
-
-
-#: Pages for people, outside the JSON API: what ``urls.web`` points at.
-pages = APIRouter()
-
-
-@pages.get("/p/{prediction_id}", response_class=HTMLResponse)
-async def prediction_page(
-    prediction_id: str, svc: Svc, present: Present, expires: str = Query(default=""), signature: str = Query(default="")
-) -> str:
-    """The prediction's JSON as a page, until there is a playground to show it in. Signed like
-    ``signed_output``, since a browser's address bar cannot send the bearer token."""
-    check_signed(svc.keys, page_subject(prediction_id), expires, signature)
-    row = svc.engine.store.prediction(prediction_id)
-    if row is None:
-        raise ApiError(404, f"Prediction {prediction_id} does not exist")
-    body = json.dumps(show(svc, present, row), indent=2)
-    title = html.escape(f"Prediction {prediction_id}")
-    return f"<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1><pre>{html.escape(body)}</pre>"
 
 
 @router.post("/predictions/{prediction_id}/cancel")
@@ -253,11 +237,33 @@ def cancel_prediction(prediction_id: str, owner: Owner, svc: Svc, present: Prese
     return show(svc, present, row)
 
 
+#: What ``GET /v1/predictions?status=`` accepts.
+_STATUSES = ", ".join(Status)
+_MODEL_REF = re.compile(r"^[^/\s]+/[^/\s]+$")
+
+
 @router.get("/predictions")
 def list_predictions(
-    owner: Owner, svc: Svc, present: Present, cursor: str | None = Query(default=None)
+    owner: Owner,
+    svc: Svc,
+    present: Present,
+    cursor: str | None = Query(default=None),
+    model: str | None = Query(default=None),
+    status: str | None = Query(default=None),
 ) -> dict[str, Any]:
+    """Newest first. ``model`` and ``status`` are Overture's filters (Replicate has none): each
+    page, and its ``next`` link, holds only the matching predictions."""
+    errors = []
+    if model is not None and not _MODEL_REF.match(model):
+        errors.append(("model", f"{model!r} is not a model name such as overture/synth"))
+    if status is not None and status not in {s.value for s in Status}:
+        errors.append(("status", f"{status!r} is not one of {_STATUSES}"))
+    if errors:
+        raise invalid_request(errors)
     size = svc.settings.page_size
-    rows = svc.engine.store.predictions_page(owner, decode_cursor(cursor), size + 1)
-    next_path = f"/v1/predictions?cursor={encode_cursor(rows[size - 1].seq)}" if len(rows) > size else None
+    rows = svc.engine.store.predictions_page(owner, decode_cursor(cursor), size + 1, model, status)
+    next_path = None
+    if len(rows) > size:
+        query = {"cursor": encode_cursor(rows[size - 1].seq), "model": model, "status": status}
+        next_path = "/v1/predictions?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
     return present.page([show(svc, present, r) for r in rows[:size]], next_path)

@@ -395,6 +395,10 @@ def _announce(settings: Settings, base: str, generated: bool) -> None:
     if generated:
         console.print(f"  export REPLICATE_API_TOKEN={settings.tokens[0]}")
         console.print(f"  (token generated and kept in {token_file})")
+    # As Jupyter's link does, it signs a browser in; the token rides in the fragment, which a browser
+    # never sends, so it reaches no request line or access log (docs/playground.md). One line, as it is.
+    link = f"{base}/#token={settings.tokens[0]}" if generated else f"{base}/ (it asks for your token)"
+    console.print(f"Open the playground: {link}", soft_wrap=True, highlight=False, markup=False)
 
 
 def _pairs(values: list[str] | None, option: str) -> dict[str, str]:

@@ -134,9 +134,9 @@ class Store:
         with self.session() as s:
             return s.scalars(query).first()
 
-    def _page(self, table: type[R], owner: str, before_seq: int | None, limit: int) -> list[R]:
+    def _page(self, table: type[R], owner: str, before_seq: int | None, limit: int, *where: Any) -> list[R]:
         """Newest first; ``before_seq`` continues after the last row of the previous page."""
-        query = select(table).where(table.owner == owner)
+        query = select(table).where(table.owner == owner, *where)
         if before_seq is not None:
             query = query.where(table.seq < before_seq)
         with self.session() as s:
@@ -147,8 +147,13 @@ class Store:
     def prediction(self, pid: str, owner: str | None = None) -> PredictionRow | None:
         return self._one(PredictionRow, pid, owner)
 
-    def predictions_page(self, owner: str, before_seq: int | None, limit: int) -> list[PredictionRow]:
-        return self._page(PredictionRow, owner, before_seq, limit)
+    def predictions_page(
+        self, owner: str, before_seq: int | None, limit: int, model: str | None = None, status: str | None = None
+    ) -> list[PredictionRow]:
+        """A page of the owner's predictions, only those of ``model`` and in ``status`` when given."""
+        where = [PredictionRow.model == model] if model is not None else []
+        where += [PredictionRow.status == status] if status is not None else []
+        return self._page(PredictionRow, owner, before_seq, limit, *where)
 
     def overdue_predictions(self, now: datetime) -> list[PredictionRow]:
         query = select(PredictionRow).where(PredictionRow.status.in_(ACTIVE), PredictionRow.deadline < now)
