@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Response
 from fastapi.responses import HTMLResponse
 
-from overture.api import catalog, errors, files, openapi, operations, predictions, stream
+from overture.api import catalog, errors, files, openapi, operations, predictions, stream, upstreams
 from overture.api.auth import Owner, TokenAuth
 from overture.api.deps import Present, Services, Svc
 from overture.api.limits import BodyLimit
@@ -92,6 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(files.router)
     app.include_router(stream.router)
+    app.include_router(upstreams.router)
     operations.install(app, settings, services.engine.telemetry)
 
     @app.get("/v1/webhooks/default/secret")

@@ -98,6 +98,11 @@ class Done:
     output: Any = None
     error: str | None = None
     canceled: bool = False
+    #: As a provider that ran it elsewhere measured it (an upstream's ``metrics.predict_time``);
+    #: None: the engine times the run itself.
+    predict_time: float | None = None
+    #: The hardware that provider reports it ran on.
+    hardware: str | None = None
 
 
 @dataclass(frozen=True)
