@@ -48,8 +48,9 @@ _TERMINAL = ("succeeded", "failed", "canceled")
 #: ``Prefer: wait`` on create: a short prediction comes back finished in the create's answer,
 #: saving a webhook or a poll; a longer one is followed after it.
 CREATE_WAIT_SECONDS = 1
-#: File inputs up to this size go inline as data: URIs; larger ones are uploaded to ``/v1/files``.
-DATA_URI_LIMIT = 1024 * 1024
+#: File inputs up to this size go inline as data: URIs (Replicate advises them up to 256 KB); larger
+#: ones are uploaded to the upstream's ``/v1/files``.
+DATA_URI_LIMIT = 256 * 1024
 #: Polls start this often and back off to ``_MAX_POLL``; once the upstream's webhooks arrive,
 #: polling only guards against a lost one.
 _FIRST_POLL = 0.1
