@@ -13,14 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness import OTHER_TOKEN, TOKEN, UNLIMITED, Receiver, Server, query, wait_finished
+from harness import OTHER_TOKEN, TOKEN, UNLIMITED, Receiver, Server, free_port, query, wait_finished
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("a"), *UNLIMITED).start()
+    modules = ("--model-module", "overture_test_models", "--model-module", "overture_upstream_only")
+    server = Server(tmp_path_factory.mktemp("a"), *UNLIMITED, *modules).start()
     yield server
     server.stop()
 
@@ -36,7 +37,11 @@ def relaying(data_dir: Path, upstream: Server, *routes: str, extra: tuple[str, .
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory: pytest.TempPathFactory, upstream: Server) -> Iterator[Server]:
     server = relaying(
-        tmp_path_factory.mktemp("b"), upstream, "overture/synth=upstream:a", "tests/steps=upstream:a"
+        tmp_path_factory.mktemp("b"),
+        upstream,
+        "overture/synth=upstream:a",
+        "tests/steps=upstream:a",
+        "upstream-only/shout=upstream:a",
     ).start()
     yield server
     server.stop()
@@ -188,3 +193,31 @@ def test_a_webhook_not_signed_by_the_upstream_is_refused(relay: Server) -> None:
         )
         unknown = http.post("/v1/upstreams/nobody/predictions/anything/webhook", content=b"{}")
     assert forged.status_code == 401 and unknown.status_code == 404
+
+
+def test_a_model_only_the_upstream_has_is_listed_validated_and_relayed(relay: Server, upstream: Server) -> None:
+    with relay.http() as http, upstream.http() as at_a:
+        listed = [m["url"].rsplit("/", 2)[-2:] for m in http.get("/v1/models").json()["results"]]
+        ours = http.get("/v1/models/upstream-only/shout").json()
+        theirs = at_a.get("/v1/models/upstream-only/shout").json()
+        refused = http.post("/v1/models/upstream-only/shout/predictions", json={"input": {"times": 9}})
+    assert ["upstream-only", "shout"] in listed
+    assert ours["latest_version"] == theirs["latest_version"]  # its schema is the upstream's own
+    # Checked here against that schema: a 422 naming each field, no upstream call.
+    assert refused.status_code == 422
+    assert {e["field"] for e in refused.json()["invalid_fields"]} >= {"text", "times"}
+    output = relay.client().run("upstream-only/shout", input={"text": "hey", "times": 2, "mood": "cross"})
+    assert output == "HEY HEY!!!"
+
+
+def test_a_model_only_the_upstream_has_outlives_the_upstream_across_a_restart(tmp_path: Path, upstream: Server) -> None:
+    server = relaying(tmp_path / "b", upstream, "upstream-only/shout=upstream:a").start()
+    server.stop()
+    elsewhere = relaying(tmp_path / "b", upstream, "upstream-only/shout=upstream:a")
+    elsewhere.extra[elsewhere.extra.index("--upstream") + 1] = f"a=http://127.0.0.1:{free_port()}"  # down now
+    elsewhere.start()
+    try:
+        with elsewhere.http() as http:
+            assert http.get("/v1/models/upstream-only/shout").status_code == 200  # from the copy kept
+    finally:
+        elsewhere.stop()

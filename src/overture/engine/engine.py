@@ -34,6 +34,7 @@ from overture.engine.queueing import QueuedCounts, QueueSpot
 from overture.engine.routing import LOCAL, LocalLoad, Router
 from overture.engine.run import LogBuffer, PredictionRun
 from overture.engine.telemetry import Telemetry
+from overture.engine.upstream_models import UpstreamCatalog
 from overture.engine.webhooks import WebhookDispatcher
 from overture.engine.workers.inline import InlineWorker
 from overture.engine.workers.process import ProcessWorker
@@ -130,6 +131,7 @@ class Engine:
             )
             for name, upstream in settings.upstreams.items()
         }
+        UpstreamCatalog(settings.upstreams, settings.routes, settings.data_dir).declare(registry)
         self._lock = threading.Lock()
         self._stopping = False
         chores = [
