@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from harness import TOKEN, UNLIMITED, Server, free_port, wait_finished
+from overture.api.auth import owner_of
+from overture.store.db import PredictionRow
+from overture.store.store import Store, utcnow
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -132,6 +135,50 @@ def test_killed_with_ten_in_flight_all_finish_and_none_is_created_twice(tmp_path
         assert [p["status"] for p in ended] == ["succeeded"] * 10, [p["error"] for p in ended]
         assert sorted(p["output"] for p in ended) == sorted(f"{i}:None" for i in range(10))
         assert len(predictions(upstream)) == 10
+    finally:
+        server.stop()
+        upstream.stop()
+
+
+@pytest.mark.parametrize("reached_upstream", [True, False], ids=["create-reached-a", "create-never-left"])
+def test_a_create_cut_off_by_a_crash_is_found_again_and_never_repeated(tmp_path: Path, reached_upstream: bool) -> None:
+    """The record written before the create, as a crash between the call and its answer left it:
+    the restarted server finds A's prediction by its marker and key, or creates it once."""
+    upstream = Server(tmp_path / "a", *UNLIMITED).start()
+    server = relaying(tmp_path / "b", upstream.base_url, "tests/steps=upstream:a").start()
+    server.stop()
+    pid = "cutoffbetweencallandanswer"
+    store = Store(server.data_dir, server.database_url)
+    store.add(
+        PredictionRow(
+            id=pid,
+            owner=owner_of(TOKEN),
+            model="tests/steps",
+            version="tests-steps-v1",
+            status="starting",
+            input={"steps": 1, "label": "once"},
+            logs="",
+            created_at=utcnow(),
+            provider="a",
+            upstream={"name": "a", "state": "creating", "key": pid, "created_at": utcnow().isoformat()},
+        )
+    )
+    store.close()
+    if reached_upstream:
+        with upstream.http() as http:
+            http.post(
+                "/v1/models/tests/steps/predictions",
+                json={
+                    "input": {"steps": 1, "label": "once"},
+                    "webhook": f"{server.base_url}/v1/upstreams/a/predictions/{pid}/webhook",
+                },
+                headers={"Idempotency-Key": pid},
+            ).raise_for_status()
+    try:
+        server.start()
+        with server.http() as http:
+            assert wait_finished(http, pid)["output"] == "once:None"
+        assert len(predictions(upstream)) == 1
     finally:
         server.stop()
         upstream.stop()
