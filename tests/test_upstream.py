@@ -74,7 +74,17 @@ def test_run_through_the_relay_returns_its_own_output_urls(relay: Server, upstre
     assert f"/v1/upstreams/a/predictions/{ours['id']}/webhook" in at_a["webhook"]
 
 
-def test_async_polling_sees_the_upstreams_status_and_logs(relay: Server) -> None:
+def wait_for_webhooks(http: httpx.Client, pid: str) -> dict:
+    """A's prediction once its webhooks (start, completed) are no longer pending."""
+    deadline = time.monotonic() + 10
+    while True:
+        body = http.get(f"/v1/predictions/{pid}").json()
+        if body["webhook_delivery"]["pending"] == 0 or time.monotonic() > deadline:
+            return body
+        time.sleep(0.05)
+
+
+def test_async_polling_sees_the_upstreams_status_and_logs(relay: Server, upstream: Server) -> None:
     client = relay.client()
     prediction = client.predictions.create(model="tests/steps", input={"steps": 20, "step_seconds": 0.1})
     seen = set()
@@ -87,6 +97,10 @@ def test_async_polling_sees_the_upstreams_status_and_logs(relay: Server) -> None
     assert "Relayed to a as prediction" in prediction.logs and "finished 20 steps" in prediction.logs
     # A's progress bar stays one line here too.
     assert prediction.logs.count("%|") == 1 and prediction.progress is not None
+    # A's webhooks reached B, signed with A's secret, and were taken (a 401 would show as failed).
+    with upstream.http() as http:
+        at_a = wait_for_webhooks(http, upstream_record(relay, prediction.id)["id"])
+    assert at_a["webhook_delivery"]["delivered"] == 2 and at_a["webhook_delivery"]["failed"] == 0
 
 
 def test_cancel_is_passed_on(relay: Server, upstream: Server) -> None:

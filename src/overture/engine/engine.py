@@ -485,6 +485,10 @@ class Engine:
         measured: dict[str, Any] = {"hardware": done.hardware} if done.hardware else {}
         if done.predict_time is not None:
             measured["predict_time"] = done.predict_time
+        if done.record is not None:
+            measured["upstream"] = done.record
+        if run.provider != LOCAL and run.started_at is None and not done.canceled:
+            measured["started_at"] = utcnow()  # a provider that reported it only once it had ended
         if done.canceled:
             self.recorder.complete(run, Status.CANCELED, **measured)
         elif done.error is not None:
@@ -539,7 +543,7 @@ class Engine:
                 log.exception("could not record the loss of %s", run.id, extra={"prediction_id": run.id})
 
     def _route(self, run: PredictionRun) -> None:
-        """Decide where a new run goes (``Router.route``), and record it when it is an upstream."""
+        """Decide where a new run goes (``Router.route``)."""
         with self._lock:
             ahead = sum(
                 1
@@ -547,10 +551,8 @@ class Engine:
                 if other.pool == run.pool and other.provider == LOCAL and other.in_worker and not other.finished
             )
         side_by_side = run.version.predictor.jobs_at_once(self.settings.model_settings)
-        provider = self.router.route(run.owner, run.model, run.version.id, LocalLoad(run.pool, ahead, side_by_side))
-        if provider != LOCAL:
-            self.store.transition(run.id, ACTIVE, provider=provider)
-            run.provider = provider
+        # The record says so once the relay writes it, before it calls the upstream.
+        run.provider = self.router.route(run.owner, run.model, run.version.id, LocalLoad(run.pool, ahead, side_by_side))
 
     def _upstream_lost(self, prediction_ids: list[str], why: WorkerLost) -> None:
         """An upstream failed these predictions (unreachable, refused, timed out): a burst route

@@ -103,6 +103,9 @@ class Done:
     predict_time: float | None = None
     #: The hardware that provider reports it ran on.
     hardware: str | None = None
+    #: What that provider keeps about the run, stored with the end as metadata (an upstream's own
+    #: prediction record: its id, URLs and metrics).
+    record: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

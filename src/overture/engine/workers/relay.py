@@ -4,8 +4,8 @@ the result cache, webhooks and streams need no second path.
 
 Each relayed prediction is followed by one task on the relay's event loop (its own thread). The
 upstream's webhooks, sent to a URL of this server's own and verified with the upstream's signing
-secret, wake the task; it polls too, with backoff, and only rarely once webhooks are seen to
-arrive, so an upstream that cannot reach this server is still followed.
+secret, bring each start and end at once; the task polls too, with backoff, for the logs in
+between, so an upstream that cannot reach this server is still followed.
 
 None is lost or created twice across a restart: the prediction's ``upstream`` record is written
 before the create is sent, with this server's prediction id as the create's ``Idempotency-Key``
@@ -51,11 +51,12 @@ CREATE_WAIT_SECONDS = 1
 #: File inputs up to this size go inline as data: URIs (Replicate advises them up to 256 KB); larger
 #: ones are uploaded to the upstream's ``/v1/files``.
 DATA_URI_LIMIT = 256 * 1024
-#: Polls start this often and back off to ``_MAX_POLL``; once the upstream's webhooks arrive,
-#: polling only guards against a lost one.
+#: Polls, for the status and logs between the upstream's webhooks, start this often and back off
+#: to ``_MAX_POLL``, or to ``_MAX_POLL_WITH_WEBHOOKS`` once its webhooks are seen to reach this
+#: server and bring each start and end at once.
 _FIRST_POLL = 0.1
 _MAX_POLL = 2.0
-_SAFETY_POLL = 15.0
+_MAX_POLL_WITH_WEBHOOKS = 5.0
 _PROGRESS = re.compile(r"\|\s*(\d+)/(\d+)\s*\[")
 
 
@@ -74,6 +75,8 @@ class _Follow:
     started: bool = False
     #: The upstream's log lines already passed on.
     lines: list[str] = field(default_factory=list)
+    #: The prediction's ``upstream`` record as last written.
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 class Relay:
@@ -206,7 +209,7 @@ class Relay:
         row = await asyncio.to_thread(self._store.prediction, pid)
         if row is None:
             raise UpstreamError(f"prediction {pid} is not in the records")
-        record = dict(row.upstream or {})
+        record = follow.record = dict(row.upstream or {})
         if record.get("id"):  # followed by an earlier process
             follow.upstream_id = str(record["id"])
             return await self.api.get(follow.upstream_id)
@@ -220,7 +223,11 @@ class Relay:
                 return await self._created(follow, record, found)
         else:
             record = {"name": self.upstream.name, "state": "creating", "key": pid, "created_at": utcnow().isoformat()}
-            await self._write(pid, record)  # before the call: a crash after it finds the prediction again
+            follow.record = record
+            # Before the call, with the provider: a restart after it finds the prediction again.
+            await asyncio.to_thread(
+                self._store.transition, pid, list(Status), upstream=record, provider=self.upstream.name
+            )
         inputs = await self._inputs(follow.job, row.input or {})
         created = await self.api.create(
             row.model, self._pinned_version(row), inputs, webhook, str(record["key"]), CREATE_WAIT_SECONDS
@@ -232,7 +239,10 @@ class Relay:
             raise UpstreamRefused(f"{self.api.name} answered the create without a prediction id")
         follow.upstream_id = state["id"]
         record |= {"state": "following", "id": state["id"], "urls": state.get("urls")}
-        await self._write(follow.job.prediction_id, record)
+        if state.get("status") not in _TERMINAL:
+            # A create answered finished (``Prefer: wait``) is written once, with its end; until
+            # then a restart finds it again by its key and marker.
+            await self._write(follow.job.prediction_id, record)
         await self._emit(Log(follow.job.prediction_id, f"Relayed to {self.upstream.name} as prediction {state['id']}."))
         return state
 
@@ -250,9 +260,9 @@ class Relay:
                 continue
             follow.wake.clear()
             try:
-                await asyncio.wait_for(follow.wake.wait(), _SAFETY_POLL if self._webhooks_arrive else interval)
+                await asyncio.wait_for(follow.wake.wait(), interval)
             except TimeoutError:
-                interval = min(_MAX_POLL, interval * 2)
+                interval = min(_MAX_POLL_WITH_WEBHOOKS if self._webhooks_arrive else _MAX_POLL, interval * 2)
             if follow.hint is not None:
                 state, follow.hint = follow.hint, None
             elif not (follow.cancel_wanted and not follow.cancel_sent):
@@ -260,7 +270,8 @@ class Relay:
 
     async def _report(self, follow: _Follow, state: dict[str, Any]) -> None:
         pid = follow.job.prediction_id
-        if not follow.started and state.get("status") in ("processing", *_TERMINAL):
+        if not follow.started and state.get("status") == "processing":
+            # One first seen finished (``Prefer: wait``) goes straight to its end: a record write fewer.
             follow.started = True
             await self._emit(Started(pid))
         for event in _log_events(pid, follow.lines, str(state.get("logs") or "")):
@@ -270,18 +281,16 @@ class Relay:
         pid = follow.job.prediction_id
         metrics = state.get("metrics")
         metrics = metrics if isinstance(metrics, dict) else {}
-        row = await asyncio.to_thread(self._store.prediction, pid)
-        record = dict(row.upstream or {}) if row is not None else {}
         # The upstream's own URLs, output URLs included, are kept only as metadata: they expire.
         keep = ("id", "status", "model", "version", "urls", "output", "error", "metrics", "data_removed")
-        record |= {key: state.get(key) for key in keep} | {"state": "ended"}
-        await self._write(pid, record)
+        record = follow.record | {key: state.get(key) for key in keep} | {"state": "ended"}
         seconds = metrics.get("predict_time")
         hardware = state.get("hardware") or metrics.get("hardware")
         ended = Done(
             pid,
             predict_time=float(seconds) if isinstance(seconds, int | float) else None,
             hardware=str(hardware) if hardware else None,
+            record=record,
         )
         status = state.get("status")
         if status == Status.CANCELED:
