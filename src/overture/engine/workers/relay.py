@@ -4,8 +4,8 @@ the result cache, webhooks and streams need no second path.
 
 Each relayed prediction is followed by one task on the relay's event loop (its own thread). The
 upstream's webhooks, sent to a URL of this server's own and verified with the upstream's signing
-secret, bring each start and end at once; the task polls too, with backoff, for the logs in
-between, so an upstream that cannot reach this server is still followed.
+secret, bring each end at once; the task polls too, with backoff, for the status and logs
+before it, so an upstream that cannot reach this server is still followed.
 
 None is lost or created twice across a restart: the prediction's ``upstream`` record is written
 before the create is sent, with this server's prediction id as the create's ``Idempotency-Key``
@@ -51,9 +51,9 @@ CREATE_WAIT_SECONDS = 1
 #: File inputs up to this size go inline as data: URIs (Replicate advises them up to 256 KB); larger
 #: ones are uploaded to the upstream's ``/v1/files``.
 DATA_URI_LIMIT = 256 * 1024
-#: Polls, for the status and logs between the upstream's webhooks, start this often and back off
-#: to ``_MAX_POLL``, or to ``_MAX_POLL_WITH_WEBHOOKS`` once its webhooks are seen to reach this
-#: server and bring each start and end at once.
+#: Polls, for the status and logs until the upstream's webhook brings the end, start this often
+#: and back off to ``_MAX_POLL``, or to ``_MAX_POLL_WITH_WEBHOOKS`` once its webhooks are seen to
+#: reach this server.
 _FIRST_POLL = 0.1
 _MAX_POLL = 2.0
 _MAX_POLL_WITH_WEBHOOKS = 5.0

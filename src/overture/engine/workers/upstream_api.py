@@ -78,8 +78,8 @@ class UpstreamAPI:
         upstream answers a create it has seen with the prediction it made then."""
         body: dict[str, Any] = {"input": inputs}
         if webhook is not None:
-            # Not logs nor output: each would cost both servers a request, and polls bring them.
-            body |= {"webhook": webhook, "webhook_events_filter": ["start", "completed"]}
+            # Only the end: each event costs both servers a request, and the polls bring the start and logs.
+            body |= {"webhook": webhook, "webhook_events_filter": ["completed"]}
         headers = {"Prefer": f"wait={wait}", "Idempotency-Key": key}
         if version is not None:
             path = "/v1/predictions"
