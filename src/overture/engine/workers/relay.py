@@ -209,11 +209,11 @@ class Relay:
         row = await asyncio.to_thread(self._store.prediction, pid)
         if row is None:
             raise UpstreamError(f"prediction {pid} is not in the records")
+        await self._ask_secret()
         record = follow.record = dict(row.upstream or {})
         if record.get("id"):  # followed by an earlier process
             follow.upstream_id = str(record["id"])
             return await self.api.get(follow.upstream_id)
-        await self._ask_secret()
         webhook = self.webhook_url(pid)
         if record.get("state") == "creating":
             # An earlier process sent the create and stopped before its answer was written.
