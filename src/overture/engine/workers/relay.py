@@ -77,6 +77,8 @@ class _Follow:
     lines: list[str] = field(default_factory=list)
     #: The prediction's ``upstream`` record as last written.
     record: dict[str, Any] = field(default_factory=dict)
+    #: Events made before the next report, which sends them first.
+    unsent: list[JobEvent] = field(default_factory=list)
 
 
 class Relay:
@@ -190,9 +192,14 @@ class Relay:
     async def _run(self, follow: _Follow) -> None:
         pid = follow.job.prediction_id
         try:
-            state = await self._reach(follow)
-            state = await self._track(follow, state)
-            await self._emit(await self._finish(follow, state))
+            state = await self._track(follow, await self._reach(follow))
+            last = self._report(follow, state)
+            try:
+                done = await self._finish(follow, state)
+            except UpstreamError:
+                await self._emit(*last)  # the logs say what it did before its outputs could not come home
+                raise
+            await self._emit(*last, done)  # the last logs and the end, in one hop to the engine
         except UpstreamError as exc:
             # The engine decides: run it locally (a burst route, not started) or fail it with this.
             await asyncio.to_thread(self._sink.lost, self.pool, [pid], WorkerLost(str(exc), retryable=False))
@@ -243,17 +250,18 @@ class Relay:
             # A create answered finished (``Prefer: wait``) is written once, with its end; until
             # then a restart finds it again by its key and marker.
             await self._write(follow.job.prediction_id, record)
-        await self._emit(Log(follow.job.prediction_id, f"Relayed to {self.upstream.name} as prediction {state['id']}."))
+        line = f"Relayed to {self.upstream.name} as prediction {state['id']}."
+        follow.unsent.append(Log(follow.job.prediction_id, line))
         return state
 
     async def _track(self, follow: _Follow, state: dict[str, Any]) -> dict[str, Any]:
-        """Pass on what the upstream reports until it ends; the final state."""
+        """Pass on what the upstream reports until it ends; the final state, not yet reported."""
         assert follow.upstream_id is not None
         interval = _FIRST_POLL
         while True:
-            await self._report(follow, state)
             if state.get("status") in _TERMINAL:
                 return state
+            await self._emit(*self._report(follow, state))
             if follow.cancel_wanted and not follow.cancel_sent:
                 follow.cancel_sent = True
                 state = await self.api.cancel(follow.upstream_id)
@@ -268,14 +276,15 @@ class Relay:
             elif not (follow.cancel_wanted and not follow.cancel_sent):
                 state = await self.api.get(follow.upstream_id)
 
-    async def _report(self, follow: _Follow, state: dict[str, Any]) -> None:
+    def _report(self, follow: _Follow, state: dict[str, Any]) -> list[JobEvent]:
+        """The events for what is new in ``state``."""
         pid = follow.job.prediction_id
+        events, follow.unsent = follow.unsent, []
         if not follow.started and state.get("status") == "processing":
             # One first seen finished (``Prefer: wait``) goes straight to its end: a record write fewer.
             follow.started = True
-            await self._emit(Started(pid))
-        for event in _log_events(pid, follow.lines, str(state.get("logs") or "")):
-            await self._emit(event)
+            events.append(Started(pid))
+        return events + _log_events(pid, follow.lines, str(state.get("logs") or ""))
 
     async def _finish(self, follow: _Follow, state: dict[str, Any]) -> Done:
         pid = follow.job.prediction_id
@@ -341,8 +350,15 @@ class Relay:
     async def _write(self, pid: str, record: dict[str, Any]) -> None:
         await asyncio.to_thread(self._store.transition, pid, list(Status), upstream=record)
 
-    async def _emit(self, event: JobEvent) -> None:
-        await asyncio.to_thread(self._sink.event, self.pool, event)
+    async def _emit(self, *events: JobEvent) -> None:
+        """Hand events to the engine in order, off the loop: recording them writes the database."""
+
+        def deliver() -> None:
+            for event in events:
+                self._sink.event(self.pool, event)
+
+        if events:
+            await asyncio.to_thread(deliver)
 
 
 def _log_events(pid: str, lines: list[str], text: str) -> list[JobEvent]:
