@@ -161,6 +161,9 @@ def test_the_result_cache_covers_upstream_runs(relay: Server, upstream: Server) 
     assert upstream_count(upstream) == before  # not paid for twice
     with relay.http() as http:
         assert http.get(second.output).content == http.get(first.output).content
+        # Nothing ran for the second, upstream or here.
+        providers = [http.get(f"/v1/predictions/{p.id}").json()["provider"] for p in (first, second)]
+    assert providers == ["a", "local"]
 
 
 def test_a_model_without_a_route_runs_here(relay: Server) -> None:

@@ -215,6 +215,7 @@ class Engine:
         if key is not None and (earlier := self.store.prediction_by_idempotency_key(key)) is not None:
             return earlier
         values = self.validate(owner, version, raw_input)
+        provider = self._route(owner, model, version)
         now = utcnow()
         limit = cancel_after if cancel_after is not None else self.settings.prediction_timeout_seconds
         pid = new_id()
@@ -233,6 +234,7 @@ class Engine:
                     webhook_events_filter=list(webhook_events_filter) if webhook_events_filter is not None else None,
                     stream=stream,
                     deployment=deployment,
+                    provider=provider,
                     created_at=now,
                     deadline=now + timedelta(seconds=limit) if limit is not None else None,
                     idempotency_key=key,
@@ -385,14 +387,19 @@ class Engine:
         if hit is not None:
             earlier, output = hit
             line = f"Served from the result cache: same version, input and seed as prediction {earlier.id}."
+            # Nothing ran, nor was anything paid for upstream: the answer came from here.
             self.recorder.complete(
-                run, Status.SUCCEEDED, last_line=line, output=output, cache_key=run.cache_key, started_at=utcnow()
+                run,
+                Status.SUCCEEDED,
+                last_line=line,
+                output=output,
+                cache_key=run.cache_key,
+                started_at=utcnow(),
+                provider=LOCAL,
             )
             self._forget(run)
             return
         run.job = Job(run.id, inputs, scratch, run.stream, owner=run.owner)
-        if run.provider == LOCAL:
-            self._route(run)
         self._submit(run)
 
     def _submit(self, run: PredictionRun) -> None:
@@ -542,17 +549,16 @@ class Engine:
             except Exception:
                 log.exception("could not record the loss of %s", run.id, extra={"prediction_id": run.id})
 
-    def _route(self, run: PredictionRun) -> None:
-        """Decide where a new run goes (``Router.route``)."""
+    def _route(self, owner: str, model: Model, version: Version) -> str:
+        """Where a new prediction runs (``Router.route``), decided as it is created: a refusal
+        the router raises is the create's answer, and the record names its provider from the start."""
+        pool = version.predictor.pool or version.id
         with self._lock:
             ahead = sum(
-                1
-                for other in self._runs.values()
-                if other.pool == run.pool and other.provider == LOCAL and other.in_worker and not other.finished
+                1 for run in self._runs.values() if run.pool == pool and run.provider == LOCAL and not run.finished
             )
-        side_by_side = run.version.predictor.jobs_at_once(self.settings.model_settings)
-        # The record says so once the relay writes it, before it calls the upstream.
-        run.provider = self.router.route(run.owner, run.model, run.version.id, LocalLoad(run.pool, ahead, side_by_side))
+        side_by_side = version.predictor.jobs_at_once(self.settings.model_settings)
+        return self.router.route(owner, model.ref, version.id, LocalLoad(pool, ahead, side_by_side))
 
     def _upstream_lost(self, prediction_ids: list[str], why: WorkerLost) -> None:
         """An upstream failed these predictions (unreachable, refused, timed out): a burst route

@@ -1,7 +1,8 @@
 """Where each prediction runs: on this server's own workers, or relayed to an upstream.
 
-``Router.route`` is the one place that decides a prediction goes upstream; a check that must
-refuse upstream runs (a spending cap, say) belongs there.
+``Router.route`` is the one place that decides a prediction goes upstream. It is called as the
+prediction is created (``Engine.create``, before its record is written), so a check that must
+refuse upstream runs (a spending cap, say) belongs there: what it raises is the create's answer.
 """
 
 from __future__ import annotations

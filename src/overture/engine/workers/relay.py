@@ -231,10 +231,7 @@ class Relay:
         else:
             record = {"name": self.upstream.name, "state": "creating", "key": pid, "created_at": utcnow().isoformat()}
             follow.record = record
-            # Before the call, with the provider: a restart after it finds the prediction again.
-            await asyncio.to_thread(
-                self._store.transition, pid, list(Status), upstream=record, provider=self.upstream.name
-            )
+            await self._write(pid, record)  # before the call: a restart after it finds the prediction again
         inputs = await self._inputs(follow.job, row.input or {})
         created = await self.api.create(
             row.model, self._pinned_version(row), inputs, webhook, str(record["key"]), CREATE_WAIT_SECONDS
