@@ -113,6 +113,15 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["--shape", "smoke", "--seconds", "1", "--steps", "2"],
         [r"^trimmed +: +\d+ latent", r"^full window: +\d+ latent", rf"^speed-up: {RATIO} in total, {RATIO} per step$"],
     ),
+    "upstream.py": (
+        ["--predictions", "2", "--warmup", "1"],
+        [
+            r"^straight to A: +median \d+\.\d ms, p90 \d+\.\d ms$",
+            r"^through B to A: median \d+\.\d ms, p90 \d+\.\d ms$",
+            r"^relay overhead per prediction: median -?\d+\.\d ms, p90 -?\d+\.\d ms "
+            r"\(target <= 25 ms median: (met|NOT met)\)$",
+        ],
+    ),
     "streaming_decode.py": (
         ["--quick", "--frames", "60", "--overhead-seconds", "2"],
         [

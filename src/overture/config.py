@@ -10,6 +10,7 @@ from typing import Any, Literal, get_args
 from overture.engine.usage import Period, Prices
 from overture.logs import LogFormat
 from overture.runtime.checkpoints import CheckpointSettings
+from overture.upstreams import Route, Upstream
 
 #: Where model pools run: child worker processes, or threads in the server process (for debugging).
 Workers = Literal["process", "inline"]
@@ -100,6 +101,15 @@ class Settings:
     upstream_budget: float | None = None
     #: "day", "week" (from Monday) or "month", in UTC.
     upstream_budget_period: Period = "month"
+    # -- providers: upstream Replicate APIs (docs/providers.md) -----------------------------------
+    #: Other Replicate APIs (api.replicate.com, another Overture) predictions can be relayed to, by name.
+    upstreams: dict[str, Upstream] = field(default_factory=dict)
+    #: Where each model (``owner/name``) or version (``owner/name:id``) runs; unnamed ones run locally.
+    routes: dict[str, Route] = field(default_factory=dict)
+    #: With a ``burst:NAME`` route, a prediction that would wait longer than this locally goes upstream.
+    burst_after_seconds: float = 30.0
+    #: How long an upstream may stay unreachable (or keep answering 5xx) before its prediction fails.
+    upstream_timeout_seconds: float = 60.0
     # -- for operators: metrics and logs (docs/operations.md) --
     #: Serve ``GET /metrics`` and count what it shows; off, nothing is counted.
     metrics: bool = True

@@ -9,7 +9,18 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 
-from overture.api import catalog, errors, files, openapi, operations, playground, predictions, stream, usage
+from overture.api import (
+    catalog,
+    errors,
+    files,
+    openapi,
+    operations,
+    playground,
+    predictions,
+    stream,
+    upstreams,
+    usage,
+)
 from overture.api.auth import Owner, TokenAuth
 from overture.api.deps import Present, Services, Svc
 from overture.api.limits import BodyLimit
@@ -91,6 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(files.router)
     app.include_router(stream.router)
     app.include_router(usage.router)
+    app.include_router(upstreams.router)
     operations.install(app, settings, services.engine.telemetry)
 
     @app.get("/v1/webhooks/default/secret")

@@ -49,12 +49,17 @@ class PredictionRequest(ModelPredictionRequest):
 class PredictionHeaders:
     prefer: str | None
     cancel_after: str | None
+    #: An Overture extension (docs/providers.md): a create repeated with the same key gets the
+    #: first one's prediction back, so that a relaying server never creates one twice.
+    idempotency_key: str | None = None
 
 
 def _headers(
-    prefer: str | None = Header(default=None), cancel_after: str | None = Header(default=None)
+    prefer: str | None = Header(default=None),
+    cancel_after: str | None = Header(default=None),
+    idempotency_key: str | None = Header(default=None),
 ) -> PredictionHeaders:
-    return PredictionHeaders(prefer, cancel_after)
+    return PredictionHeaders(prefer, cancel_after, idempotency_key)
 
 
 Headers = Annotated[PredictionHeaders, Depends(_headers)]
@@ -157,6 +162,7 @@ async def _create(
             stream=bool(body.stream),
             cancel_after=deadline,
             deployment=deployment,
+            idempotency_key=headers.idempotency_key,
         )
 
     row = await anyio.to_thread.run_sync(create)

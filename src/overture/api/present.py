@@ -105,6 +105,8 @@ class Presenter:
             }
         if row.deployment is not None:
             body["deployment"] = row.deployment
+        # Overture extra: where it ran, "local" or the upstream's name (docs/providers.md).
+        body["provider"] = row.provider
         if webhook is not None:
             body["webhook_delivery"] = webhook
         if queue is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import logging.config
 import math
+import os
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ from overture.logs import LOG_FORMATS, LogFormat, configure_server, server_confi
 from overture.models.musicgen.settings import MusicGenSettings
 from overture.models.riffusion.settings import RiffusionSettings
 from overture.runtime.checkpoints import CheckpointSettings
+from overture.upstreams import Route, Upstream, parse_route, parse_upstream
 
 
 def serve(
@@ -174,7 +176,8 @@ def serve(
             "workers, cancel_grace, batch_memory_gb, batch_slots, riffusion_seed_images, input_allow_private, "
             "input_allow_cidrs, input_deny_cidrs, webhook_allow_private, webhook_allow_cidrs, webhook_deny_cidrs, "
             "ray, replicas and gpus_per_worker (tables), ray_wait, max_attempts, prices (a table), upstream_budget, "
-            "upstream_budget_period.",
+            "upstream_budget_period, upstreams (a table of tables with url and token), routes (a table), "
+            "burst_after, upstream_timeout.",
         ),
     ] = None,
     ssl_certfile: Annotated[
@@ -287,6 +290,51 @@ def serve(
             help=f"{', '.join(PERIODS)} (UTC; a week starts on Monday) (default: {Settings.upstream_budget_period}).",
         ),
     ] = None,
+    # -- providers: upstream Replicate APIs (docs/providers.md) --
+    upstream: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="OVERTURE_UPSTREAMS",
+            metavar="NAME=URL",
+            help="Another Replicate API predictions can be relayed to: https://api.replicate.com or another "
+            "Overture (repeatable).",
+        ),
+    ] = None,
+    upstream_token: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="OVERTURE_UPSTREAM_TOKENS",
+            metavar="NAME=TOKEN",
+            help="The API token for an upstream (repeatable); or OVERTURE_UPSTREAM_TOKEN_<NAME>. Never logged.",
+        ),
+    ] = None,
+    route: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="OVERTURE_ROUTES",
+            metavar="MODEL[:VERSION]=ROUTE",
+            help="Where a model runs: local (the default), upstream:NAME, or burst:NAME (here, but upstream when "
+            "it would wait longer than --burst-after) (repeatable).",
+        ),
+    ] = None,
+    burst_after: Annotated[
+        float | None,
+        typer.Option(
+            envvar="OVERTURE_BURST_AFTER",
+            metavar="SECONDS",
+            help="With a burst route, the longest estimated wait here before a prediction goes upstream "
+            f"(default: {Settings.burst_after_seconds:g}).",
+        ),
+    ] = None,
+    upstream_timeout: Annotated[
+        float | None,
+        typer.Option(
+            envvar="OVERTURE_UPSTREAM_TIMEOUT",
+            metavar="SECONDS",
+            help="How long an upstream may be unreachable or answer 5xx before its prediction fails "
+            f"(default: {Settings.upstream_timeout_seconds:g}).",
+        ),
+    ] = None,
     # -- for operators: metrics and logs (docs/operations.md) --
     metrics: Annotated[
         bool,
@@ -348,6 +396,7 @@ def serve(
         max_queued_per_token=max_queued_per_token,
         **_cluster_settings(table, ray, replicas, gpus_per_worker, ray_wait, max_attempts),
         **_cost_settings(table, prices, upstream_budget, upstream_budget_period),
+        **_provider_settings(table, upstream, upstream_token, route, burst_after, upstream_timeout),
         metrics=metrics,
         metrics_token=metrics_token,
         log_format=log_format,
@@ -401,12 +450,12 @@ def _announce(settings: Settings, base: str, generated: bool) -> None:
     console.print(f"Open the playground: {link}", soft_wrap=True, highlight=False, markup=False)
 
 
-def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+def _pairs(values: list[str] | None, option: str, form: str = "FROM=TO") -> dict[str, str]:
     pairs = {}
     for item in split(values):
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
-            raise typer.BadParameter(f"expected FROM=TO, got {item!r}", param_hint=option)
+            raise typer.BadParameter(f"expected {form}, got {item!r}", param_hint=option)
         pairs[key] = value
     return pairs
 
@@ -548,6 +597,77 @@ def _cost_settings(
             " or ".join(PERIODS),
         ),
     )
+
+
+def _provider_settings(
+    table: dict[str, Any],
+    upstream: list[str] | None,
+    upstream_token: list[str] | None,
+    route: list[str] | None,
+    burst_after: float | None,
+    upstream_timeout: float | None,
+) -> dict[str, Any]:
+    """Upstreams and routes (docs/providers.md): options first, then the config file. Checked
+    here, so that a typo or a route to an unknown upstream stops the server at start-up."""
+    urls: dict[str, tuple[str, str]] = {}
+    tokens: dict[str, tuple[str, str]] = {}
+    for name, entry in _table(table, "upstreams").items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("url"), str)):
+            raise typer.BadParameter(
+                f'upstreams.{name} must be a table such as {{url = "https://api.replicate.com", token = "r8_..."}}',
+                param_hint="--config",
+            )
+        urls[name] = (entry["url"], "--config")
+        if isinstance(entry.get("token"), str):
+            tokens[name] = (entry["token"], "--config")
+    urls |= {name: (url, "--upstream") for name, url in _pairs(upstream, "--upstream", "NAME=URL").items()}
+    tokens |= {name: (token, "--upstream-token") for name, token in _tokens(upstream_token).items()}
+    for name in tokens.keys() - urls.keys():
+        raise typer.BadParameter(
+            f"{name}: no upstream of that name (--upstream NAME=URL)", param_hint="--upstream-token"
+        )
+    upstreams: dict[str, Upstream] = {}
+    for name, (url, hint) in urls.items():
+        token = tokens[name][0] if name in tokens else os.environ.get(_token_variable(name))
+        try:
+            upstreams[name] = parse_upstream(name, url, token)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint=hint) from None
+    given = {key: (value, "--config") for key, value in _table(table, "routes").items()}
+    given |= {key: (value, "--route") for key, value in _pairs(route, "--route", "MODEL=ROUTE").items()}
+    routes: dict[str, Route] = {}
+    for key, (value, hint) in given.items():
+        if "/" not in key.partition(":")[0]:
+            raise typer.BadParameter(f"{key}: expected a model as owner/name[:version]", param_hint=hint)
+        try:
+            routes[key] = parse_route(str(value), upstreams)
+        except ValueError as exc:
+            raise typer.BadParameter(f"{key}: {exc}", param_hint=hint) from None
+    seconds = "a number of seconds above 0"
+    return _given(
+        upstreams=upstreams,
+        routes=routes,
+        burst_after_seconds=_layered(burst_after, table, "burst_after", "--burst-after", _positive_seconds, seconds),
+        upstream_timeout_seconds=_layered(
+            upstream_timeout, table, "upstream_timeout", "--upstream-timeout", _positive_seconds, seconds
+        ),
+    )
+
+
+def _tokens(values: list[str] | None) -> dict[str, str]:
+    """``NAME=TOKEN`` pairs; the message for a malformed one never shows the token."""
+    tokens = {}
+    for item in split(values):
+        name, sep, token = item.partition("=")
+        if not sep or not name or not token:
+            raise typer.BadParameter(f"expected NAME=TOKEN (for {name or '?'!r})", param_hint="--upstream-token")
+        tokens[name] = token
+    return tokens
+
+
+def _token_variable(name: str) -> str:
+    """``OVERTURE_UPSTREAM_TOKEN_<NAME>``: the name upper-cased, other characters as ``_``."""
+    return "OVERTURE_UPSTREAM_TOKEN_" + "".join(c if c.isalnum() else "_" for c in name.upper())
 
 
 def _table(table: dict[str, Any], key: str) -> dict[str, Any]:

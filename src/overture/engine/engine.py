@@ -8,6 +8,7 @@ reports comes back through ``event`` and ``lost`` and is recorded by ``Recorder`
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -18,6 +19,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from sqlalchemy.exc import IntegrityError
 
 from overture.config import Settings
 from overture.engine.cache import ResultCache
@@ -29,8 +31,10 @@ from overture.engine.memory import MemoryLedger
 from overture.engine.netpolicy import address_policy
 from overture.engine.notify import Notifier
 from overture.engine.queueing import QueuedCounts, QueueSpot
+from overture.engine.routing import LOCAL, LocalLoad, Router
 from overture.engine.run import LogBuffer, PredictionRun
 from overture.engine.telemetry import Telemetry
+from overture.engine.upstream_models import UpstreamCatalog
 from overture.engine.usage import Budget
 from overture.engine.webhooks import WebhookDispatcher
 from overture.engine.workers.inline import InlineWorker
@@ -51,13 +55,14 @@ from overture.engine.workers.protocol import (
     SetupDone,
     Started,
 )
+from overture.engine.workers.relay import POOL_PREFIX, Relay
 from overture.engine.workers.transport import ClusterUnavailable, Transport, WorkerLost
 from overture.errors import InvalidInput, UnknownModel, prediction_error
 from overture.ids import new_id
 from overture.logs import about
 from overture.models.base import Model, Version
 from overture.models.registry import Registry
-from overture.status import TERMINAL, Status
+from overture.status import ACTIVE, TERMINAL, Status
 from overture.store.db import PredictionRow
 from overture.store.store import Store, utcnow
 
@@ -116,6 +121,20 @@ class Engine:
                 settings.ray_address, settings.ray_wait_seconds, settings.replicas, settings.gpus_per_worker
             )
         self.memory = MemoryLedger(settings.checkpoints.memory_budget_bytes, self._unload)
+        self.router = Router(settings.routes, settings.burst_after_seconds, self.budget.admit)
+        #: One transport per upstream, by its name: every prediction routed there goes through it.
+        self.relays = {
+            name: Relay(
+                upstream,
+                store,
+                self,
+                self.router.pinned_version,
+                _own_base(settings),
+                settings.upstream_timeout_seconds,
+            )
+            for name, upstream in settings.upstreams.items()
+        }
+        UpstreamCatalog(settings.upstreams, settings.routes, settings.data_dir).declare(registry)
         self._lock = threading.Lock()
         self._stopping = False
         chores = [
@@ -147,6 +166,8 @@ class Engine:
         for pool in list(self._pools.values()):
             pool.feeder.shutdown(wait=False, cancel_futures=True)
             pool.worker.stop()
+        for relay in self.relays.values():
+            relay.stop()
         self.webhooks.stop()
         if self.ray is not None:
             self.ray.close()
@@ -169,7 +190,8 @@ class Engine:
             self.queued.add(row.owner, row.id, capped=False)
             run = self._run(row, version, values)
             if row.status == Status.PROCESSING:
-                self.recorder.restarted(run, "Server restarted while this prediction ran; running it again.")
+                again = "following it again" if run.provider != LOCAL else "running it again"
+                self.recorder.restarted(run, f"Server restarted while this prediction ran; {again}.")
             self._dispatch(run)
 
     # -- API-facing operations -----------------------------------------------------------------
@@ -185,12 +207,18 @@ class Engine:
         stream: bool = False,
         cancel_after: float | None = None,
         deployment: str | None = None,
+        idempotency_key: str | None = None,
     ) -> PredictionRow:
         """Validate and queue a prediction; raises ``InvalidInput`` naming every bad input field,
         ``TooManyQueued`` when the owner has as many waiting as ``--max-queued-per-token`` allows.
+        A create with an ``idempotency_key`` the owner sent before gets that prediction back.
 
         ``webhook`` is checked by the caller, which knows the request field that carried it."""
+        key = _idempotency_digest(owner, idempotency_key) if idempotency_key else None
+        if key is not None and (earlier := self.store.prediction_by_idempotency_key(key)) is not None:
+            return earlier
         values = self.validate(owner, version, raw_input)
+        provider = self._route(owner, model, version)
         now = utcnow()
         limit = cancel_after if cancel_after is not None else self.settings.prediction_timeout_seconds
         pid = new_id()
@@ -209,10 +237,18 @@ class Engine:
                     webhook_events_filter=list(webhook_events_filter) if webhook_events_filter is not None else None,
                     stream=stream,
                     deployment=deployment,
+                    provider=provider,
                     created_at=now,
                     deadline=now + timedelta(seconds=limit) if limit is not None else None,
+                    idempotency_key=key,
                 )
             )
+        except IntegrityError:
+            self.queued.remove(owner, pid)
+            # The same key's create, sent twice at once: the other one made it.
+            if key is not None and (earlier := self.store.prediction_by_idempotency_key(key)) is not None:
+                return earlier
+            raise
         except BaseException:
             self.queued.remove(owner, pid)
             raise
@@ -266,7 +302,7 @@ class Engine:
             if in_worker:
                 run.cancel_sent_at = time.monotonic()
         if in_worker:
-            self._pool(run).worker.cancel(pid)
+            self._transport(run).cancel(pid)
         else:
             self._forget(run)
 
@@ -286,6 +322,8 @@ class Engine:
             webhook=webhook,
             stream=bool(row.stream) or (webhook is not None and webhook.wants("output")),
             started_at=row.started_at,
+            # An earlier process relayed it: it is followed there again, never created twice.
+            provider=row.provider if row.provider in self.relays else LOCAL,
         )
         with self._lock:
             self._runs[run.id] = run
@@ -320,6 +358,10 @@ class Engine:
                 pool = self._pools[run.pool] = Pool(worker, feeder)
             return pool
 
+    def _transport(self, run: PredictionRun) -> Transport:
+        """Where the run's job goes: its upstream's relay, or its pool's worker."""
+        return self.relays[run.provider] if run.provider != LOCAL else self._pool(run).worker
+
     def _dispatch(self, run: PredictionRun) -> None:
         self._pool(run).feeder.submit(self._prepare, run)
 
@@ -348,8 +390,15 @@ class Engine:
         if hit is not None:
             earlier, output = hit
             line = f"Served from the result cache: same version, input and seed as prediction {earlier.id}."
+            # Nothing ran, nor was anything paid for upstream: the answer came from here.
             self.recorder.complete(
-                run, Status.SUCCEEDED, last_line=line, output=output, cache_key=run.cache_key, started_at=utcnow()
+                run,
+                Status.SUCCEEDED,
+                last_line=line,
+                output=output,
+                cache_key=run.cache_key,
+                started_at=utcnow(),
+                provider=LOCAL,
             )
             self._forget(run)
             return
@@ -367,7 +416,7 @@ class Engine:
         if not submit:
             self._forget(run)
             return
-        worker = self._pool(run).worker
+        worker = self._transport(run)
         try:
             worker.submit(run.job)
         except Exception as exc:  # no process could be started (out of memory, of file descriptors)
@@ -427,7 +476,7 @@ class Engine:
             self.queued.remove(run.owner, run.id)
             run.queue = None
             if not self.recorder.started(run):
-                self._pool(run).worker.cancel(run.id)
+                self._transport(run).cancel(run.id)
         elif isinstance(event, Log | Progress):
             if isinstance(event, Log):
                 run.logs.append(event.text)
@@ -442,17 +491,27 @@ class Engine:
         if done.canceled or done.error is not None:
             # A half-written output may be what filled the disk: free it before the record is written.
             self.store.clear_scratch(run.id)
+        # What a provider that ran it elsewhere measured; a local run is timed by the recorder.
+        measured: dict[str, Any] = {"hardware": done.hardware} if done.hardware else {}
+        if done.predict_time is not None:
+            measured["predict_time"] = done.predict_time
+        if done.record is not None:
+            measured["upstream"] = done.record
+        if run.provider != LOCAL and run.started_at is None and not done.canceled:
+            measured["started_at"] = utcnow()  # a provider that reported it only once it had ended
         if done.canceled:
-            self.recorder.complete(run, Status.CANCELED)
+            self.recorder.complete(run, Status.CANCELED, **measured)
         elif done.error is not None:
-            self.recorder.complete(run, Status.FAILED, error=done.error)
+            self.recorder.complete(run, Status.FAILED, error=done.error, **measured)
         else:
             try:
                 output = self.recorder.publish(run.id, done.output)
             except (TypeError, OSError) as exc:
-                self.recorder.complete(run, Status.FAILED, error=prediction_error(exc))
+                self.recorder.complete(run, Status.FAILED, error=prediction_error(exc), **measured)
                 return
-            self.recorder.complete(run, Status.SUCCEEDED, output=output, cache_key=run.cache_key)
+            self.recorder.complete(run, Status.SUCCEEDED, output=output, cache_key=run.cache_key, **measured)
+            if run.provider == LOCAL and run.started_at is not None:
+                self.router.ran(run.pool, (utcnow() - run.started_at).total_seconds())
 
     def _place(self, event: QueuePositions) -> None:
         """Keep each queued prediction's place in memory, where the API reads it (``queue_spot``)."""
@@ -477,6 +536,9 @@ class Engine:
         waiting in its queue is sent again without using an attempt, as it never ran."""
         if self._stopping:
             return  # stopped on purpose: the next start runs them again
+        if pool.startswith(POOL_PREFIX):
+            self._upstream_lost(prediction_ids, why)
+            return
         self.memory.forget_pool(pool)
         self._worker_gone(pool, why)
         runs = [run for run in map(self._runs.get, prediction_ids) if run is not None]
@@ -487,6 +549,39 @@ class Engine:
                 started, run.started_in_worker = run.started_in_worker, False
             try:
                 self._relaunch(run, why, started)
+            except Exception:
+                log.exception("could not record the loss of %s", run.id, extra={"prediction_id": run.id})
+
+    def _route(self, owner: str, model: Model, version: Version) -> str:
+        """Where a new prediction runs (``Router.route``), decided as it is created: a refusal
+        the router raises is the create's answer, and the record names its provider from the start."""
+        pool = version.predictor.pool or version.id
+        with self._lock:
+            ahead = sum(
+                1 for run in self._runs.values() if run.pool == pool and run.provider == LOCAL and not run.finished
+            )
+        side_by_side = version.predictor.jobs_at_once(self.settings.model_settings)
+        return self.router.route(owner, model.ref, version.id, LocalLoad(pool, ahead, side_by_side))
+
+    def _upstream_lost(self, prediction_ids: list[str], why: WorkerLost) -> None:
+        """An upstream failed these predictions (unreachable, refused, timed out): a burst route
+        runs one here instead if the upstream never started it; any other fails with why."""
+        for run in [run for run in map(self._runs.get, prediction_ids) if run is not None]:
+            with self._lock:
+                run.in_worker = False
+            try:
+                if run.finished:
+                    self._forget(run)
+                elif not run.started_in_worker and self.router.may_fall_back(run.model, run.version.id):
+                    self.store.transition(run.id, ACTIVE, provider=LOCAL)
+                    run.provider = LOCAL
+                    if self.recorder.restarted(run, f"{why.error} Running this prediction here instead."):
+                        self._submit(run)
+                    else:
+                        self._forget(run)
+                else:
+                    self.recorder.complete(run, Status.FAILED, error=why.error)
+                    self._forget(run)
             except Exception:
                 log.exception("could not record the loss of %s", run.id, extra={"prediction_id": run.id})
 
@@ -567,9 +662,22 @@ class Engine:
                     extra={"prediction_id": run.id},
                 )
                 # Its neighbours' errors must not name it: it may be another account's.
-                self._pool(run).worker.kill(f"was restarted: a prediction in it ignored its cancel for {grace:g} s")
+                self._transport(run).kill(f"was restarted: a prediction in it ignored its cancel for {grace:g} s")
 
     def _apply_retention(self) -> None:
         cutoff = utcnow() - timedelta(hours=self.settings.retention_hours or 0)
         self.store.remove_data_before(cutoff)
         self.store.delete_files_before(cutoff)
+
+
+def _idempotency_digest(owner: str, key: str) -> str:
+    """Keys are the clients' own: one owner's never finds another's, and any length fits the column."""
+    return hashlib.sha256(f"{owner}\0{key}".encode()).hexdigest()
+
+
+def _own_base(settings: Settings) -> str:
+    """This server's base URL as an upstream on the network reaches it, for the webhooks it gives."""
+    if settings.public_url:
+        return settings.public_url
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{host}:{settings.port}"

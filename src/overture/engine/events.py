@@ -81,7 +81,9 @@ class Recorder:
         events.append(("done", reason))
         now = utcnow()
         started_at = values.get("started_at", run.started_at)
-        values.update(status=status, logs=text, completed_at=now, predict_time=_seconds(started_at, now))
+        values.update(status=status, logs=text, completed_at=now)
+        # A provider that ran it elsewhere measured its own time; else it is timed here.
+        values.setdefault("predict_time", _seconds(started_at, now))
         webhook = run.webhook
         if webhook is not None and webhook.wants("completed"):
             # The delivery is written with the status: a crash between two commits would lose it.

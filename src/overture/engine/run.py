@@ -50,6 +50,8 @@ class PredictionRun:
     queue: QueueSpot | None = None
     #: ``time.monotonic()`` when it joined its queue (created, recovered or restarted), for metrics.
     queued_at: float = field(default_factory=time.monotonic)
+    #: Where it runs: "local", or the name of the upstream it is relayed to (``Router.route``).
+    provider: str = "local"
 
     @property
     def pool(self) -> str:

@@ -96,6 +96,16 @@ class Field:
 _JSON_TYPES: dict[type, str] = {str: "string", int: "integer", float: "number", bool: "boolean", Path: "string"}
 
 
+#: An OpenAPI property's ``(type, format is uri)`` as a field's kind.
+_OPENAPI_KINDS: dict[tuple[Any, bool], type] = {
+    ("string", False): str,
+    ("string", True): Path,
+    ("integer", False): int,
+    ("number", False): float,
+    ("boolean", False): bool,
+}
+
+
 def fields_from_signature(fn: Callable[..., Any]) -> list[Field]:
     """Read ``Input(...)`` parameters from a predictor's ``predict`` signature, in order."""
     hints = typing.get_type_hints(fn)
@@ -132,6 +142,36 @@ class InputSchema:
     @classmethod
     def from_function(cls, fn: Callable[..., Any]) -> InputSchema:
         return cls(fields_from_signature(fn))
+
+    @classmethod
+    def from_openapi(cls, document: Mapping[str, Any]) -> InputSchema:
+        """The inputs another server's version declares in its OpenAPI document (Cog's layout:
+        ``components.schemas.Input``, enums as ``allOf`` references). Fields of kinds this schema
+        cannot check (arrays, objects) are left out: validation passes them through untouched."""
+        schemas = document.get("components", {}).get("schemas", {})
+        declared = schemas.get("Input", {})
+        required = set(declared.get("required", []))
+        fields: list[Field] = []
+        for name, prop in declared.get("properties", {}).items():
+            for ref in prop.get("allOf", []):
+                prop = {**schemas.get(str(ref.get("$ref", "")).rsplit("/", 1)[-1], {}), **prop}
+            kind = _OPENAPI_KINDS.get((prop.get("type"), prop.get("format") == "uri"))
+            if kind is None:
+                continue
+            default = REQUIRED if name in required else prop.get("default")
+            spec = InputSpec(
+                default=default,
+                description=prop.get("description"),
+                ge=prop.get("minimum"),
+                le=prop.get("maximum"),
+                min_length=prop.get("minLength"),
+                max_length=prop.get("maxLength"),
+                regex=prop.get("pattern"),
+                choices=tuple(prop["enum"]) if "enum" in prop else None,
+                deprecated=bool(prop.get("deprecated")),
+            )
+            fields.append(Field(name, int(prop.get("x-order", len(fields))), kind, spec, bool(prop.get("nullable"))))
+        return cls(sorted(fields, key=lambda f: f.order))
 
     # -- OpenAPI -------------------------------------------------------------------------------
 

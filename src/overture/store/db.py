@@ -115,6 +115,9 @@ class PredictionRow(Base):
     # An upstream prediction's own record, kept as metadata: its id, its URLs (the temporary output
     # URLs among them) and its metrics. Written before the upstream is called, so a restart can resume.
     upstream: Mapped[Any] = mapped_column(JSON, nullable=True)
+    # SHA-256 of the owner and the ``Idempotency-Key`` its create sent (an Overture extension): a
+    # create repeated with the same key gets this prediction back instead of a second one.
+    idempotency_key: Mapped[str | None] = mapped_column(Str(64), nullable=True, unique=True, index=True)
 
 
 class FileRow(Base):

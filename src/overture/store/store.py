@@ -147,6 +147,10 @@ class Store:
     def prediction(self, pid: str, owner: str | None = None) -> PredictionRow | None:
         return self._one(PredictionRow, pid, owner)
 
+    def prediction_by_idempotency_key(self, key: str) -> PredictionRow | None:
+        with self.session() as s:
+            return s.scalars(select(PredictionRow).where(PredictionRow.idempotency_key == key)).first()
+
     def predictions_page(
         self, owner: str, before_seq: int | None, limit: int, model: str | None = None, status: str | None = None
     ) -> list[PredictionRow]:

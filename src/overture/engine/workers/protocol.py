@@ -98,6 +98,14 @@ class Done:
     output: Any = None
     error: str | None = None
     canceled: bool = False
+    #: As a provider that ran it elsewhere measured it (an upstream's ``metrics.predict_time``);
+    #: None: the engine times the run itself.
+    predict_time: float | None = None
+    #: The hardware that provider reports it ran on.
+    hardware: str | None = None
+    #: What that provider keeps about the run, stored with the end as metadata (an upstream's own
+    #: prediction record: its id, URLs and metrics).
+    record: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
