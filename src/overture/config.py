@@ -7,8 +7,8 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from overture.engine.usage import Period, Prices
 from overture.logs import LogFormat
+from overture.prices import Period, Prices
 from overture.runtime.checkpoints import CheckpointSettings
 from overture.upstreams import Route, Upstream
 
@@ -94,7 +94,7 @@ class Settings:
     #: How long predictions wait for a Ray cluster that does not answer before they fail.
     ray_wait_seconds: float = 60.0
     # -- costs of upstream predictions (docs/usage.md) -------------------------------------------
-    #: The price table that turns predict_time into an estimated cost (engine/usage.py).
+    #: The price table that turns predict_time into an estimated cost (overture/prices.py).
     prices: Prices = field(default_factory=Prices)
     #: Each token's cap, in USD, on the estimated cost of its upstream predictions per
     #: ``upstream_budget_period``; None: no cap.

@@ -23,11 +23,11 @@ from overture.cli.common import console, split
 from overture.cli.usage import price_table
 from overture.config import RATE_LIMIT_WINDOW_RANGE, WORKERS, Settings, Workers
 from overture.engine.netpolicy import parse_networks
-from overture.engine.usage import PERIODS
 from overture.engine.workers.transport import ClusterUnavailable
 from overture.logs import LOG_FORMATS, LogFormat, configure_server, server_config
 from overture.models.musicgen.settings import MusicGenSettings
 from overture.models.riffusion.settings import RiffusionSettings
+from overture.prices import PERIODS
 from overture.runtime.checkpoints import CheckpointSettings
 from overture.upstreams import Route, Upstream, parse_route, parse_upstream
 

@@ -19,7 +19,8 @@ from overture.api.present import timestamp
 from overture.cli.client import _check, _client, _server
 from overture.cli.common import split
 from overture.config import Settings
-from overture.engine.usage import GROUP_FIELDS, PERIODS, Prices, UsageReport, parse_moment, period_bounds
+from overture.engine.usage import GROUP_FIELDS, UsageReport, parse_moment, period_bounds
+from overture.prices import PERIODS, Prices
 from overture.store.store import Store, default_database_url, utcnow
 
 #: The operator wants per-token figures; a token's own report has one owner, which costs a column.

@@ -206,7 +206,7 @@ class Store:
         self, since: datetime, until: datetime, owner: str | None = None, upstream_only: bool = False
     ) -> list[UsageGroup]:
         """Predictions created in ``[since, until)``, summed per owner, provider, hardware and model:
-        the finest grouping any report asks for, so that each group has one price (engine/usage.py).
+        the finest grouping any report asks for, so that each group has one price (overture/prices.py).
         ``owner`` keeps one token's; ``upstream_only`` leaves out the local runs."""
         p = PredictionRow
         keys = (p.owner, p.provider, p.hardware, p.model)
