@@ -1,7 +1,8 @@
 """Where upstreams send their webhooks about the predictions relayed to them (docs/providers.md).
 
 No token: an upstream has none of this server's. Each body must carry the upstream's own
-signature (its ``/v1/webhooks/default/secret``), or it is refused and polling carries on.
+signature (its ``/v1/webhooks/default/secret``), or it is refused and polling carries on. The
+route is for upstreams, not for clients, so the API's OpenAPI document leaves it out.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 from overture.api.deps import Svc
 from overture.api.errors import ApiError
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", include_in_schema=False)
 
 
 @router.post("/upstreams/{name}/predictions/{prediction_id}/webhook", status_code=204)
