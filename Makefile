@@ -24,18 +24,23 @@ LOCK_ARGS := --quiet --python $(PY) --generate-hashes --index-strategy unsafe-be
 install: $(STAMP) playground
 
 # The playground (web/, docs/playground.md): rebuilt from its source and package-lock.json into
-# src/overture/playground where node and npm exist. The build is committed, so without node the
-# server still serves the last one, and tests/test_playground.py checks that it is not stale.
+# src/overture/playground where node and npm exist. The build is committed, so without node, or when
+# npm ci cannot reach the registry, the server still serves the last one (under CI a failed build
+# fails), and tests/test_playground.py checks that it is not stale.
 PLAYGROUND_STAMP := web/node_modules/.built
 PLAYGROUND_SOURCES := $(wildcard web/src/*.ts web/src/*/*.ts web/src/*.css) web/index.html web/build.mjs web/package-lock.json
 
 playground: $(PLAYGROUND_STAMP)
 
 $(PLAYGROUND_STAMP): $(PLAYGROUND_SOURCES)
-	@if command -v npm >/dev/null && command -v node >/dev/null; then \
-		cd web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs && touch node_modules/.built; \
-	else \
+	@if ! command -v npm >/dev/null || ! command -v node >/dev/null; then \
 		echo "node and npm are missing: serving the committed playground build (apt-get install nodejs npm to rebuild it)"; \
+	elif (cd web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs && touch node_modules/.built); then \
+		:; \
+	elif [ -n "$$CI" ]; then \
+		echo "the playground did not build (npm ci or node build.mjs failed above)" >&2; exit 1; \
+	else \
+		echo "the playground did not build (npm ci needs the npm registry; see above): serving the committed build"; \
 	fi
 
 # --require-hashes: pip installs nothing that is not in the lock, nor a file whose hash differs.

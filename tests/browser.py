@@ -48,9 +48,10 @@ class Traffic:
 
     requests: list[Request] = field(default_factory=list)
 
-    def hosts(self) -> set[str]:
-        """The host of every request that goes over the network."""
-        return {urllib.parse.urlsplit(r.url).hostname or r.url for r in self.requests if not _local(r.url)}
+    def origins(self) -> set[tuple[str | None, int | None]]:
+        """The host and port of every request that goes over the network."""
+        parts = [urllib.parse.urlsplit(r.url) for r in self.requests if not _local(r.url)]
+        return {(p.hostname, p.port) for p in parts}
 
     def authorized(self) -> list[str]:
         return [r.url for r in self.requests if "authorization" in r.headers]
@@ -82,23 +83,37 @@ def context(browser: Browser, traffic: Traffic, viewport: dict[str, int] = DESKT
     assert not errors, f"the page threw: {errors}"
 
 
+#: For each canvas under the root (shadow roots included): whether any pixel is painted.
+_DRAWN = """root => {
+    const found = [];
+    const walk = node => {
+        for (const el of node.querySelectorAll('*')) {
+            if (el.tagName === 'CANVAS') found.push(el);
+            if (el.shadowRoot) walk(el.shadowRoot);
+        }
+    };
+    walk(root);
+    return found.filter(c => c.width > 0 && c.height > 0).map(c => {
+        const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        for (let i = 3; i < data.length; i += 4) if (data[i] !== 0) return true;
+        return false;
+    });
+}"""
+
+
 def canvases_drawn(page: Page, selector: str) -> list[bool]:
     """For each canvas under ``selector`` (shadow roots included): whether any pixel is painted."""
-    return page.eval_on_selector(
-        selector,
-        """root => {
-            const found = [];
-            const walk = node => {
-                for (const el of node.querySelectorAll('*')) {
-                    if (el.tagName === 'CANVAS') found.push(el);
-                    if (el.shadowRoot) walk(el.shadowRoot);
-                }
-            };
-            walk(root);
-            return found.filter(c => c.width > 0 && c.height > 0).map(c => {
-                const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                for (let i = 3; i < data.length; i += 4) if (data[i] !== 0) return true;
-                return false;
-            });
-        }""",
+    return page.eval_on_selector(selector, _DRAWN)
+
+
+def wait_drawn(page: Page, selector: str, timeout: float = 30_000) -> None:
+    """Until every element matching ``selector`` has a canvas with painted pixels."""
+    page.wait_for_function(
+        f"""s => {{
+            const drawn = {_DRAWN};
+            const roots = [...document.querySelectorAll(s)];
+            return roots.length > 0 && roots.every(r => drawn(r).some(Boolean));
+        }}""",
+        arg=selector,
+        timeout=timeout,
     )

@@ -26,7 +26,19 @@ export interface Model {
   url: string;
   run_count: number;
   latest_version: { id: string; openapi_schema: Record<string, Json> } | null;
-  "x-overture-weights"?: Record<string, Json>;
+  /** Overture extra: each variant's weights, and whether they are on this machine. */
+  "x-overture-weights"?: Weight[];
+}
+
+export interface Weight {
+  model_version: string;
+  ready: boolean;
+  reason?: string;
+}
+
+/** A model's weights as the server lists them; none for a model without any to fetch. */
+export function weights(model: Model): Weight[] {
+  return model["x-overture-weights"] ?? [];
 }
 
 export interface Page<T> {
@@ -125,21 +137,36 @@ export class Api {
   }
 }
 
+/** An http(s) URL, or null for any other text: what a model returns is not trusted to parse. */
+export function parseUrl(text: string): URL | null {
+  try {
+    const url = new URL(text);
+    return url.protocol === "http:" || url.protocol === "https:" ? url : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Every URL in an output, in order (a string, a list, an object of them). */
 export function urls(output: Json | undefined): string[] {
-  if (typeof output === "string") return /^https?:\/\//.test(output) ? [output] : [];
+  if (typeof output === "string") return parseUrl(output) ? [output] : [];
   if (Array.isArray(output)) return output.flatMap(urls);
   if (output && typeof output === "object") return Object.values(output).flatMap(urls);
   return [];
 }
 
-const AUDIO = /\.(wav|mp3|flac|ogg|opus|m4a|aac)(\?|$)/i;
-const IMAGE = /\.(png|jpe?g|webp|gif)(\?|$)/i;
+const AUDIO = /\.(wav|mp3|flac|ogg|opus|m4a|aac)$/i;
+const IMAGE = /\.(png|jpe?g|webp|gif)$/i;
 
-export const isAudio = (url: string): boolean => AUDIO.test(new URL(url).pathname);
-export const isImage = (url: string): boolean => IMAGE.test(new URL(url).pathname);
+export const isAudio = (url: string): boolean => AUDIO.test(parseUrl(url)?.pathname ?? "");
+export const isImage = (url: string): boolean => IMAGE.test(parseUrl(url)?.pathname ?? "");
 
 /** The name a download gets: the output file's own. */
 export function fileName(url: string): string {
-  return decodeURIComponent(new URL(url).pathname.split("/").pop() ?? "output");
+  const last = parseUrl(url)?.pathname.split("/").pop();
+  try {
+    return last ? decodeURIComponent(last) : "output";
+  } catch {
+    return last ?? "output";
+  }
 }

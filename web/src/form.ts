@@ -71,7 +71,8 @@ interface Control {
   row: HTMLElement;
   error: HTMLElement;
   focusable: HTMLElement;
-  read(api: Api): Promise<Json | undefined>;
+  /** Without an API (code to show), a file not yet sent is a placeholder, not an upload. */
+  read(api: Api | null): Promise<Json | undefined>;
   set(value: Json | undefined): void;
 }
 
@@ -102,7 +103,16 @@ export class InputForm {
   /** The values to send: those that differ from the schema's defaults, as a client's code would
    * give them (and an alias such as Stable Audio's `duration` never meets its twin's default);
    * files are uploaded first. */
-  async values(api: Api): Promise<Record<string, Json>> {
+  values(api: Api): Promise<Record<string, Json>> {
+    return this.collect(api);
+  }
+
+  /** The values as code would give them, uploading nothing: a file not yet sent is a placeholder. */
+  draft(): Promise<Record<string, Json>> {
+    return this.collect(null);
+  }
+
+  private async collect(api: Api | null): Promise<Record<string, Json>> {
     const input: Record<string, Json> = {};
     for (const [name, c] of this.controls) {
       const value = await c.read(api);
@@ -240,11 +250,16 @@ function fileControl({ field, error, hint, label, common }: Parts): Control {
   const preview = h("audio", { controls: true, class: "preview", hidden: true });
   const clear = h("button", { type: "button", class: "small", hidden: true }, "Remove");
   const record = h("button", { type: "button", class: "small" }, "Record from microphone");
+  let previewUrl: string | null = null;
   const show = () => {
     status.textContent = chosen === null ? "No file" : typeof chosen === "string" ? chosen : chosenName;
     clear.hidden = chosen === null;
     preview.hidden = !(chosen instanceof Blob);
-    if (chosen instanceof Blob) preview.src = URL.createObjectURL(chosen);
+    // The last preview's blob is let go: a page that picks many files does not keep them all.
+    if (previewUrl !== null) URL.revokeObjectURL(previewUrl);
+    previewUrl = chosen instanceof Blob ? URL.createObjectURL(chosen) : null;
+    if (previewUrl !== null) preview.src = previewUrl;
+    else preview.removeAttribute("src");
   };
   const choose = (value: Blob | string | null, name = "") => {
     chosen = value;
@@ -312,6 +327,7 @@ function fileControl({ field, error, hint, label, common }: Parts): Control {
     focusable: picker,
     read: async (api) => {
       if (chosen instanceof Blob) {
+        if (api === null) return `<the URL of ${chosenName || "input.wav"} once uploaded>`;
         // Uploaded once, through the Files API as the clients do; its URL is the input.
         chosen = await api.upload(chosen, chosenName || "input.wav");
         show();

@@ -86,7 +86,17 @@ function start(refused: string | null = null): void {
     return;
   }
   const fromLink = takeTokenFromLink();
-  if (fromLink) storeToken(fromLink);
+  const kept = storedToken();
+  // Someone else's link must not quietly sign this browser in as them: a different token is asked about.
+  const replace =
+    fromLink !== null &&
+    (kept === null ||
+      kept === fromLink ||
+      window.confirm(
+        "This link signs this browser in with a different token than the one it is signed in with. " +
+          "Sign out of the current one and use the link's token?",
+      ));
+  if (replace) storeToken(fromLink);
   const token = storedToken();
   if (!token) {
     fill(root, header(null), h("main", { id: "main" }, signIn(base, refused, () => start())));

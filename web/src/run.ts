@@ -76,7 +76,7 @@ export class RunView {
       const data = (event as MessageEvent<string>).data;
       // After the run ends, the player takes over: a whole output sent at the end is no chunk.
       if (TERMINAL.has(this.prediction.status)) return;
-      const chunk = data.startsWith("http") ? [data] : urls(parse(data));
+      const chunk = urls(parse(data));
       for (const url of chunk.filter(isAudio)) this.stream?.add(url);
     });
     events.addEventListener("done", () => events.close());

@@ -24,21 +24,24 @@ export interface Snippet {
 /** `ref` is `owner/name`; `version` the version id the page shows. */
 export function snippets(base: string, ref: string, version: string, input: Record<string, Json>): Snippet[] {
   const identifier = `${ref}:${version}`;
-  const env = `export REPLICATE_BASE_URL=${base}\nexport REPLICATE_API_TOKEN=<your token>\n`;
+  const token = "export REPLICATE_API_TOKEN=<your token>\n";
+  // The clients are pointed at this server in the code itself, so it runs as copied.
   const pythonCode =
-    `# pip install replicate\n# ${env.trimEnd().replaceAll("\n", "\n# ")}\nimport replicate\n\n` +
+    `# pip install replicate\n# ${token}import os\n\n` +
+    `os.environ["REPLICATE_BASE_URL"] = ${JSON.stringify(base)}  # this Overture server\n` +
+    `import replicate\n\n` +
     `output = replicate.run(\n    ${JSON.stringify(identifier)},\n    input=${python(input, "    ")}\n)\nprint(output)\n`;
   const jsInput = JSON.stringify(input, null, 2).replaceAll("\n", "\n  ");
   const javascript =
-    `// npm install replicate, save as run.mjs, node run.mjs\n// ${env.trimEnd().replaceAll("\n", "\n// ")}\n` +
+    `// npm install replicate, save as run.mjs, node run.mjs\n// ${token}` +
     `import Replicate from "replicate";\n\n` +
-    "const replicate = new Replicate({ baseUrl: `${process.env.REPLICATE_BASE_URL}/v1` });\n" +
+    `const replicate = new Replicate({ baseUrl: ${JSON.stringify(`${base}/v1`)} });\n` +
     `const output = await replicate.run(${JSON.stringify(identifier)}, {\n  input: ${jsInput},\n});\n` +
     `console.log(String(output));\n`;
   const body = JSON.stringify({ version, input });
   const curl =
-    env +
-    `curl -s -X POST "$REPLICATE_BASE_URL/v1/predictions" \\\n` +
+    token +
+    `curl -s -X POST ${JSON.stringify(`${base}/v1/predictions`)} \\\n` +
     `  -H "Authorization: Bearer $REPLICATE_API_TOKEN" \\\n` +
     `  -H "Content-Type: application/json" \\\n` +
     `  -H "Prefer: wait" \\\n` +

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import re
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
@@ -106,7 +108,23 @@ def get_file(file_id: str, owner: Owner, svc: Svc, present: Present) -> dict[str
 @router.get("/v1/files/{file_id}/download")
 def download_file(file_id: str, owner: Owner, svc: Svc) -> FileResponse:
     row = _file(svc, owner, file_id)
-    return FileResponse(svc.engine.store.upload_path(row.id), media_type=row.content_type, filename=row.name)
+    return _served(svc.engine.store.upload_path(row.id), row.content_type, row.name)
+
+
+#: Types a browser shows inline without running anything: sound, raster images, data as text.
+_INLINE = re.compile(r"audio/[\w.+-]+|image/(png|jpeg|webp|gif)|application/json|text/plain")
+#: Whatever a file holds, it is never a page of this origin: no sniffing, no script, no origin.
+_CONTAINED = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox; default-src 'none'"}
+
+
+def _served(path: Path, media_type: str, name: str) -> FileResponse:
+    """A file a model or a client wrote, served so that it cannot run script on the playground's
+    origin (where the token is kept): an HTML or SVG output is downloaded, not shown."""
+    inline = _INLINE.fullmatch(media_type.split(";")[0].strip().lower()) is not None
+    disposition = "inline" if inline else "attachment"
+    return FileResponse(
+        path, media_type=media_type, filename=name, content_disposition_type=disposition, headers=_CONTAINED
+    )
 
 
 @router.delete("/v1/files/{file_id}", status_code=204)
@@ -122,7 +140,7 @@ def _output_response(svc: Svc, prediction_id: str, name: str) -> FileResponse:
         path = None
     if path is None or not path.is_file():
         raise ApiError(404, f"Output {prediction_id}/{name} does not exist")
-    return FileResponse(path, media_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
+    return _served(path, mimetypes.guess_type(name)[0] or "application/octet-stream", name)
 
 
 #: The token's owner, or None for a reader with an output URL the server signed.

@@ -13,7 +13,7 @@ import html
 from functools import cache
 from pathlib import Path
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
 from overture.api.deps import Present, Svc
@@ -100,6 +100,7 @@ def page(svc: Svc, present: Present) -> HTMLResponse:
 @router.get("/p/{prediction_id}")
 def shared_page(
     prediction_id: str,
+    request: Request,
     svc: Svc,
     present: Present,
     expires: str = Query(default=""),
@@ -107,7 +108,16 @@ def shared_page(
 ) -> HTMLResponse:
     """A prediction's page without the token (``urls.web``, what Share gives): its signature lets the
     app read that one prediction (``GET /v1/predictions/<id>`` with the same query) and its output."""
-    check_signed(svc.keys, page_subject(prediction_id), expires, signature)
+    try:
+        check_signed(svc.keys, page_subject(prediction_id), expires, signature)
+    except ApiError as exc:
+        # A person who opened the link reads why in words; an API client keeps its problem JSON.
+        if "text/html" not in request.headers.get("accept", ""):
+            raise
+        text = f"This shared link does not open: {exc.detail}. Ask whoever shared it for a new link."
+        title = "Link invalid or expired"
+        page = f"<!doctype html><title>{title} · Overture</title><h1>{title}</h1><p>{html.escape(text)}</p>"
+        return HTMLResponse(page, status_code=exc.status, headers={"Referrer-Policy": "no-referrer"})
     return _shell(svc, present)
 
 

@@ -224,7 +224,11 @@ PageReader = Annotated[str | None, Depends(owner_or_signed(lambda path: page_sub
 # fraction of a millisecond, less than the thread-pool round trip a plain def would add, so it
 # runs on the event loop.
 @router.get("/predictions/{prediction_id}")
-async def get_prediction(prediction_id: str, owner: PageReader, svc: Svc, present: Present) -> dict[str, Any]:
+async def get_prediction(
+    prediction_id: str, owner: PageReader, svc: Svc, present: Present, expires: str | None = Query(default=None)
+) -> dict[str, Any]:
+    if owner is None and expires is not None:  # a shared link's reader: its signature checked its expires
+        present = present.for_link(int(expires))
     return show(svc, present, _prediction(svc, owner, prediction_id))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import urllib.parse
 from collections.abc import Callable
@@ -50,6 +51,19 @@ class Presenter:
         self.signed_ttl = signed_ttl
         self.retention_hours = retention_hours
         self.signed_outputs = signed_outputs
+        #: Set for a reader holding only a shared link: see ``for_link``.
+        self.link_expires: int | None = None
+
+    def for_link(self, expires: int) -> Presenter:
+        """For a reader with only a prediction's signed page (a shared link, no token): the URLs it
+        gets expire with that link, so a link cannot renew itself, and it does not see where the
+        owner's webhook goes."""
+        shared = copy.copy(self)
+        shared.link_expires = expires
+        return shared
+
+    def _signed(self, subject: str) -> str:
+        return signed_query(self.keys, subject, self.signed_ttl, self.link_expires)
 
     @staticmethod
     def public_base(request: Request, configured: str | None) -> str:
@@ -116,6 +130,9 @@ class Presenter:
         if row.output is not None:
             # Overture extra: the same output as URLs that work without a header, e.g. in <audio src>.
             body["signed_output"] = self._output(row.output, self.signed_output_url)
+        if self.link_expires is not None:
+            for name in ("webhook", "webhook_events_filter", "webhook_delivery"):
+                body.pop(name, None)
         return body
 
     def stream_data(self, value: Any) -> str:
@@ -128,19 +145,18 @@ class Presenter:
 
     def output_url(self, rel: str) -> str:
         url = f"{self.base}/v1/outputs/{urllib.parse.quote(rel)}"
-        return f"{url}?{signed_query(self.keys, rel, self.signed_ttl)}" if self.signed_outputs else url
+        return f"{url}?{self._signed(rel)}" if self.signed_outputs else url
 
     def signed_output_url(self, rel: str) -> str:
-        return f"{self.base}/signed/outputs/{urllib.parse.quote(rel)}?{signed_query(self.keys, rel, self.signed_ttl)}"
+        return f"{self.base}/signed/outputs/{urllib.parse.quote(rel)}?{self._signed(rel)}"
 
     def stream_url(self, pid: str) -> str:
         """Signed: a browser's ``EventSource`` and the JavaScript client's stream reader send no token."""
-        query = signed_query(self.keys, stream_subject(pid), self.signed_ttl)
-        return f"{self.base}/v1/predictions/{pid}/stream?{query}"
+        return f"{self.base}/v1/predictions/{pid}/stream?{self._signed(stream_subject(pid))}"
 
     def web_url(self, pid: str) -> str:
         """The prediction's page, signed: a browser's address bar cannot send the bearer token."""
-        return f"{self.base}/p/{pid}?{signed_query(self.keys, page_subject(pid), self.signed_ttl)}"
+        return f"{self.base}/p/{pid}?{self._signed(page_subject(pid))}"
 
     # -- models --------------------------------------------------------------------------------
 

@@ -29,9 +29,12 @@ def stream_subject(pid: str) -> str:
     return f"stream:{pid}"
 
 
-def signed_query(keys: Keys, subject: str, ttl: int) -> str:
-    """``expires=...&signature=...`` granting ``subject`` for ``ttl`` seconds."""
+def signed_query(keys: Keys, subject: str, ttl: int, not_after: int | None = None) -> str:
+    """``expires=...&signature=...`` granting ``subject`` for ``ttl`` seconds, and no later than
+    ``not_after`` (a Unix time) where that is given."""
     expires = int(time.time()) + ttl
+    if not_after is not None:
+        expires = min(expires, not_after)
     return urllib.parse.urlencode({"expires": expires, "signature": keys.sign(f"{subject}:{expires}")})
 
 

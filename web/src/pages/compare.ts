@@ -1,7 +1,7 @@
 // One prompt sent to several models at once, played side by side with each one's time on this
 // machine: the seed document's comparison table, measured live.
 
-import { type Json, type Model } from "../api";
+import { type Json, type Model, weights } from "../api";
 import { type App, problem } from "../app";
 import { fill, h, newId } from "../dom";
 import { type Field, fields } from "../form";
@@ -20,9 +20,9 @@ interface Entry {
 
 /** Which of a model's variants have their weights here (`x-overture-weights`); all, for a model with none. */
 function ready(model: Model): (variant: Json | undefined) => boolean {
-  const weights = (model["x-overture-weights"] ?? []) as unknown as { model_version: string; ready: boolean }[];
-  if (!weights.length) return () => true;
-  return (variant) => weights.some((w) => w.ready && (variant === undefined || w.model_version === variant));
+  const listed = weights(model);
+  if (!listed.length) return () => true;
+  return (variant) => listed.some((w) => w.ready && (variant === undefined || w.model_version === variant));
 }
 
 function entries(models: Model[]): Entry[] {
@@ -68,7 +68,12 @@ export async function comparePage(app: App): Promise<HTMLElement> {
   const results = h("div", { class: "compare-grid", "aria-live": "polite" });
   const error = h("p", { class: "error", role: "alert", hidden: true });
   const views: RunView[] = [];
-  app.onLeave(() => views.forEach((v) => v.close()));
+  // Runs created after the visitor left (their requests were on the way) are not shown or polled.
+  let left = false;
+  app.onLeave(() => {
+    left = true;
+    views.forEach((v) => v.close());
+  });
 
   const form = h(
     "form",
@@ -87,7 +92,7 @@ export async function comparePage(app: App): Promise<HTMLElement> {
     error.hidden = chosen.length > 0;
     error.textContent = "Pick at least one model.";
     views.splice(0).forEach((v) => v.close());
-    fill(results, chosen.map((entry) => card(app, entry, prompt.value, Number(duration.value), views)));
+    fill(results, chosen.map((entry) => card(app, entry, prompt.value, Number(duration.value), views, () => left)));
   });
 
   return h(
@@ -100,7 +105,14 @@ export async function comparePage(app: App): Promise<HTMLElement> {
   );
 }
 
-function card(app: App, entry: Entry, prompt: string, duration: number, views: RunView[]): HTMLElement {
+function card(
+  app: App,
+  entry: Entry,
+  prompt: string,
+  duration: number,
+  views: RunView[],
+  left: () => boolean,
+): HTMLElement {
   const body = h("div", {}, h("p", { class: "meta" }, "Starting…"));
   const timeNote = h("p", { class: "compare-time", "data-testid": "compare-time" });
   const input: Record<string, Json> = { ...entry.fixed, [entry.prompt.name]: prompt };
@@ -108,6 +120,7 @@ function card(app: App, entry: Entry, prompt: string, duration: number, views: R
   void (async () => {
     try {
       const prediction = await app.api.create(entry.ref, null, input, false);
+      if (left()) return;
       const view = new RunView(app.api, prediction, {
         live: false,
         foldLogs: true,

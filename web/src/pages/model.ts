@@ -1,8 +1,8 @@
 // A model's page: its description, the form built from the version's schema, Run, and the same
 // input as code (the API tab).
 
-import { type Json, type Model, type Prediction, ApiError } from "../api";
-import { type App, link } from "../app";
+import { type Json, type Model, type Prediction, ApiError, weights } from "../api";
+import { type App, link, problem } from "../app";
 import { fill, h } from "../dom";
 import { fields, InputForm } from "../form";
 import { audioContext } from "../player";
@@ -19,7 +19,12 @@ export async function modelPage(app: App, ref: string, versionId: string | null)
   const formError = h("p", { class: "error", role: "alert", hidden: true, "data-testid": "form-error" });
   const live = h("input", { type: "checkbox", id: "live", checked: true });
   let current: RunView | null = null;
-  app.onLeave(() => current?.close());
+  // A run created after the visitor left (its request was on the way) must not start polling.
+  let left = false;
+  app.onLeave(() => {
+    left = true;
+    current?.close();
+  });
 
   const form: InputForm = new InputForm(schema, () => void run(), "Run", [
     h("label", { class: "inline", for: "live" }, live, " Play as it is made (stream)"),
@@ -44,6 +49,7 @@ export async function modelPage(app: App, ref: string, versionId: string | null)
       }
       return;
     }
+    if (left) return;
     current?.close();
     current = new RunView(app.api, prediction, { live: live.checked });
     fill(
@@ -60,7 +66,13 @@ export async function modelPage(app: App, ref: string, versionId: string | null)
     form.element,
     formError,
   );
-  const showCode = async () => fill(apiTab, codeBlocks(app, ref, version.id, await inputForCode(app, form)));
+  const showCode = async () => {
+    try {
+      fill(apiTab, codeBlocks(app, ref, version.id, await form.draft()));
+    } catch (exc) {
+      fill(apiTab, problem(exc));
+    }
+  };
 
   return h(
     "section",
@@ -87,15 +99,6 @@ export async function modelPage(app: App, ref: string, versionId: string | null)
   );
 }
 
-/** The input as code wants it: the form's values, with a file not yet uploaded left as a name. */
-async function inputForCode(app: App, form: InputForm): Promise<Record<string, Json>> {
-  try {
-    return await form.values(app.api);
-  } catch {
-    return {};
-  }
-}
-
 function codeBlocks(app: App, ref: string, version: string, input: Record<string, Json>): HTMLElement[] {
   return snippets(app.base, ref, version, input).map(({ language, code }) => {
     const pre = h("pre", { class: "code", "data-language": language, tabindex: 0 }, h("code", {}, code));
@@ -106,8 +109,7 @@ function codeBlocks(app: App, ref: string, version: string, input: Record<string
 }
 
 function weightsNote(model: Model): HTMLElement | null {
-  const weights = (model["x-overture-weights"] ?? []) as unknown as { model_version: string; ready: boolean; reason?: string }[];
-  const missing = weights.filter((w) => !w.ready);
+  const missing = weights(model).filter((w) => !w.ready);
   if (!missing.length) return null;
   return h(
     "div",

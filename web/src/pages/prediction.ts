@@ -7,9 +7,16 @@ import { RunView } from "../run";
 import { promptOf } from "./history";
 
 export async function predictionPage(app: App, id: string, signed: string | undefined): Promise<HTMLElement> {
+  let left = false;
+  let view: RunView | null = null;
+  app.onLeave(() => {
+    left = true;
+    view?.close();
+  });
   const prediction = await app.api.prediction(id, signed);
-  const view = new RunView(app.api, prediction, { live: false, query: signed });
-  app.onLeave(() => view.close());
+  view = new RunView(app.api, prediction, { live: false, query: signed });
+  // Left while it was read: the page is not shown, and its run must not poll.
+  if (left) view.close();
   const inputs = h(
     "table",
     { class: "inputs", "aria-label": "Inputs" },
