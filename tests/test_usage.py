@@ -26,10 +26,10 @@ from harness import OTHER_TOKEN, SUBPROCESS_PYTHONPATH, TOKEN, Server
 from overture.api.auth import owner_of
 from overture.engine.usage import Budget, period_bounds
 from overture.errors import OverBudget
-from overture.prices import Prices
+from overture.prices import Prices, UsageGroup
 from overture.status import Status
 from overture.store.db import PredictionRow
-from overture.store.store import Store, UsageGroup, utcnow
+from overture.store.store import Store, utcnow
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,8 +7,9 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Literal
 
+#: The ``provider`` of a prediction that ran on this server (db.py's default): any other names an upstream.
+LOCAL_PROVIDER = "local"
 RouteKind = Literal["local", "upstream", "burst"]
-ROUTE_KINDS: tuple[str, ...] = ("local", "upstream", "burst")
 #: Upstream names are used in URLs (B's webhook path) and in the ``provider`` field.
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from overture.errors import OverBudget
 from overture.store.db import PredictionRow
-from overture.store.store import LOCAL_PROVIDER as LOCAL
+from overture.upstreams import LOCAL_PROVIDER as LOCAL
 from overture.upstreams import Route
 
 _LOCAL_ROUTE = Route("local")

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from overture.errors import OverBudget
-from overture.prices import CURRENCY, Period, Prices
-from overture.store.store import Store, UsageGroup, utcnow
+from overture.prices import CURRENCY, Period, Prices, UsageGroup
+from overture.store.store import Store, utcnow
 
 if TYPE_CHECKING:
     from overture.config import Settings
