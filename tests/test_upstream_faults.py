@@ -124,10 +124,15 @@ def test_killed_with_ten_in_flight_all_finish_and_none_is_created_twice(tmp_path
     try:
         client = server.client()
         created = [
-            client.predictions.create(model="tests/steps", input={"steps": 5, "step_seconds": 0.1, "label": str(i)})
+            client.predictions.create(model="tests/steps", input={"steps": 10, "step_seconds": 0.1, "label": str(i)})
             for i in range(10)
         ]
-        time.sleep(0.3)  # some creates reach A, some are on their way, some wait for their inputs
+        # Killed once B has passed on some of A's log lines: others are still on their way to A,
+        # or wait for their inputs.
+        deadline = time.monotonic() + 30
+        while not any("/10 [" in (p["logs"] or "") for p in predictions(server)):
+            assert time.monotonic() < deadline, "B never passed on any of A's log lines"
+            time.sleep(0.02)
         server.kill()
         server.start()
         with server.http() as http:
@@ -135,6 +140,11 @@ def test_killed_with_ten_in_flight_all_finish_and_none_is_created_twice(tmp_path
         assert [p["status"] for p in ended] == ["succeeded"] * 10, [p["error"] for p in ended]
         assert sorted(p["output"] for p in ended) == sorted(f"{i}:None" for i in range(10))
         assert len(predictions(upstream)) == 10
+        for prediction in ended:
+            # What B passed on before the kill is not passed on again: one bar, one last line.
+            lines = prediction["logs"].splitlines()
+            assert sum("/10 [" in line for line in lines) == 1, prediction["logs"]
+            assert lines.count("finished 10 steps") == 1, prediction["logs"]
     finally:
         server.stop()
         upstream.stop()

@@ -220,7 +220,9 @@ class Relay:
         record = follow.record = dict(row.upstream or {})
         if record.get("id"):  # followed by an earlier process
             follow.upstream_id = str(record["id"])
-            return await self.api.get(follow.upstream_id)
+            state = await self.api.get(follow.upstream_id)
+            follow.lines = _already_passed((row.logs or "").splitlines(), _whole_lines(str(state.get("logs") or "")))
+            return state
         webhook = self.webhook_url(pid)
         if record.get("state") == "creating":
             # An earlier process sent the create and stopped before its answer was written.
@@ -362,9 +364,7 @@ def _log_events(pid: str, lines: list[str], text: str) -> list[JobEvent]:
     """The upstream's whole log text as events for what is new since ``lines`` (updated): new
     lines as ``Log``, progress bars as ``Progress``, so that a bar the upstream rewrites in place
     stays one line here too."""
-    current = text.splitlines()
-    if current and not text.endswith("\n"):
-        current = current[:-1]  # an unfinished line waits for its end
+    current = _whole_lines(text)
     if current[: len(lines)] == lines:
         new = current[len(lines) :]
     elif lines and current[: len(lines) - 1] == lines[:-1]:
@@ -377,6 +377,27 @@ def _log_events(pid: str, lines: list[str], text: str) -> list[JobEvent]:
         match = _PROGRESS.search(line)
         events.append(Progress(pid, int(match[1]), int(match[2])) if match else Log(pid, line))
     return events
+
+
+def _whole_lines(text: str) -> list[str]:
+    """The log's finished lines: an unfinished last line waits for its end."""
+    current = text.splitlines()
+    return current[:-1] if current and not text.endswith("\n") else current
+
+
+def _already_passed(recorded: list[str], current: list[str]) -> list[str]:
+    """The first of the upstream's ``current`` lines that the prediction's recorded log already
+    holds, in order, among this server's own lines (a restart's, the relay's): an earlier process
+    passed them on, and they are not passed on again. A progress bar matches any bar, as this
+    server draws its own."""
+    passed = 0
+    for line in recorded:
+        if passed == len(current):
+            break
+        upstream = current[passed]
+        if line == upstream or (_PROGRESS.search(upstream) and _PROGRESS.search(line)):
+            passed += 1
+    return current[:passed]
 
 
 def _is_file_url(value: str) -> bool:
