@@ -9,19 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import TOKEN, UNLIMITED, Server, free_port, wait_finished
-from overture.api.auth import owner_of
-from overture.store.db import PredictionRow
-from overture.store.store import Store, utcnow
+from harness import UNLIMITED, Server, free_port, wait_finished
+from upstream_helpers import cut_off_create, relaying
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def relaying(data_dir: Path, upstream_url: str, *routes: str, extra: tuple[str, ...] = ()) -> Server:
-    args = ["--upstream", f"a={upstream_url}", "--upstream-token", f"a={TOKEN}", *UNLIMITED, *extra]
-    for route in routes:
-        args += ["--route", route]
-    return Server(data_dir, *args)
 
 
 def predictions(server: Server) -> list[dict]:
@@ -158,22 +149,7 @@ def test_a_create_cut_off_by_a_crash_is_found_again_and_never_repeated(tmp_path:
     server = relaying(tmp_path / "b", upstream.base_url, "tests/steps=upstream:a").start()
     server.stop()
     pid = "cutoffbetweencallandanswer"
-    store = Store(server.data_dir, server.database_url)
-    store.add(
-        PredictionRow(
-            id=pid,
-            owner=owner_of(TOKEN),
-            model="tests/steps",
-            version="tests-steps-v1",
-            status="starting",
-            input={"steps": 1, "label": "once"},
-            logs="",
-            created_at=utcnow(),
-            provider="a",
-            upstream={"name": "a", "state": "creating", "key": pid, "created_at": utcnow().isoformat()},
-        )
-    )
-    store.close()
+    cut_off_create(server, pid, "tests/steps", "tests-steps-v1", {"steps": 1, "label": "once"}, "a")
     if reached_upstream:
         with upstream.http() as http:
             http.post(

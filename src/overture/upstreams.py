@@ -23,6 +23,13 @@ class Upstream:
     #: Sent as ``Authorization: Bearer``; never logged, never shown (``repr`` hides it).
     token: str | None = None
 
+    def headers(self) -> dict[str, str]:
+        """What every request to the upstream carries: the token, when there is one."""
+        headers = {"User-Agent": "overture-relay/0.1"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
     def __repr__(self) -> str:
         return f"Upstream(name={self.name!r}, url={self.url!r}, token={'***' if self.token else None})"
 

@@ -57,6 +57,7 @@ from overture.engine.workers.protocol import (
 )
 from overture.engine.workers.relay import POOL_PREFIX, Relay
 from overture.engine.workers.transport import ClusterUnavailable, Transport, WorkerLost
+from overture.engine.workers.upstream_api import DownloadLimits
 from overture.errors import InvalidInput, UnknownModel, prediction_error
 from overture.ids import new_id
 from overture.logs import about
@@ -128,9 +129,11 @@ class Engine:
                 upstream,
                 store,
                 self,
-                self.router.pinned_version,
                 _own_base(settings),
                 settings.upstream_timeout_seconds,
+                DownloadLimits(
+                    address_policy(settings, "input"), settings.max_input_file_bytes, settings.input_download_seconds
+                ),
             )
             for name, upstream in settings.upstreams.items()
         }
@@ -167,7 +170,7 @@ class Engine:
             pool.feeder.shutdown(wait=False, cancel_futures=True)
             pool.worker.stop()
         for relay in self.relays.values():
-            relay.stop()
+            relay.stop()  # never raises: the client webhooks below are stopped whatever happens
         self.webhooks.stop()
         if self.ray is not None:
             self.ray.close()
@@ -509,7 +512,10 @@ class Engine:
             except (TypeError, OSError) as exc:
                 self.recorder.complete(run, Status.FAILED, error=prediction_error(exc), **measured)
                 return
-            self.recorder.complete(run, Status.SUCCEEDED, output=output, cache_key=run.cache_key, **measured)
+            # A result the upstream made with a version of its choosing is not this version's to replay.
+            unpinned = done.record is not None and not done.record.get("pinned")
+            cache_key = None if unpinned else run.cache_key
+            self.recorder.complete(run, Status.SUCCEEDED, output=output, cache_key=cache_key, **measured)
             if run.provider == LOCAL and run.started_at is not None:
                 self.router.ran(run.pool, (utcnow() - run.started_at).total_seconds())
 
@@ -565,14 +571,15 @@ class Engine:
 
     def _upstream_lost(self, prediction_ids: list[str], why: WorkerLost) -> None:
         """An upstream failed these predictions (unreachable, refused, timed out): a burst route
-        runs one here instead if the upstream never started it; any other fails with why."""
+        runs one here instead if the upstream never accepted it (one it accepted may have run
+        there, answered finished with no ``Started``, and is never run twice); any other fails with why."""
         for run in [run for run in map(self._runs.get, prediction_ids) if run is not None]:
             with self._lock:
                 run.in_worker = False
             try:
                 if run.finished:
                     self._forget(run)
-                elif not run.started_in_worker and self.router.may_fall_back(run.model, run.version.id):
+                elif not why.accepted_upstream and self.router.may_fall_back(run.model, run.version.id):
                     self.store.transition(run.id, ACTIVE, provider=LOCAL)
                     run.provider = LOCAL
                     if self.recorder.restarted(run, f"{why.error} Running this prediction here instead."):

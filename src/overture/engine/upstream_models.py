@@ -22,7 +22,7 @@ FETCH_SECONDS = 5.0
 
 
 class UpstreamCatalog:
-    def __init__(self, upstreams: dict[str, Upstream], routes: dict[str, Route], data_dir: Path):
+    def __init__(self, upstreams: dict[str, Upstream], routes: dict[str, Route], data_dir: Path) -> None:
         self.upstreams = upstreams
         self.routes = routes
         self.cache_dir = data_dir / "upstream-models"
@@ -45,9 +45,8 @@ class UpstreamCatalog:
                 log.error("model %s from upstream %s cannot be served: %s", ref, name, exc)
 
     def _fetched(self, upstream: Upstream, ref: str, versions: list[str]) -> dict[str, Any] | None:
-        headers = {"Authorization": f"Bearer {upstream.token}"} if upstream.token else {}
         try:
-            with httpx.Client(base_url=upstream.url, headers=headers, timeout=FETCH_SECONDS) as http:
+            with httpx.Client(base_url=upstream.url, headers=upstream.headers(), timeout=FETCH_SECONDS) as http:
                 model = http.get(f"/v1/models/{ref}").raise_for_status().json()
                 found = [http.get(f"/v1/models/{ref}/versions/{v}").raise_for_status().json() for v in versions]
         except (httpx.HTTPError, ValueError) as exc:
