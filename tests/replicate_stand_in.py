@@ -59,6 +59,8 @@ class StandIn:
     outputs: list[str] | None = None
     #: The prediction list's ``next`` link.
     list_next: str | None = None
+    #: More metrics of a succeeded prediction, as Replicate reports for some models.
+    metrics: dict[str, Any] = field(default_factory=dict)
     #: The webhook signing secret it gives.
     secret: str = "whsec_c2VjcmV0LW9mLXRoZS1zdGFuZC1pbg=="
     requests: list[Seen] = field(default_factory=list)
@@ -85,8 +87,9 @@ class StandIn:
             error = "CUDA out of memory. Tried to allocate 2.00 GiB"
             return self.shape("succeeded", pid) | {"status": "failed", "error": error, "output": None}
         shape = fixture(name, id=pid, api=self.url, stream=self.stream_url, delivery=self.delivery_url)
-        if name == "succeeded" and self.outputs is not None:
-            shape["output"] = self.outputs
+        if name == "succeeded":
+            shape["metrics"] |= self.metrics
+            shape["output"] = shape["output"] if self.outputs is None else self.outputs
         return shape
 
     def _answer(self, method: str, path: str, body: Any) -> tuple[int, dict[str, str], Any]:

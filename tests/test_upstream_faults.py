@@ -4,7 +4,9 @@ none is lost and none is created twice upstream (docs/providers.md)."""
 
 from __future__ import annotations
 
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -166,5 +168,49 @@ def test_a_create_cut_off_by_a_crash_is_found_again_and_never_repeated(tmp_path:
             assert wait_finished(http, pid)["output"] == "once:None"
         assert len(predictions(upstream)) == 1
     finally:
+        server.stop()
+        upstream.stop()
+
+
+def test_a_restart_follows_an_upstream_prediction_without_fetching_its_inputs_again(tmp_path: Path) -> None:
+    """Its file input went to A with the create: the URL B fetched it from, gone by the restart,
+    is not fetched again, nor is the result cache asked again."""
+    data = bytes(range(256)) * 64
+
+    class Files(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    files = ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    gate = tmp_path / "gate"
+    upstream = Server(tmp_path / "a", *UNLIMITED).start()
+    server = relaying(tmp_path / "b", upstream.base_url, "tests/gated-copy=upstream:a").start()
+    try:
+        source = f"http://127.0.0.1:{files.server_address[1]}/source.bin"
+        prediction = server.client().predictions.create(
+            model="tests/gated-copy", input={"source": source, "gate": str(gate)}
+        )
+        while prediction.status != "processing":
+            time.sleep(0.05)
+            prediction.reload()
+        files.shutdown()
+        files.server_close()
+        server.kill()
+        server.start()
+        gate.touch()
+        with server.http() as http:
+            ended = wait_finished(http, prediction.id)
+            assert ended["status"] == "succeeded", ended["error"]
+            assert http.get(ended["output"]).content == data
+        assert len(predictions(upstream)) == 1
+    finally:
+        gate.touch()
         server.stop()
         upstream.stop()

@@ -246,3 +246,19 @@ def test_a_secret_that_is_not_one_refuses_webhooks_and_polling_goes_on(relay: Se
             headers={"webhook-id": "m", "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,AAAA"},
         )
     assert webhook.status_code == 401
+
+
+def test_replicates_metrics_are_kept_and_strings_that_are_no_file_urls_stay_text(
+    relay: Server, stand_in: StandIn
+) -> None:
+    """Only a string that is one whole URL names a file to bring home; the upstream's other
+    metrics reach the client beside this server's times."""
+    stand_in.metrics = {"time_to_first_token": 0.25, "output_token_count": 12}
+    stand_in.outputs = ["http is how it starts", "https://no host here/x", f"{stand_in.delivery_url}/out.wav"]
+    prediction = relay.client().predictions.create(model="overture/synth", input={"prompt": "x", "duration": 1})
+    prediction.wait()
+    assert prediction.status == "succeeded", prediction.error
+    assert prediction.output[:2] == ["http is how it starts", "https://no host here/x"]
+    assert prediction.output[2].startswith(f"{relay.base_url}/v1/outputs/")
+    assert prediction.metrics["time_to_first_token"] == 0.25 and prediction.metrics["output_token_count"] == 12
+    assert prediction.metrics["predict_time"] == 3.804328 and "total_time" in prediction.metrics

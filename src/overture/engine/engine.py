@@ -195,7 +195,13 @@ class Engine:
             if row.status == Status.PROCESSING:
                 again = "following it again" if run.provider != LOCAL else "running it again"
                 self.recorder.restarted(run, f"Server restarted while this prediction ran; {again}.")
-            self._dispatch(run)
+            if run.provider != LOCAL and (row.upstream or {}).get("id"):
+                # Already running upstream: its inputs went there and the cache was asked before,
+                # so neither is done again (an input URL may be gone by now); it is only followed.
+                run.job = Job(run.id, {}, self.store.scratch(run.id), run.stream, owner=run.owner)
+                self._submit(run)
+            else:
+                self._dispatch(run)
 
     # -- API-facing operations -----------------------------------------------------------------
 

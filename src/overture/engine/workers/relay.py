@@ -433,7 +433,19 @@ def _already_passed(recorded: list[str], current: list[str]) -> list[str]:
 
 
 def _is_file_url(value: str) -> bool:
-    return value.startswith(("http://", "https://", "data:"))
+    """Whether an output string names a file to bring home. Replicate's outputs name their files
+    by URL, alone in their string: one whole http(s) URL with a host, or a data: URI. Any other
+    string (text that starts with "http", a URL inside a sentence) is output as it is."""
+    if value.startswith("data:"):
+        return re.fullmatch(r"data:[^,\s]*,\S*", value) is not None
+    if any(c.isspace() for c in value):
+        return False
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018  # raises ValueError for a port that is not one
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _file_name(url: str, taken: set[str]) -> str:
