@@ -14,7 +14,10 @@ import httpx
 import pytest
 import replicate
 
-from harness import OTHER_TOKEN, UNLIMITED, Receiver, Server, free_port, query, wait_finished
+from harness import OTHER_TOKEN, TOKEN, UNLIMITED, Receiver, Server, free_port, query, wait_finished
+from overture.engine.upstream_models import UpstreamCatalog
+from overture.models.registry import Registry
+from overture.upstreams import Route, parse_upstream
 from upstream_helpers import relaying
 
 pytestmark = pytest.mark.timeout(120)
@@ -294,3 +297,21 @@ def test_the_version_asked_for_is_the_version_run_upstream(tmp_path: Path) -> No
     finally:
         server.stop()
         upstream.stop()
+
+
+def test_upstream_models_are_fetched_again_and_kept_while_the_upstream_is_down(
+    tmp_path: Path, upstream: Server
+) -> None:
+    """The catalog B keeps of models only A has: fetched again when A can answer (a model A could
+    not describe at start-up is served from then on), left as it was when A cannot."""
+    upstreams = {"a": parse_upstream("a", f"http://127.0.0.1:{free_port()}", TOKEN)}  # down for now
+    catalog = UpstreamCatalog(upstreams, {"upstream-only/shout": Route("upstream", "a")}, tmp_path)
+    registry = Registry([])
+    catalog.declare(registry)
+    assert "upstream-only/shout" not in registry.models
+    upstreams["a"] = parse_upstream("a", upstream.base_url, TOKEN)  # up
+    catalog.refresh(registry)
+    assert registry.version("upstream-only/shout")[1].id == "shout-v1"
+    upstreams["a"] = parse_upstream("a", f"http://127.0.0.1:{free_port()}", TOKEN)  # down again
+    catalog.refresh(registry)
+    assert registry.version("shout-v1")[0].ref == "upstream-only/shout"

@@ -110,11 +110,18 @@ class Prices:
         each = self.models.get(group.model)
         return (0.0, group.ran) if each is None else (each * group.ran, 0)
 
-    def reserved(self, group: UsageGroup) -> float:
-        """What a group's predictions still in flight will cost, as far as it is known now: their
-        model's price per prediction (nothing for a provider priced by its own rate)."""
-        if group.provider in self.providers:
+    def reserved(self, group: UsageGroup, average_seconds: float | None) -> float:
+        """What a group's predictions still in flight will cost, as far as it is known now. Priced by
+        a rate (their provider's, or their hardware's), each is counted at the ``average_seconds``
+        that the model's finished runs there took; without that, or without a rate, at their model's
+        price per prediction; with neither, at nothing."""
+        if not group.active:
             return 0.0
+        rate = self.providers.get(group.provider)
+        if rate is None and group.hardware is not None:
+            rate = self.hardware.get(group.hardware.lower())
+        if rate is not None and average_seconds is not None:
+            return rate * average_seconds * group.active
         return self.models.get(group.model, 0.0) * group.active
 
 

@@ -34,7 +34,7 @@ from overture.engine.queueing import QueuedCounts, QueueSpot
 from overture.engine.routing import LOCAL, LocalLoad, Router
 from overture.engine.run import LogBuffer, PredictionRun
 from overture.engine.telemetry import Telemetry
-from overture.engine.upstream_models import UpstreamCatalog
+from overture.engine.upstream_models import REFRESH_SECONDS, UpstreamCatalog
 from overture.engine.usage import Budget
 from overture.engine.webhooks import WebhookDispatcher
 from overture.engine.workers.inline import InlineWorker
@@ -137,7 +137,12 @@ class Engine:
             )
             for name, upstream in settings.upstreams.items()
         }
-        UpstreamCatalog(settings.upstreams, settings.routes, settings.data_dir).declare(registry)
+        catalog = UpstreamCatalog(settings.upstreams, settings.routes, settings.data_dir)
+        catalog.declare(registry)
+        # On a thread of its own: an upstream slow to answer never holds up the chores below.
+        refresh = Chore("upstream models", REFRESH_SECONDS, lambda: catalog.refresh(registry))
+        refresh.next_at = time.monotonic() + REFRESH_SECONDS
+        self._catalog_keeper = Housekeeper([refresh])
         self._lock = threading.Lock()
         self._stopping = False
         chores = [
@@ -159,6 +164,7 @@ class Engine:
         self.store.sweep_leftovers()
         self.recover()
         self._housekeeper.start()
+        self._catalog_keeper.start()
         self.health_monitor.started()
 
     def stop(self) -> None:
@@ -166,6 +172,7 @@ class Engine:
         start runs it again."""
         self._stopping = True
         self._housekeeper.stop()
+        self._catalog_keeper.stop()
         for pool in list(self._pools.values()):
             pool.feeder.shutdown(wait=False, cancel_futures=True)
             pool.worker.stop()
