@@ -4,8 +4,10 @@ one case where nothing real can run here: B relaying to Replicate itself.
 
 Two servers: the API, and a separate delivery host serving the output files, as
 ``replicate.delivery`` does. ``urls.stream`` names a third host (``localhost``, not 127.0.0.1).
-The API can be told to answer creates with 500s or 429s first, and what a finished prediction
-looks like (``succeeded`` or ``removed``: its data gone, as after an hour on Replicate).
+The API can be told to answer creates with 500s or 429s first, what a finished prediction
+looks like (``succeeded``, ``failed``, or ``removed``: its data gone, as after an hour on
+Replicate), to answer creates finished (``Prefer: wait``), with which output URLs, and to page its
+prediction list onto another host. The delivery host redirects ``/redirect/<URL>`` to the URL.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import re
 import secrets
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,8 +51,18 @@ class StandIn:
     fail_creates: int = 0
     #: Creates answered with 429 and ``Retry-After: 1`` before one is accepted.
     throttle_creates: int = 0
-    #: How a finished prediction looks: "succeeded" or "removed".
+    #: How a finished prediction looks: "succeeded", "failed" or "removed".
     outcome: str = "succeeded"
+    #: Creates answered already finished, as ``Prefer: wait`` does for a short prediction.
+    finish_at_create: bool = False
+    #: The output URLs of a succeeded prediction, instead of the delivery host's files.
+    outputs: list[str] | None = None
+    #: The prediction list's ``next`` link.
+    list_next: str | None = None
+    #: More metrics of a succeeded prediction, as Replicate reports for some models.
+    metrics: dict[str, Any] = field(default_factory=dict)
+    #: The webhook signing secret it gives.
+    secret: str = "whsec_c2VjcmV0LW9mLXRoZS1zdGFuZC1pbg=="
     requests: list[Seen] = field(default_factory=list)
     deliveries: list[Seen] = field(default_factory=list)
     created: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -70,7 +83,14 @@ class StandIn:
             server.server_close()
 
     def shape(self, name: str, pid: str) -> dict[str, Any]:
-        return fixture(name, id=pid, api=self.url, stream=self.stream_url, delivery=self.delivery_url)
+        if name == "failed":  # Replicate's failed prediction: the succeeded shape, its error, no output
+            error = "CUDA out of memory. Tried to allocate 2.00 GiB"
+            return self.shape("succeeded", pid) | {"status": "failed", "error": error, "output": None}
+        shape = fixture(name, id=pid, api=self.url, stream=self.stream_url, delivery=self.delivery_url)
+        if name == "succeeded":
+            shape["metrics"] |= self.metrics
+            shape["output"] = shape["output"] if self.outputs is None else self.outputs
+        return shape
 
     def _answer(self, method: str, path: str, body: Any) -> tuple[int, dict[str, str], Any]:
         with self._lock:
@@ -82,13 +102,15 @@ class StandIn:
                     self.throttle_creates -= 1
                     return 429, {"Retry-After": "1"}, fixture("throttled")
                 pid = secrets.token_hex(13)
-                created = self.shape("created", pid) | {"input": body.get("input"), "webhook": body.get("webhook")}
+                shape = self.outcome if self.finish_at_create else "created"
+                created = self.shape(shape, pid) | {"input": body.get("input"), "webhook": body.get("webhook")}
                 self.created[pid] = created
                 return 201, {}, created
             if method == "GET" and path == "/v1/predictions":
-                return 200, {}, {"previous": None, "next": None, "results": list(reversed(self.created.values()))}
+                results = list(reversed(self.created.values()))
+                return 200, {}, {"previous": None, "next": self.list_next, "results": results}
             if method == "GET" and path == "/v1/webhooks/default/secret":
-                return 200, {}, {"key": "whsec_" + "c2VjcmV0LW9mLXRoZS1zdGFuZC1pbg=="}
+                return 200, {}, {"key": self.secret}
             match = re.fullmatch(r"/v1/predictions/([^/]+)(/cancel)?", path)
             if match and match[1] in self.created:
                 pid = match[1]
@@ -126,6 +148,12 @@ class StandIn:
         class Handler(_Quiet):
             def do_GET(self) -> None:
                 stand_in.deliveries.append(Seen(self.command, self.path, dict(self.headers)))
+                if self.path.startswith("/redirect/"):
+                    self.send_response(302)
+                    self.send_header("Location", urllib.parse.unquote(self.path.removeprefix("/redirect/")))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", "audio/wav")
                 self.send_header("Content-Length", str(len(OUTPUT_BYTES)))

@@ -15,6 +15,10 @@ import pytest
 import replicate
 
 from harness import OTHER_TOKEN, TOKEN, UNLIMITED, Receiver, Server, free_port, query, wait_finished
+from overture.engine.upstream_models import UpstreamCatalog
+from overture.models.registry import Registry
+from overture.upstreams import Route, parse_upstream
+from upstream_helpers import relaying
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,19 +31,11 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.stop()
 
 
-def relaying(data_dir: Path, upstream: Server, *routes: str, extra: tuple[str, ...] = ()) -> Server:
-    """B: routes each of ``routes`` (``MODEL=ROUTE``) to A, named ``a``."""
-    args = ["--upstream", f"a={upstream.base_url}", "--upstream-token", f"a={TOKEN}", *UNLIMITED, *extra]
-    for route in routes:
-        args += ["--route", route]
-    return Server(data_dir, *args)
-
-
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory: pytest.TempPathFactory, upstream: Server) -> Iterator[Server]:
     server = relaying(
         tmp_path_factory.mktemp("b"),
-        upstream,
+        upstream.base_url,
         "overture/synth=upstream:a",
         "tests/steps=upstream:a",
         "upstream-only/shout=upstream:a",
@@ -49,8 +45,13 @@ def relay(tmp_path_factory: pytest.TempPathFactory, upstream: Server) -> Iterato
 
 
 def upstream_count(upstream: Server) -> int:
+    """How many predictions A has, every page of its list counted."""
+    count, page = 0, "/v1/predictions"
     with upstream.http() as http:
-        return len(http.get("/v1/predictions").json()["results"])
+        while page:
+            body = http.get(page).json()
+            count, page = count + len(body["results"]), body["next"]
+    return count
 
 
 def upstream_record(relay: Server, pid: str) -> dict:
@@ -133,9 +134,9 @@ def test_stream_and_webhook_work_as_for_a_local_prediction(relay: Server, receiv
     assert body["id"] == prediction.id and body["status"] == "succeeded" and body["provider"] == "a"
 
 
-def test_outputs_stay_after_the_upstream_and_its_data_are_gone(tmp_path: Path, relay: Server) -> None:
+def test_outputs_stay_after_the_upstream_and_its_data_are_gone(tmp_path: Path) -> None:
     upstream = Server(tmp_path / "a", *UNLIMITED).start()
-    server = relaying(tmp_path / "b", upstream, "overture/synth=upstream:a").start()
+    server = relaying(tmp_path / "b", upstream.base_url, "overture/synth=upstream:a").start()
     try:
         output = server.client().run("overture/synth", input={"prompt": "rock", "duration": 1})
         upstream.stop()
@@ -176,7 +177,7 @@ def test_a_model_without_a_route_runs_here(relay: Server) -> None:
 
 @pytest.mark.parametrize("size", [1000, 2 * 1024 * 1024], ids=["inline-data-uri", "uploaded-to-files"])
 def test_file_inputs_reach_the_upstream(tmp_path: Path, upstream: Server, size: int) -> None:
-    server = relaying(tmp_path / "b", upstream, "tests/file-echo=upstream:a").start()
+    server = relaying(tmp_path / "b", upstream.base_url, "tests/file-echo=upstream:a").start()
     try:
         data = bytes(range(256)) * (size // 256)
         (tmp_path / "input.bin").write_bytes(data)
@@ -229,9 +230,9 @@ def test_a_model_only_the_upstream_has_is_listed_validated_and_relayed(relay: Se
 
 
 def test_a_model_only_the_upstream_has_outlives_the_upstream_across_a_restart(tmp_path: Path, upstream: Server) -> None:
-    server = relaying(tmp_path / "b", upstream, "upstream-only/shout=upstream:a").start()
+    server = relaying(tmp_path / "b", upstream.base_url, "upstream-only/shout=upstream:a").start()
     server.stop()
-    elsewhere = relaying(tmp_path / "b", upstream, "upstream-only/shout=upstream:a")
+    elsewhere = relaying(tmp_path / "b", upstream.base_url, "upstream-only/shout=upstream:a")
     elsewhere.extra[elsewhere.extra.index("--upstream") + 1] = f"a=http://127.0.0.1:{free_port()}"  # down now
     elsewhere.start()
     try:
@@ -248,7 +249,7 @@ def test_upstream_usage_adds_up_and_the_budget_refuses_with_402(tmp_path: Path, 
     prices = tmp_path / "prices.toml"
     prices.write_text("[providers]\na = 1.0\n")
     extra = ("--prices", str(prices), "--upstream-budget", "0.001")
-    relay = relaying(tmp_path / "b", upstream, "overture/synth=upstream:a", extra=extra).start()
+    relay = relaying(tmp_path / "b", upstream.base_url, "overture/synth=upstream:a", extra=extra).start()
     try:
         client = relay.client()
         first = client.predictions.create(model="overture/synth", input={"prompt": "dub", "duration": 1, "seed": 3})
@@ -276,3 +277,41 @@ def test_upstream_usage_adds_up_and_the_budget_refuses_with_402(tmp_path: Path, 
     with upstream.http() as http:
         ran_at_a = [p for p in http.get("/v1/predictions").json()["results"] if p["input"].get("prompt") == "dub"]
     assert len(ran_at_a) == 1
+
+
+def test_the_version_asked_for_is_the_version_run_upstream(tmp_path: Path) -> None:
+    """Routed upstream at model level, a prediction of an older version runs that version on A
+    (an Overture upstream has the same version ids), and its result is that version's in the cache."""
+    modules = ("--model-module", "overture_test_models", "--model-module", "overture_two_versions")
+    upstream = Server(tmp_path / "a", *UNLIMITED, *modules).start()
+    server = relaying(tmp_path / "b", upstream.base_url, "tests/two-versions=upstream:a", extra=modules).start()
+    try:
+        client = server.client()
+        older = client.predictions.create(version="tests-two-versions-v1", input={"seed": 1})
+        older.wait()
+        assert older.output == "first:1"
+        assert upstream_record(server, older.id)["version"] == "tests-two-versions-v1"
+        latest = client.predictions.create(model="tests/two-versions", input={"seed": 1})
+        latest.wait()
+        assert latest.output == "second:1" and "Served from the result cache" not in latest.logs
+    finally:
+        server.stop()
+        upstream.stop()
+
+
+def test_upstream_models_are_fetched_again_and_kept_while_the_upstream_is_down(
+    tmp_path: Path, upstream: Server
+) -> None:
+    """The catalog B keeps of models only A has: fetched again when A can answer (a model A could
+    not describe at start-up is served from then on), left as it was when A cannot."""
+    upstreams = {"a": parse_upstream("a", f"http://127.0.0.1:{free_port()}", TOKEN)}  # down for now
+    catalog = UpstreamCatalog(upstreams, {"upstream-only/shout": Route("upstream", "a")}, tmp_path)
+    registry = Registry([])
+    catalog.declare(registry)
+    assert "upstream-only/shout" not in registry.models
+    upstreams["a"] = parse_upstream("a", upstream.base_url, TOKEN)  # up
+    catalog.refresh(registry)
+    assert registry.version("upstream-only/shout")[1].id == "shout-v1"
+    upstreams["a"] = parse_upstream("a", f"http://127.0.0.1:{free_port()}", TOKEN)  # down again
+    catalog.refresh(registry)
+    assert registry.version("shout-v1")[0].ref == "upstream-only/shout"

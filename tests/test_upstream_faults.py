@@ -4,24 +4,17 @@ none is lost and none is created twice upstream (docs/providers.md)."""
 
 from __future__ import annotations
 
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from harness import TOKEN, UNLIMITED, Server, free_port, wait_finished
-from overture.api.auth import owner_of
-from overture.store.db import PredictionRow
-from overture.store.store import Store, utcnow
+from harness import UNLIMITED, Server, free_port, wait_finished
+from upstream_helpers import cut_off_create, relaying
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def relaying(data_dir: Path, upstream_url: str, *routes: str, extra: tuple[str, ...] = ()) -> Server:
-    args = ["--upstream", f"a={upstream_url}", "--upstream-token", f"a={TOKEN}", *UNLIMITED, *extra]
-    for route in routes:
-        args += ["--route", route]
-    return Server(data_dir, *args)
 
 
 def predictions(server: Server) -> list[dict]:
@@ -124,10 +117,15 @@ def test_killed_with_ten_in_flight_all_finish_and_none_is_created_twice(tmp_path
     try:
         client = server.client()
         created = [
-            client.predictions.create(model="tests/steps", input={"steps": 5, "step_seconds": 0.1, "label": str(i)})
+            client.predictions.create(model="tests/steps", input={"steps": 10, "step_seconds": 0.1, "label": str(i)})
             for i in range(10)
         ]
-        time.sleep(0.3)  # some creates reach A, some are on their way, some wait for their inputs
+        # Killed once B has passed on some of A's log lines: others are still on their way to A,
+        # or wait for their inputs.
+        deadline = time.monotonic() + 30
+        while not any("/10 [" in (p["logs"] or "") for p in predictions(server)):
+            assert time.monotonic() < deadline, "B never passed on any of A's log lines"
+            time.sleep(0.02)
         server.kill()
         server.start()
         with server.http() as http:
@@ -135,6 +133,11 @@ def test_killed_with_ten_in_flight_all_finish_and_none_is_created_twice(tmp_path
         assert [p["status"] for p in ended] == ["succeeded"] * 10, [p["error"] for p in ended]
         assert sorted(p["output"] for p in ended) == sorted(f"{i}:None" for i in range(10))
         assert len(predictions(upstream)) == 10
+        for prediction in ended:
+            # What B passed on before the kill is not passed on again: one bar, one last line.
+            lines = prediction["logs"].splitlines()
+            assert sum("/10 [" in line for line in lines) == 1, prediction["logs"]
+            assert lines.count("finished 10 steps") == 1, prediction["logs"]
     finally:
         server.stop()
         upstream.stop()
@@ -148,22 +151,7 @@ def test_a_create_cut_off_by_a_crash_is_found_again_and_never_repeated(tmp_path:
     server = relaying(tmp_path / "b", upstream.base_url, "tests/steps=upstream:a").start()
     server.stop()
     pid = "cutoffbetweencallandanswer"
-    store = Store(server.data_dir, server.database_url)
-    store.add(
-        PredictionRow(
-            id=pid,
-            owner=owner_of(TOKEN),
-            model="tests/steps",
-            version="tests-steps-v1",
-            status="starting",
-            input={"steps": 1, "label": "once"},
-            logs="",
-            created_at=utcnow(),
-            provider="a",
-            upstream={"name": "a", "state": "creating", "key": pid, "created_at": utcnow().isoformat()},
-        )
-    )
-    store.close()
+    cut_off_create(server, pid, "tests/steps", "tests-steps-v1", {"steps": 1, "label": "once"}, "a")
     if reached_upstream:
         with upstream.http() as http:
             http.post(
@@ -180,5 +168,49 @@ def test_a_create_cut_off_by_a_crash_is_found_again_and_never_repeated(tmp_path:
             assert wait_finished(http, pid)["output"] == "once:None"
         assert len(predictions(upstream)) == 1
     finally:
+        server.stop()
+        upstream.stop()
+
+
+def test_a_restart_follows_an_upstream_prediction_without_fetching_its_inputs_again(tmp_path: Path) -> None:
+    """Its file input went to A with the create: the URL B fetched it from, gone by the restart,
+    is not fetched again, nor is the result cache asked again."""
+    data = bytes(range(256)) * 64
+
+    class Files(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    files = ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    gate = tmp_path / "gate"
+    upstream = Server(tmp_path / "a", *UNLIMITED).start()
+    server = relaying(tmp_path / "b", upstream.base_url, "tests/gated-copy=upstream:a").start()
+    try:
+        source = f"http://127.0.0.1:{files.server_address[1]}/source.bin"
+        prediction = server.client().predictions.create(
+            model="tests/gated-copy", input={"source": source, "gate": str(gate)}
+        )
+        while prediction.status != "processing":
+            time.sleep(0.05)
+            prediction.reload()
+        files.shutdown()
+        files.server_close()
+        server.kill()
+        server.start()
+        gate.touch()
+        with server.http() as http:
+            ended = wait_finished(http, prediction.id)
+            assert ended["status"] == "succeeded", ended["error"]
+            assert http.get(ended["output"]).content == data
+        assert len(predictions(upstream)) == 1
+    finally:
+        gate.touch()
         server.stop()
         upstream.stop()

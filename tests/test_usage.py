@@ -26,10 +26,10 @@ from harness import OTHER_TOKEN, SUBPROCESS_PYTHONPATH, TOKEN, Server
 from overture.api.auth import owner_of
 from overture.engine.usage import Budget, period_bounds
 from overture.errors import OverBudget
-from overture.prices import Prices
+from overture.prices import Prices, UsageGroup
 from overture.status import Status
 from overture.store.db import PredictionRow
-from overture.store.store import Store, UsageGroup, utcnow
+from overture.store.store import Store, utcnow
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -387,6 +387,18 @@ def test_predictions_in_flight_count_at_their_models_price(store: Store) -> None
     record(store, [Row(OWNER, "replicate", None, "riffusion/riffusion", None, Status.STARTING, now)] * 3)
     with pytest.raises(OverBudget):
         budget.admit(OWNER)  # 0.26
+
+
+def test_predictions_in_flight_on_a_rated_provider_count_at_the_models_average_run(store: Store) -> None:
+    """Priced at 1 USD a second, two finished runs of 2 s and 4 s make each one in flight count 3 s;
+    a model with no finished run there counts at its price per prediction, one without at nothing."""
+    now = datetime(2026, 12, 7, tzinfo=UTC)
+    budget = Budget(store, Prices(providers={"a": 1.0}), limit=100.0, period="day", clock=lambda: now)
+    finished = [Row(OWNER, "a", "gpu", "x/y", seconds, Status.SUCCEEDED, now) for seconds in (2.0, 4.0)]
+    running = [Row(OWNER, "a", None, "x/y", None, Status.PROCESSING, now) for _ in range(3)]
+    first_runs = [Row(OWNER, "a", None, model, None, Status.STARTING, now) for model in ("meta/musicgen", "n/o")]
+    record(store, finished + running + first_runs)
+    assert budget.spent(OWNER)[0] == pytest.approx(6.0 + 3 * 3.0 + 0.10)
 
 
 def test_over_budget_is_a_402_problem(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from overture.store.store import LOCAL_PROVIDER, UsageGroup
+from overture.upstreams import LOCAL_PROVIDER
 
 CURRENCY = "USD"
 
@@ -52,6 +52,22 @@ SECTIONS = {
     "hardware": "USD per second of predict_time, by the hardware a provider reports",
     "models": "USD per prediction, by model (owner/name)",
 }
+
+
+@dataclass(frozen=True)
+class UsageGroup:
+    """One owner's predictions of one model on one provider and hardware, in a period."""
+
+    owner: str
+    provider: str
+    hardware: str | None
+    model: str
+    predictions: int
+    #: Of those, the ones with a ``predict_time``: they ran, and are paid for.
+    ran: int
+    predict_time: float
+    #: Of those, the ones still starting or processing.
+    active: int
 
 
 def _hardware_defaults() -> dict[str, float]:
@@ -94,11 +110,18 @@ class Prices:
         each = self.models.get(group.model)
         return (0.0, group.ran) if each is None else (each * group.ran, 0)
 
-    def reserved(self, group: UsageGroup) -> float:
-        """What a group's predictions still in flight will cost, as far as it is known now: their
-        model's price per prediction (nothing for a provider priced by its own rate)."""
-        if group.provider in self.providers:
+    def reserved(self, group: UsageGroup, average_seconds: float | None) -> float:
+        """What a group's predictions still in flight will cost, as far as it is known now. Priced by
+        a rate (their provider's, or their hardware's), each is counted at the ``average_seconds``
+        that the model's finished runs there took; without that, or without a rate, at their model's
+        price per prediction; with neither, at nothing."""
+        if not group.active:
             return 0.0
+        rate = self.providers.get(group.provider)
+        if rate is None and group.hardware is not None:
+            rate = self.hardware.get(group.hardware.lower())
+        if rate is not None and average_seconds is not None:
+            return rate * average_seconds * group.active
         return self.models.get(group.model, 0.0) * group.active
 
 

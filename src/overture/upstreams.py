@@ -7,8 +7,9 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Literal
 
+#: The ``provider`` of a prediction that ran on this server (db.py's default): any other names an upstream.
+LOCAL_PROVIDER = "local"
 RouteKind = Literal["local", "upstream", "burst"]
-ROUTE_KINDS: tuple[str, ...] = ("local", "upstream", "burst")
 #: Upstream names are used in URLs (B's webhook path) and in the ``provider`` field.
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -21,6 +22,13 @@ class Upstream:
     url: str
     #: Sent as ``Authorization: Bearer``; never logged, never shown (``repr`` hides it).
     token: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        """What every request to the upstream carries: the token, when there is one."""
+        headers = {"User-Agent": "overture-relay/0.1"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
 
     def __repr__(self) -> str:
         return f"Upstream(name={self.name!r}, url={self.url!r}, token={'***' if self.token else None})"

@@ -113,7 +113,11 @@ class Presenter:
             "webhook_events_filter": row.webhook_events_filter,
         }
         if row.status in TERMINAL and row.completed_at is not None:
+            # A relayed prediction keeps the upstream's own metrics; the times are this server's
+            # (predict_time the upstream's, total_time as this server's client waited).
+            upstream = (row.upstream or {}).get("metrics")
             body["metrics"] = {
+                **(upstream if isinstance(upstream, dict) else {}),
                 "predict_time": row.predict_time or 0.0,
                 "total_time": round((row.completed_at - row.created_at).total_seconds(), 6),
             }

@@ -34,7 +34,7 @@ from overture.engine.queueing import QueuedCounts, QueueSpot
 from overture.engine.routing import LOCAL, LocalLoad, Router
 from overture.engine.run import LogBuffer, PredictionRun
 from overture.engine.telemetry import Telemetry
-from overture.engine.upstream_models import UpstreamCatalog
+from overture.engine.upstream_models import REFRESH_SECONDS, UpstreamCatalog
 from overture.engine.usage import Budget
 from overture.engine.webhooks import WebhookDispatcher
 from overture.engine.workers.inline import InlineWorker
@@ -57,6 +57,7 @@ from overture.engine.workers.protocol import (
 )
 from overture.engine.workers.relay import POOL_PREFIX, Relay
 from overture.engine.workers.transport import ClusterUnavailable, Transport, WorkerLost
+from overture.engine.workers.upstream_api import DownloadLimits
 from overture.errors import InvalidInput, UnknownModel, prediction_error
 from overture.ids import new_id
 from overture.logs import about
@@ -128,13 +129,20 @@ class Engine:
                 upstream,
                 store,
                 self,
-                self.router.pinned_version,
                 _own_base(settings),
                 settings.upstream_timeout_seconds,
+                DownloadLimits(
+                    address_policy(settings, "input"), settings.max_input_file_bytes, settings.input_download_seconds
+                ),
             )
             for name, upstream in settings.upstreams.items()
         }
-        UpstreamCatalog(settings.upstreams, settings.routes, settings.data_dir).declare(registry)
+        catalog = UpstreamCatalog(settings.upstreams, settings.routes, settings.data_dir)
+        catalog.declare(registry)
+        # On a thread of its own: an upstream slow to answer never holds up the chores below.
+        refresh = Chore("upstream models", REFRESH_SECONDS, lambda: catalog.refresh(registry))
+        refresh.next_at = time.monotonic() + REFRESH_SECONDS
+        self._catalog_keeper = Housekeeper([refresh])
         self._lock = threading.Lock()
         self._stopping = False
         chores = [
@@ -156,6 +164,7 @@ class Engine:
         self.store.sweep_leftovers()
         self.recover()
         self._housekeeper.start()
+        self._catalog_keeper.start()
         self.health_monitor.started()
 
     def stop(self) -> None:
@@ -163,11 +172,12 @@ class Engine:
         start runs it again."""
         self._stopping = True
         self._housekeeper.stop()
+        self._catalog_keeper.stop()
         for pool in list(self._pools.values()):
             pool.feeder.shutdown(wait=False, cancel_futures=True)
             pool.worker.stop()
         for relay in self.relays.values():
-            relay.stop()
+            relay.stop()  # never raises: the client webhooks below are stopped whatever happens
         self.webhooks.stop()
         if self.ray is not None:
             self.ray.close()
@@ -192,7 +202,13 @@ class Engine:
             if row.status == Status.PROCESSING:
                 again = "following it again" if run.provider != LOCAL else "running it again"
                 self.recorder.restarted(run, f"Server restarted while this prediction ran; {again}.")
-            self._dispatch(run)
+            if run.provider != LOCAL and (row.upstream or {}).get("id"):
+                # Already running upstream: its inputs went there and the cache was asked before,
+                # so neither is done again (an input URL may be gone by now); it is only followed.
+                run.job = Job(run.id, {}, self.store.scratch(run.id), run.stream, owner=run.owner)
+                self._submit(run)
+            else:
+                self._dispatch(run)
 
     # -- API-facing operations -----------------------------------------------------------------
 
@@ -509,7 +525,10 @@ class Engine:
             except (TypeError, OSError) as exc:
                 self.recorder.complete(run, Status.FAILED, error=prediction_error(exc), **measured)
                 return
-            self.recorder.complete(run, Status.SUCCEEDED, output=output, cache_key=run.cache_key, **measured)
+            # A result the upstream made with a version of its choosing is not this version's to replay.
+            unpinned = done.record is not None and not done.record.get("pinned")
+            cache_key = None if unpinned else run.cache_key
+            self.recorder.complete(run, Status.SUCCEEDED, output=output, cache_key=cache_key, **measured)
             if run.provider == LOCAL and run.started_at is not None:
                 self.router.ran(run.pool, (utcnow() - run.started_at).total_seconds())
 
@@ -565,14 +584,15 @@ class Engine:
 
     def _upstream_lost(self, prediction_ids: list[str], why: WorkerLost) -> None:
         """An upstream failed these predictions (unreachable, refused, timed out): a burst route
-        runs one here instead if the upstream never started it; any other fails with why."""
+        runs one here instead if the upstream never accepted it (one it accepted may have run
+        there, answered finished with no ``Started``, and is never run twice); any other fails with why."""
         for run in [run for run in map(self._runs.get, prediction_ids) if run is not None]:
             with self._lock:
                 run.in_worker = False
             try:
                 if run.finished:
                     self._forget(run)
-                elif not run.started_in_worker and self.router.may_fall_back(run.model, run.version.id):
+                elif not why.accepted_upstream and self.router.may_fall_back(run.model, run.version.id):
                     self.store.transition(run.id, ACTIVE, provider=LOCAL)
                     run.provider = LOCAL
                     if self.recorder.restarted(run, f"{why.error} Running this prediction here instead."):

@@ -12,8 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from overture.errors import OverBudget
-from overture.store.db import PredictionRow
-from overture.store.store import LOCAL_PROVIDER as LOCAL
+from overture.upstreams import LOCAL_PROVIDER as LOCAL
 from overture.upstreams import Route
 
 _LOCAL_ROUTE = Route("local")
@@ -32,7 +31,7 @@ class LocalLoad:
 
 
 class Router:
-    def __init__(self, routes: dict[str, Route], burst_after_seconds: float, admit: Callable[[str], None]):
+    def __init__(self, routes: dict[str, Route], burst_after_seconds: float, admit: Callable[[str], None]) -> None:
         self.routes = routes
         #: Raises ``OverBudget`` (a 402) for an owner whose upstream spending has reached its cap.
         self._admit = admit
@@ -66,11 +65,6 @@ class Router:
     def may_fall_back(self, model: str, version: str) -> bool:
         """Whether a prediction its upstream failed may run here instead: on a burst route only."""
         return self.route_of(model, version).kind == "burst"
-
-    def pinned_version(self, row: PredictionRow) -> str | None:
-        """The upstream version a relayed prediction asks for: the version when its route names
-        one (``owner/name:id``), else None for the upstream's latest version of the model."""
-        return row.version if f"{row.model}:{row.version}" in self.routes else None
 
     def local_wait(self, load: LocalLoad) -> float:
         """Seconds a new prediction would wait here; 0 until the pool has finished a run."""

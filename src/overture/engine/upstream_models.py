@@ -1,6 +1,8 @@
 """Models only an upstream has, for routes such as ``--route owner/name=upstream:NAME``: their
-model and version documents are fetched from the upstream at start-up and kept in the data
-directory, so that a restart while the upstream is down still lists and accepts them."""
+model and version documents are fetched from the upstream at start-up, and again every
+``REFRESH_SECONDS`` (a new latest version, a changed schema), and kept in the data directory, so
+that a restart while the upstream is down still lists and accepts them. An upstream that cannot
+be reached leaves the copy there is in place."""
 
 from __future__ import annotations
 
@@ -19,35 +21,51 @@ log = logging.getLogger("overture")
 
 #: Start-up waits at most this long for each document.
 FETCH_SECONDS = 5.0
+#: How often the documents are fetched again.
+REFRESH_SECONDS = 300.0
 
 
 class UpstreamCatalog:
-    def __init__(self, upstreams: dict[str, Upstream], routes: dict[str, Route], data_dir: Path):
+    def __init__(self, upstreams: dict[str, Upstream], routes: dict[str, Route], data_dir: Path) -> None:
         self.upstreams = upstreams
         self.routes = routes
         self.cache_dir = data_dir / "upstream-models"
+        #: The models to describe, by upstream and ref: the versions their routes name.
+        self._wanted: dict[tuple[str, str], set[str]] = {}
 
     def declare(self, registry: Registry) -> None:
         """Add to ``registry`` each model an ``upstream:`` route names that is not served here."""
-        wanted: dict[tuple[str, str], set[str]] = {}
         for key, route in self.routes.items():
             ref, _, version = key.partition(":")
             if route.kind == "upstream" and route.upstream is not None and ref not in registry.models:
-                wanted.setdefault((route.upstream, ref), set()).update([version] if version else [])
-        for (name, ref), versions in wanted.items():
+                self._wanted.setdefault((route.upstream, ref), set()).update([version] if version else [])
+        for (name, ref), versions in self._wanted.items():
             documents = self._fetched(self.upstreams[name], ref, sorted(versions)) or self._cached(name, ref)
             if documents is None:
                 log.error("model %s is routed to upstream %s, which cannot describe it now: not served", ref, name)
                 continue
-            try:
-                registry.add(remote_model(documents["model"], documents["versions"]))
-            except (KeyError, TypeError, ValueError) as exc:
-                log.error("model %s from upstream %s cannot be served: %s", ref, name, exc)
+            self._serve(registry, documents, ref, name)
+
+    def refresh(self, registry: Registry) -> None:
+        """Fetch each model's documents again; one the upstream cannot describe now stays as it was."""
+        for (name, ref), versions in self._wanted.items():
+            documents = self._fetched(self.upstreams[name], ref, sorted(versions))
+            if documents is not None:
+                self._serve(registry, documents, ref, name)
+
+    def _serve(self, registry: Registry, documents: dict[str, Any], ref: str, name: str) -> None:
+        try:
+            model = remote_model(documents["model"], documents["versions"])
+            if model.ref in registry.models:
+                registry.replace(model)
+            else:
+                registry.add(model)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("model %s from upstream %s cannot be served: %s", ref, name, exc)
 
     def _fetched(self, upstream: Upstream, ref: str, versions: list[str]) -> dict[str, Any] | None:
-        headers = {"Authorization": f"Bearer {upstream.token}"} if upstream.token else {}
         try:
-            with httpx.Client(base_url=upstream.url, headers=headers, timeout=FETCH_SECONDS) as http:
+            with httpx.Client(base_url=upstream.url, headers=upstream.headers(), timeout=FETCH_SECONDS) as http:
                 model = http.get(f"/v1/models/{ref}").raise_for_status().json()
                 found = [http.get(f"/v1/models/{ref}/versions/{v}").raise_for_status().json() for v in versions]
         except (httpx.HTTPError, ValueError) as exc:

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from overture.errors import OverBudget
-from overture.prices import CURRENCY, Period, Prices
-from overture.store.store import Store, UsageGroup, utcnow
+from overture.prices import CURRENCY, Period, Prices, UsageGroup
+from overture.store.store import Store, utcnow
 
 if TYPE_CHECKING:
     from overture.config import Settings
@@ -116,8 +116,8 @@ class Budget:
 
     The engine holds one and calls ``admit(owner)`` where it decides to send a prediction upstream.
     What a token has spent is the estimated cost of its upstream predictions created in the current
-    period, those still in flight counted at their model's price, so that a burst of creates cannot
-    run far past the cap before the first of them finishes."""
+    period, those still in flight counted at an estimate (``Prices.reserved``), so that a burst of
+    creates cannot run far past the cap before the first of them finishes."""
 
     def __init__(
         self,
@@ -142,7 +142,16 @@ class Budget:
         """What ``owner`` has spent upstream in the current period, and when the next one begins."""
         start, end = period_bounds(self.period, self._clock())
         groups = self.store.usage(start, end, owner=owner, upstream_only=True)
-        return sum(self.prices.cost(g)[0] + self.prices.reserved(g) for g in groups), end
+        # Each model's average run on each provider, from its finished runs in the period.
+        runs: dict[tuple[str, str], tuple[int, float]] = {}
+        for g in groups:
+            ran, seconds = runs.get((g.provider, g.model), (0, 0.0))
+            runs[g.provider, g.model] = (ran + g.ran, seconds + g.predict_time)
+        average = {key: seconds / ran for key, (ran, seconds) in runs.items() if ran}
+        spent = sum(
+            self.prices.cost(g)[0] + self.prices.reserved(g, average.get((g.provider, g.model))) for g in groups
+        )
+        return spent, end
 
     def admit(self, owner: str) -> None:
         """Return when ``owner`` may start another upstream prediction; raise ``OverBudget`` (a 402)

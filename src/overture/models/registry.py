@@ -29,6 +29,23 @@ class Registry:
                 self.versions[vid] = (model, version)
         self.models[model.ref] = model
 
+    def replace(self, model: Model) -> None:
+        """Put ``model`` in place of the one declared under its ref: its new versions are added
+        before the ones it no longer has are removed, so a reader never misses a version both have."""
+        old = self.models[model.ref]
+        for version in model.versions:
+            for vid in (version.id, *version.aliases):
+                holder = self.versions.get(vid)
+                if holder is not None and holder[0].ref != model.ref:
+                    raise ValueError(f"version id {vid!r} of {model.ref} is already used by {holder[0].ref}")
+                self.versions[vid] = (model, version)
+        kept = {vid for version in model.versions for vid in (version.id, *version.aliases)}
+        for version in old.versions:
+            for vid in (version.id, *version.aliases):
+                if vid not in kept:
+                    self.versions.pop(vid, None)
+        self.models[model.ref] = model
+
     def model(self, ref: str) -> Model:
         try:
             return self.models[ref]

@@ -23,14 +23,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from overture.errors import TooLarge
 from overture.outputs import FILE_REF, FileRef
+from overture.prices import UsageGroup
 from overture.status import ACTIVE, TERMINAL, Status
 from overture.store import migrate
 from overture.store.db import DeliveryRow, EventRow, FileRow, PredictionRow, connect
+from overture.upstreams import LOCAL_PROVIDER
 
 R = TypeVar("R", PredictionRow, FileRow, DeliveryRow)
-
-#: The ``provider`` of a prediction that ran on this server (db.py's default): any other names an upstream.
-LOCAL_PROVIDER = "local"
 
 
 def utcnow() -> datetime:
@@ -62,22 +61,6 @@ def _transition(
     if rows:
         db.execute(insert(cast(Table, EventRow.__table__)), rows)
     return True
-
-
-@dataclass(frozen=True)
-class UsageGroup:
-    """One owner's predictions of one model on one provider and hardware, in a period."""
-
-    owner: str
-    provider: str
-    hardware: str | None
-    model: str
-    predictions: int
-    #: Of those, the ones with a ``predict_time``: they ran, and are paid for.
-    ran: int
-    predict_time: float
-    #: Of those, the ones still starting or processing.
-    active: int
 
 
 def default_database_url(data_dir: Path) -> str:

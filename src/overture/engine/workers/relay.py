@@ -24,19 +24,24 @@ import mimetypes
 import re
 import threading
 import urllib.parse
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from standardwebhooks.webhooks import Webhook
 
 from overture.engine.workers.protocol import Done, Job, JobEvent, Log, Progress, Started
 from overture.engine.workers.transport import EventSink, WorkerLost
-from overture.engine.workers.upstream_api import UpstreamAPI, UpstreamError, UpstreamRefused
+from overture.engine.workers.upstream_api import (
+    DownloadLimits,
+    UpstreamAPI,
+    UpstreamCanceled,
+    UpstreamError,
+    UpstreamRefused,
+    moment,
+)
 from overture.status import Status
-from overture.store.db import PredictionRow
 from overture.store.store import Store, utcnow
 from overture.upstreams import Upstream
 
@@ -58,6 +63,8 @@ _FIRST_POLL = 0.1
 _MAX_POLL = 2.0
 _MAX_POLL_WITH_WEBHOOKS = 5.0
 _PROGRESS = re.compile(r"\|\s*(\d+)/(\d+)\s*\[")
+#: An upstream that gave no webhook secret is asked again this long after.
+SECRET_RETRY_SECONDS = 60.0
 
 
 @dataclass(eq=False)
@@ -71,6 +78,8 @@ class _Follow:
     #: The newest state a verified webhook brought, not yet looked at.
     hint: dict[str, Any] | None = None
     cancel_wanted: bool = False
+    #: Set with ``cancel_wanted``: ends the waits between the create's tries (a throttled create).
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_sent: bool = False
     started: bool = False
     #: The upstream's log lines already passed on.
@@ -89,20 +98,24 @@ class Relay:
         upstream: Upstream,
         store: Store,
         sink: EventSink,
-        pinned_version: Callable[[PredictionRow], str | None],
         webhook_base: str | None,
         timeout_seconds: float,
-    ):
+        limits: DownloadLimits,
+    ) -> None:
         self.upstream = upstream
         self.pool = POOL_PREFIX + upstream.name
-        self.api = UpstreamAPI(upstream, timeout_seconds)
+        self.api = UpstreamAPI(upstream, timeout_seconds, limits)
         self._store = store
         self._sink = sink
-        #: The upstream version a prediction asks for; None runs the upstream's latest of its model.
-        self._pinned_version = pinned_version
+        #: Whether the upstream has each version asked for (``owner/name:id``): one it has is sent,
+        #: as an Overture upstream has the same version ids for the same models.
+        self._has_version: dict[str, bool] = {}
         self._webhook_base = webhook_base
-        self._secret: str | None = None
-        self._secret_asked = False
+        #: The upstream's webhook signature checker, once its secret is known.
+        self._verifier: Webhook | None = None
+        #: When the secret may be asked (again): ``loop.time()``; None while it is being asked.
+        self._secret_due: float | None = 0.0
+        self._secret_task: asyncio.Task[None] | None = None
         #: Whether a verified webhook from the upstream has arrived: it can reach this server.
         self._webhooks_arrive = False
         self._follows: dict[str, _Follow] = {}
@@ -130,13 +143,17 @@ class Relay:
 
         async def close() -> None:
             tasks = [f.task for f in self._follows.values() if f.task is not None]
+            tasks += [self._secret_task] if self._secret_task is not None else []
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.api.close()
 
         if self._loop.is_running():
-            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+            try:
+                asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+            except Exception:  # a follow that would not stop in time: the process is ending anyway
+                log.exception("the relay to %s did not stop cleanly", self.api.name)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
 
@@ -150,12 +167,12 @@ class Relay:
     def receive(self, prediction_id: str, body: bytes, headers: dict[str, str]) -> bool:
         """A webhook the upstream sent about ``prediction_id``; False when its signature is not
         the upstream's (or its secret is not known yet), and the body is ignored."""
-        secret = self._secret
-        if secret is None:
+        verifier = self._verifier
+        if verifier is None:
             return False
         try:
-            state = Webhook(secret).verify(body, headers)
-        except WebhookVerificationError:
+            state = verifier.verify(body, headers)
+        except Exception:  # a bad signature, a missing header, a body that is not JSON: not the upstream's
             return False
         if not isinstance(state, dict):
             return False
@@ -168,11 +185,16 @@ class Relay:
         follow = _Follow(job)
         self._follows[job.prediction_id] = follow
         follow.task = self._loop.create_task(self._run(follow))
+        due = self._secret_due
+        if self._webhook_base is not None and due is not None and self._loop.time() >= due:
+            self._secret_due = None
+            self._secret_task = self._loop.create_task(self._ask_secret())
 
     def _cancel(self, prediction_id: str) -> None:
         follow = self._follows.get(prediction_id)
         if follow is not None:
             follow.cancel_wanted = True
+            follow.stop.set()
             follow.wake.set()
 
     def _hinted(self, prediction_id: str, state: dict[str, Any]) -> None:
@@ -200,9 +222,12 @@ class Relay:
                 await self._emit(*last)  # the logs say what it did before its outputs could not come home
                 raise
             await self._emit(*last, done)  # the last logs and the end, in one hop to the engine
+        except UpstreamCanceled:  # canceled before the upstream accepted it: nothing runs there
+            await self._emit(Done(pid, canceled=True))
         except UpstreamError as exc:
-            # The engine decides: run it locally (a burst route, not started) or fail it with this.
-            await asyncio.to_thread(self._sink.lost, self.pool, [pid], WorkerLost(str(exc), retryable=False))
+            # The engine decides: run it here (a burst route the upstream never accepted) or fail it with this.
+            why = WorkerLost(str(exc), retryable=False, accepted_upstream=follow.upstream_id is not None)
+            await asyncio.to_thread(self._sink.lost, self.pool, [pid], why)
         except Exception as exc:
             log.exception("relaying %s to %s failed", pid, self.api.name, extra={"prediction_id": pid})
             await self._emit(Done(pid, error=f"Relaying to {self.api.name} failed: {type(exc).__name__}: {exc}"))
@@ -216,15 +241,16 @@ class Relay:
         row = await asyncio.to_thread(self._store.prediction, pid)
         if row is None:
             raise UpstreamError(f"prediction {pid} is not in the records")
-        await self._ask_secret()
         record = follow.record = dict(row.upstream or {})
         if record.get("id"):  # followed by an earlier process
             follow.upstream_id = str(record["id"])
-            return await self.api.get(follow.upstream_id)
+            state = await self.api.get(follow.upstream_id)
+            follow.lines = _already_passed((row.logs or "").splitlines(), _whole_lines(str(state.get("logs") or "")))
+            return state
         webhook = self.webhook_url(pid)
         if record.get("state") == "creating":
             # An earlier process sent the create and stopped before its answer was written.
-            since = _moment(record.get("created_at")) - timedelta(minutes=1)
+            since = (moment(record.get("created_at")) or utcnow()) - timedelta(minutes=1)
             found = await self.api.find(f"/predictions/{pid}/webhook", since) if webhook else None
             if found is not None:
                 return await self._created(follow, record, found)
@@ -232,10 +258,11 @@ class Relay:
             record = {"name": self.upstream.name, "state": "creating", "key": pid, "created_at": utcnow().isoformat()}
             follow.record = record
             await self._write(pid, record)  # before the call: a restart after it finds the prediction again
-        inputs = await self._inputs(follow.job, row.input or {})
-        created = await self.api.create(
-            row.model, self._pinned_version(row), inputs, webhook, str(record["key"]), CREATE_WAIT_SECONDS
-        )
+        inputs = await self._inputs(follow, row.input or {})
+        version = row.version if await self._upstream_has(row.model, row.version) else None
+        record["pinned"] = version is not None
+        key = str(record["key"])
+        created = await self.api.create(row.model, version, inputs, webhook, key, CREATE_WAIT_SECONDS, follow.stop)
         return await self._created(follow, record, created)
 
     async def _created(self, follow: _Follow, record: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
@@ -318,31 +345,38 @@ class Relay:
             return {key: await self._bring_home(item, scratch, taken) for key, item in value.items()}
         return value
 
-    async def _inputs(self, job: Job, raw: dict[str, Any]) -> dict[str, Any]:
+    async def _inputs(self, follow: _Follow, raw: dict[str, Any]) -> dict[str, Any]:
         """What the client sent, with each file input (a local file by now) as the upstream can
         read it: a data: URI when small, else uploaded to its ``/v1/files``."""
         inputs = {}
         for key, value in raw.items():
-            local = job.inputs.get(key)
-            inputs[key] = await self._file_input(local) if isinstance(local, Path) else value
+            local = follow.job.inputs.get(key)
+            inputs[key] = await self._file_input(local, follow.stop) if isinstance(local, Path) else value
         return inputs
 
-    async def _file_input(self, path: Path) -> str:
+    async def _file_input(self, path: Path, stop: asyncio.Event) -> str:
         if path.stat().st_size <= DATA_URI_LIMIT:
             kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
             return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode()}"
-        return await self.api.upload(path)
+        return await self.api.upload(path, stop)
 
     async def _ask_secret(self) -> None:
-        """The upstream's webhook signing secret, asked once: without it its webhooks are ignored
-        and polling follows the predictions."""
-        if self._secret_asked or self._webhook_base is None:
-            return
-        self._secret_asked = True
+        """The upstream's webhook signing secret, asked once briefly, in the background: until it
+        is known the upstream's webhooks are refused and polling follows the predictions, and an
+        upstream that gave none is asked again ``SECRET_RETRY_SECONDS`` later."""
         try:
-            self._secret = await self.api.webhook_secret()
-        except UpstreamError as exc:
+            self._verifier = Webhook(await self.api.webhook_secret())
+        except Exception as exc:  # unreachable, refused, or a secret that is not one (not base64)
             log.warning("%s: no webhook secret (%s); following its predictions by polling", self.api.name, exc)
+            self._secret_due = self._loop.time() + SECRET_RETRY_SECONDS
+
+    async def _upstream_has(self, model: str, version: str) -> bool:
+        """Whether the upstream runs ``version`` of ``model``; one it does not (api.replicate.com
+        knows none of this server's own ids) runs as the upstream's latest version of the model."""
+        ref = f"{model}:{version}"
+        if ref not in self._has_version:
+            self._has_version[ref] = await self.api.has_version(model, version)
+        return self._has_version[ref]
 
     async def _write(self, pid: str, record: dict[str, Any]) -> None:
         await asyncio.to_thread(self._store.transition, pid, list(Status), upstream=record)
@@ -362,9 +396,7 @@ def _log_events(pid: str, lines: list[str], text: str) -> list[JobEvent]:
     """The upstream's whole log text as events for what is new since ``lines`` (updated): new
     lines as ``Log``, progress bars as ``Progress``, so that a bar the upstream rewrites in place
     stays one line here too."""
-    current = text.splitlines()
-    if current and not text.endswith("\n"):
-        current = current[:-1]  # an unfinished line waits for its end
+    current = _whole_lines(text)
     if current[: len(lines)] == lines:
         new = current[len(lines) :]
     elif lines and current[: len(lines) - 1] == lines[:-1]:
@@ -379,8 +411,41 @@ def _log_events(pid: str, lines: list[str], text: str) -> list[JobEvent]:
     return events
 
 
+def _whole_lines(text: str) -> list[str]:
+    """The log's finished lines: an unfinished last line waits for its end."""
+    current = text.splitlines()
+    return current[:-1] if current and not text.endswith("\n") else current
+
+
+def _already_passed(recorded: list[str], current: list[str]) -> list[str]:
+    """The first of the upstream's ``current`` lines that the prediction's recorded log already
+    holds, in order, among this server's own lines (a restart's, the relay's): an earlier process
+    passed them on, and they are not passed on again. A progress bar matches any bar, as this
+    server draws its own."""
+    passed = 0
+    for line in recorded:
+        if passed == len(current):
+            break
+        upstream = current[passed]
+        if line == upstream or (_PROGRESS.search(upstream) and _PROGRESS.search(line)):
+            passed += 1
+    return current[:passed]
+
+
 def _is_file_url(value: str) -> bool:
-    return value.startswith(("http://", "https://", "data:"))
+    """Whether an output string names a file to bring home. Replicate's outputs name their files
+    by URL, alone in their string: one whole http(s) URL with a host, or a data: URI. Any other
+    string (text that starts with "http", a URL inside a sentence) is output as it is."""
+    if value.startswith("data:"):
+        return re.fullmatch(r"data:[^,\s]*,\S*", value) is not None
+    if any(c.isspace() for c in value):
+        return False
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018  # raises ValueError for a port that is not one
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _file_name(url: str, taken: set[str]) -> str:
@@ -397,10 +462,3 @@ def _file_name(url: str, taken: set[str]) -> str:
         name = f"{index}-{base}"
     taken.add(name)
     return name
-
-
-def _moment(value: Any) -> datetime:
-    try:
-        return datetime.fromisoformat(str(value))
-    except ValueError:
-        return utcnow()

@@ -16,6 +16,9 @@ class WorkerLost:
     error: str
     #: Whether running the jobs again could succeed (a crash might not repeat; a failed import will).
     retryable: bool
+    #: An upstream accepted the jobs (it gave them ids): they may run there still, or have run, so
+    #: they are never run here too.
+    accepted_upstream: bool = False
 
 
 class ClusterUnavailable(Exception):
