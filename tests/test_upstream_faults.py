@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness import UNLIMITED, Server, free_port, wait_finished
-from upstream_helpers import cut_off_create, relaying
+from upstream_helpers import create_a_burst, cut_off_create, relaying
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -39,12 +39,7 @@ def test_a_burst_route_runs_here_when_its_upstream_is_down(tmp_path: Path) -> No
     extra = ("--upstream-timeout", "1", "--burst-after", "0.01")
     server = relaying(tmp_path, nobody, "tests/steps=burst:a", extra=extra).start()
     try:
-        client = server.client()
-        client.predictions.create(model="tests/steps", input={"steps": 5, "step_seconds": 0.1}).wait()
-        # The pool's run time is known now, and one runs: the next would wait, so it bursts.
-        client.predictions.create(model="tests/steps", input={"steps": 20, "step_seconds": 0.1})
-        bursting = client.predictions.create(model="tests/steps", input={"steps": 1})
-        bursting.wait()
+        bursting = create_a_burst(server.client())
         assert bursting.status == "succeeded"
         assert "could not be reached" in bursting.logs and "Running this prediction here instead" in bursting.logs
         assert predictions(server)[0]["provider"] == "local"

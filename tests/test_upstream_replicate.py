@@ -14,7 +14,7 @@ import pytest
 
 from harness import TOKEN, Server, query, wait_finished
 from replicate_stand_in import OUTPUT_BYTES, StandIn
-from upstream_helpers import cut_off_create, relaying
+from upstream_helpers import create_a_burst, cut_off_create, relaying
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -222,11 +222,7 @@ def test_a_burst_prediction_replicate_accepted_never_runs_here_too(tmp_path: Pat
     extra = ("--route", "tests/steps=burst:replicate", "--burst-after", "0.01")
     server = relaying_to(tmp_path, stand_in, *extra).start()
     try:
-        client = server.client()
-        client.predictions.create(model="tests/steps", input={"steps": 5, "step_seconds": 0.1}).wait()
-        client.predictions.create(model="tests/steps", input={"steps": 20, "step_seconds": 0.1})
-        bursting = client.predictions.create(model="tests/steps", input={"steps": 1})
-        bursting.wait()
+        bursting = create_a_burst(server.client())
         assert bursting.status == "failed" and "link-local" in bursting.error
         with server.http() as http:
             assert http.get(f"/v1/predictions/{bursting.id}").json()["provider"] == "replicate"

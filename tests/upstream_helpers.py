@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import replicate
+
 from harness import TOKEN, UNLIMITED, Server
 from overture.api.auth import owner_of
 from overture.store.db import PredictionRow
@@ -19,6 +21,17 @@ def relaying(
     for route in routes:
         args += ["--route", route]
     return Server(data_dir, *args)
+
+
+def create_a_burst(client: replicate.Client) -> replicate.prediction.Prediction:
+    """On B with ``tests/steps=burst:...`` and a tiny ``--burst-after``: one run first, so the pool's
+    run time is known, then a long one running, so that the next would wait; that next one, which
+    bursts, finished."""
+    client.predictions.create(model="tests/steps", input={"steps": 5, "step_seconds": 0.1}).wait()
+    client.predictions.create(model="tests/steps", input={"steps": 20, "step_seconds": 0.1})
+    bursting = client.predictions.create(model="tests/steps", input={"steps": 1})
+    bursting.wait()
+    return bursting
 
 
 def cut_off_create(server: Server, pid: str, model: str, version: str, given: dict[str, Any], upstream: str) -> None:

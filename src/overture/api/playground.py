@@ -38,6 +38,12 @@ def _version() -> str:
     return digest.hexdigest()[:16]
 
 
+@cache
+def _template() -> str:
+    """The shell's HTML, read once, like ``_version``: a rebuilt app is served after a restart."""
+    return (ASSETS / "index.html").read_text()
+
+
 def _missing() -> list[str]:
     return [name for name in ("index.html", *FILES) if not (ASSETS / name).is_file()]
 
@@ -57,8 +63,7 @@ def _shell(svc: Svc, present: Present) -> HTMLResponse:
         for m in svc.engine.registry.models.values()
     )
     page = (
-        (ASSETS / "index.html")
-        .read_text()
+        _template()
         .replace("{{root}}", html.escape(f"/{prefix}/" if prefix else "/"))
         .replace("{{version}}", _version())
         .replace("{{base}}", html.escape(present.base))

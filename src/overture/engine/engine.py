@@ -595,13 +595,9 @@ class Engine:
                 elif not why.accepted_upstream and self.router.may_fall_back(run.model, run.version.id):
                     self.store.transition(run.id, ACTIVE, provider=LOCAL)
                     run.provider = LOCAL
-                    if self.recorder.restarted(run, f"{why.error} Running this prediction here instead."):
-                        self._submit(run)
-                    else:
-                        self._forget(run)
+                    self._run_again(run, f"{why.error} Running this prediction here instead.")
                 else:
-                    self.recorder.complete(run, Status.FAILED, error=why.error)
-                    self._forget(run)
+                    self._fail(run, why.error)
             except Exception:
                 log.exception("could not record the loss of %s", run.id, extra={"prediction_id": run.id})
 
@@ -612,13 +608,20 @@ class Engine:
             self._submit(run)
         elif why.retryable and run.attempt < self.settings.max_attempts and not run.produced_output:
             run.attempt += 1
-            if self.recorder.restarted(run, f"{why.error} Running this prediction again."):
-                self._submit(run)
-            else:
-                self._forget(run)
+            self._run_again(run, f"{why.error} Running this prediction again.")
         else:
-            self.recorder.complete(run, Status.FAILED, error=why.error)
+            self._fail(run, why.error)
+
+    def _run_again(self, run: PredictionRun, why: str) -> None:
+        """Send a lost run to a worker again, saying ``why`` in its logs, unless it ended meanwhile."""
+        if self.recorder.restarted(run, why):
+            self._submit(run)
+        else:
             self._forget(run)
+
+    def _fail(self, run: PredictionRun, error: str) -> None:
+        self.recorder.complete(run, Status.FAILED, error=error)
+        self._forget(run)
 
     def _unload(self, pool: str, key: str) -> None:
         with self._lock:
